@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: BSL-1.0
+// Contract: the reactor, one per thread: reads, writes, child exits and timers complete as operations.
+// The synchronous functions run a private one; the coroutine event_loop is built on the same type.
+#ifndef CHILDPROC_DETAIL_REACTOR_HPP
+#define CHILDPROC_DETAIL_REACTOR_HPP
+
+#include "../result.hpp"
+#include "handle.hpp"
+#include "pipe.hpp"
+#include "wait.hpp"
+
+#include <chrono>   // timers
+#include <cstddef>  // std::size_t
+#include <map>      // the timer queue
+#include <optional> // run_once's deadline
+
+namespace childproc::inline v0::detail {
+
+using reactor_clock = std::chrono::steady_clock;
+
+/// One pending operation. `complete` runs on the reactor's thread, from run_once, never inline
+/// from the call that started it (so a completion may start the next operation without recursion).
+struct reactor_op {
+  void (*complete)(reactor_op*) = nullptr;
+  error err;               ///< the outcome: ECANCELED after cancel(), an OS error, or none
+  std::size_t bytes = 0;   ///< io: bytes moved; 0 on a read is end of stream
+  reactor_op* next = nullptr;
+};
+
+/// A read_some or write_some on a handle.
+struct io_op : reactor_op {
+  native_handle handle{};
+  char* data = nullptr;
+  std::size_t size = 0;
+  bool write = false;
+};
+
+/// Completes when the child has ended (it is not reaped: its owner does that).
+struct exit_op : reactor_op {
+  native_child* child = nullptr;
+};
+
+/// Completes at `deadline`.
+struct timer_op : reactor_op {
+  reactor_clock::time_point deadline{};
+  std::multimap<reactor_clock::time_point, timer_op*>::iterator where{};
+  bool armed = false;
+};
+
+/// Completed operations, in order, waiting for their `complete` to run.
+struct op_queue {
+  reactor_op* head = nullptr;
+  reactor_op* tail = nullptr;
+  void push(reactor_op* op) noexcept {
+    op->next = nullptr;
+    (tail ? tail->next : head) = op;
+    tail = op;
+  }
+  bool empty() const noexcept { return head == nullptr; }
+};
+
+struct reactor_state;  // each backend defines it
+
+/// Opens the OS poller.  POSIX: epoll_create1(EPOLL_CLOEXEC), or nothing for poll(2).  Win32: an I/O completion port.
+inline auto reactor_open_native(reactor_state& s) -> result<void>;
+
+/// Starts a read or write; an operation that can finish at once goes straight to `done`.
+///   POSIX: one non-blocking read(2)/write(2) now, else the fd waits for readiness (edge-triggered epoll).
+///   Win32: an overlapped ReadFile/WriteFile whose completion arrives on the port.
+inline void start_io_native(reactor_state& s, io_op* op, op_queue& done);
+
+/// Starts waiting for a child's end.
+///   POSIX: the pidfd as a readable fd, confirmed with waitid(WNOWAIT); without a pidfd, a WNOHANG check on every tick (at most 5 ms apart).
+///   Win32: RegisterWaitForSingleObject posting to the port.
+inline void start_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done);
+
+/// Completes every operation pending on `h` with ECANCELED and forgets `h`; call before closing it.
+///   POSIX: removes the fd from epoll.   Win32: CancelIoEx, completions then arrive as cancelled.
+inline void cancel_native(reactor_state& s, native_handle h, op_queue& done);
+
+/// Waits up to `timeout_ms` (-1: no limit) for readiness or completions; finished operations go to `done`.
+///   POSIX: epoll_wait or poll.   Win32: GetQueuedCompletionStatusEx.
+inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done) -> result<void>;
+
+/// Releases the OS poller.
+inline void reactor_close_native(reactor_state& s) noexcept;
+
+}  // namespace childproc::inline v0::detail
+
+#if CHILDPROC_WIN32
+#  include "reactor.win32.hpp"
+#else
+#  include "reactor.posix.hpp"
+#endif
+
+namespace childproc::inline v0::detail {
+
+/// The platform-free half: timers, the completion queue, run_once.
+class reactor {
+ public:
+  reactor() = default;
+  reactor(const reactor&) = delete;
+  reactor& operator=(const reactor&) = delete;
+  ~reactor() { reactor_close_native(state_); }
+
+  /// Opens the OS side; call once before anything else.
+  result<void> open() { return reactor_open_native(state_); }
+
+  /// Starts a read (op->write false) or a write.
+  void start_io(io_op* op) { start_io_native(state_, op, done_); }
+  /// Starts waiting for a child's end.
+  void start_exit_wait(exit_op* op) { start_exit_wait_native(state_, op, done_); }
+  /// Completes everything pending on `h` with ECANCELED; call before closing `h`.
+  void cancel(native_handle h) { cancel_native(state_, h, done_); }
+
+  /// Arms a timer (re-arming moves it).
+  void start_timer(timer_op* op, reactor_clock::time_point deadline) {
+    cancel_timer(op);
+    op->deadline = deadline;
+    op->where = timers_.emplace(deadline, op);
+    op->armed = true;
+  }
+  /// Disarms a timer; its completion does not run.
+  void cancel_timer(timer_op* op) noexcept {
+    if (!op->armed) return;
+    timers_.erase(op->where);
+    op->armed = false;
+  }
+
+  /// Waits for at least one completion or until `until`, then runs the completions that were ready.
+  /// Returns how many ran.
+  result<std::size_t> run_once(std::optional<reactor_clock::time_point> until = std::nullopt) {
+    if (done_.empty()) {
+      auto deadline = until;
+      if (!timers_.empty() && (!deadline || timers_.begin()->first < *deadline)) deadline = timers_.begin()->first;
+      int timeout_ms = -1;
+      if (deadline) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - reactor_clock::now()).count();
+        timeout_ms = left <= 0 ? 0 : static_cast<int>(std::min<long long>(left, 1 << 30));
+      }
+      if (auto r = reactor_poll_native(state_, timeout_ms, done_); !r) return std::move(r).error();
+    }
+    const auto now = reactor_clock::now();
+    while (!timers_.empty() && timers_.begin()->first <= now) {
+      timer_op* t = timers_.begin()->second;
+      timers_.erase(timers_.begin());
+      t->armed = false;
+      t->err = {};
+      done_.push(t);
+    }
+    op_queue batch = done_;  // completions started now wait for the next round
+    done_ = {};
+    std::size_t n = 0;
+    while (reactor_op* op = batch.head) {
+      batch.head = op->next;
+      op->complete(op);
+      ++n;
+    }
+    return n;
+  }
+
+ private:
+  reactor_state state_;
+  op_queue done_;
+  std::multimap<reactor_clock::time_point, timer_op*> timers_;
+};
+
+}  // namespace childproc::inline v0::detail
+
+#endif

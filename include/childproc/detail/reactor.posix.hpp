@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: BSL-1.0
+// POSIX backend of reactor.hpp: epoll (edge-triggered) on Linux, poll(2) elsewhere or with CHILDPROC_USE_POLL.
+#ifndef CHILDPROC_DETAIL_REACTOR_POSIX_HPP
+#define CHILDPROC_DETAIL_REACTOR_POSIX_HPP
+
+#include "os.posix.hpp"
+
+#include <algorithm>      // std::min
+#include <cerrno>         // errno
+#include <unordered_map>  // waiters per fd
+#include <vector>         // poll set, fallback exits
+
+namespace childproc::inline v0::detail {
+
+// Who waits on one fd. Each fd is registered once (epoll: EPOLLIN | EPOLLOUT, edge-triggered):
+// an operation always tries its syscall first, so no edge is lost while nobody waited.
+struct fd_waiters {
+  io_op* reader = nullptr;
+  io_op* writer = nullptr;
+  exit_op* exit = nullptr;
+  bool registered = false;
+};
+
+struct reactor_state {
+  int epoll_fd = -1;
+  std::unordered_map<int, fd_waiters> fds;
+  std::vector<exit_op*> polled_exits;  // children without a pidfd
+  std::vector<pollfd> poll_set;        // reused by the poll backend
+};
+
+// One attempt at an io_op; false if it would block.
+inline bool attempt_io_posix(io_op* op) {
+  auto r = op->write ? try_write_posix(op->handle, {op->data, op->size}) : try_read_posix(op->handle, {op->data, op->size});
+  if (!r && r.error().value() == EAGAIN) return false;
+  op->bytes = r ? *r : 0;
+  op->err = r ? error() : std::move(r).error();
+  return true;
+}
+
+// Whether the child of an exit_op has ended (an error, such as ECHILD, also ends the wait).
+inline bool attempt_exit_posix(exit_op* op) {
+  auto r = has_exited_native(*op->child);
+  if (r && !*r) return false;
+  op->err = r ? error() : std::move(r).error();
+  return true;
+}
+
+inline auto register_fd_posix(reactor_state& s, int fd, fd_waiters& w) -> result<void> {
+  if (w.registered) return {};
+#if CHILDPROC_HAS_EPOLL
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.fd = fd;
+  if (::epoll_ctl(s.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) return last_os_error(errno, "epoll_ctl");
+#else
+  (void)s;
+  (void)fd;
+#endif
+  w.registered = true;
+  return {};
+}
+
+// Runs what became possible on `fd`.
+inline void on_ready_posix(reactor_state& s, int fd, bool readable, bool writable, op_queue& done) {
+  auto it = s.fds.find(fd);
+  if (it == s.fds.end()) return;
+  fd_waiters& w = it->second;
+  if (readable && w.reader && attempt_io_posix(w.reader)) done.push(std::exchange(w.reader, nullptr));
+  if (writable && w.writer && attempt_io_posix(w.writer)) done.push(std::exchange(w.writer, nullptr));
+  if (readable && w.exit && attempt_exit_posix(w.exit)) done.push(std::exchange(w.exit, nullptr));
+}
+
+inline auto reactor_open_native(reactor_state& s) -> result<void> {
+#if CHILDPROC_HAS_EPOLL
+  s.epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+  if (s.epoll_fd < 0) return last_os_error(errno, "epoll_create1");
+#else
+  (void)s;
+#endif
+  return {};
+}
+
+inline void start_io_native(reactor_state& s, io_op* op, op_queue& done) {
+  if (attempt_io_posix(op)) return done.push(op);
+  auto& w = s.fds[op->handle];
+  if (auto r = register_fd_posix(s, op->handle, w); !r) {
+    op->err = std::move(r).error();
+    return done.push(op);
+  }
+  (op->write ? w.writer : w.reader) = op;
+}
+
+inline void start_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done) {
+  if (attempt_exit_posix(op)) return done.push(op);
+  if (!op->child->handle) return s.polled_exits.push_back(op);
+  const int fd = op->child->handle.get();
+  auto& w = s.fds[fd];
+  if (auto r = register_fd_posix(s, fd, w); !r) {
+    op->err = std::move(r).error();
+    return done.push(op);
+  }
+  w.exit = op;
+}
+
+inline void cancel_native(reactor_state& s, native_handle h, op_queue& done) {
+  auto it = s.fds.find(h);
+  if (it == s.fds.end()) return;
+  for (reactor_op* op : {static_cast<reactor_op*>(it->second.reader), static_cast<reactor_op*>(it->second.writer),
+                         static_cast<reactor_op*>(it->second.exit)})
+    if (op) {
+      op->err = error(std::error_code(ECANCELED, std::system_category()));
+      op->bytes = 0;
+      done.push(op);
+    }
+#if CHILDPROC_HAS_EPOLL
+  if (it->second.registered) ::epoll_ctl(s.epoll_fd, EPOLL_CTL_DEL, h, nullptr);
+#endif
+  s.fds.erase(it);
+}
+
+inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done) -> result<void> {
+  if (!s.polled_exits.empty()) timeout_ms = timeout_ms < 0 ? 5 : std::min(timeout_ms, 5);
+#if CHILDPROC_HAS_EPOLL
+  epoll_event events[64];
+  const int n = ::epoll_wait(s.epoll_fd, events, 64, timeout_ms);
+  if (n < 0 && errno != EINTR) return last_os_error(errno, "epoll_wait");
+  for (int i = 0; i < n; ++i) {
+    const auto e = events[i].events;
+    const bool broken = (e & (EPOLLERR | EPOLLHUP)) != 0;
+    on_ready_posix(s, events[i].data.fd, broken || (e & (EPOLLIN | EPOLLRDHUP)), broken || (e & EPOLLOUT), done);
+  }
+#else
+  s.poll_set.clear();
+  for (auto& [fd, w] : s.fds) {
+    const short want = static_cast<short>(((w.reader || w.exit) ? POLLIN : 0) | (w.writer ? POLLOUT : 0));
+    if (want) s.poll_set.push_back({fd, want, 0});
+  }
+  const int n = ::poll(s.poll_set.data(), s.poll_set.size(), timeout_ms);
+  if (n < 0 && errno != EINTR) return last_os_error(errno, "poll");
+  for (int i = 0; n > 0 && i < static_cast<int>(s.poll_set.size()); ++i) {
+    const auto& p = s.poll_set[static_cast<std::size_t>(i)];
+    const bool broken = (p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
+    if (p.revents) on_ready_posix(s, p.fd, broken || (p.revents & POLLIN), broken || (p.revents & POLLOUT), done);
+  }
+#endif
+  std::erase_if(s.polled_exits, [&](exit_op* op) {
+    if (!attempt_exit_posix(op)) return false;
+    done.push(op);
+    return true;
+  });
+  return {};
+}
+
+inline void reactor_close_native(reactor_state& s) noexcept {
+  if (s.epoll_fd >= 0) ::close(s.epoll_fd);
+  s.epoll_fd = -1;
+}
+
+}  // namespace childproc::inline v0::detail
+
+#endif

@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: BSL-1.0
+// Platform-free: the engine of exec, exec_file and spawn_sync on a private reactor. stdin is
+// written while stdout and stderr are read, so no pipe can fill up and deadlock the pair.
+#ifndef CHILDPROC_DETAIL_RUN_SYNC_HPP
+#define CHILDPROC_DETAIL_RUN_SYNC_HPP
+
+#include "../output.hpp"
+#include "../process.hpp"
+#include "../spawn.hpp"
+#include "reactor.hpp"
+
+#include <csignal>  // SIGKILL
+#include <string>   // captured output
+
+namespace childproc::inline v0::detail {
+
+class sync_run {
+ public:
+  sync_run(process& p, const options& o, output& out) : p_(p), o_(o), out_(out) {}
+
+  result<void> run() {
+    if (auto r = reactor_.open(); !r) return r;
+    const auto now = reactor_clock::now();
+    if (p_.in().is_open()) {
+      if (o_.input.empty()) p_.in().close();
+      else start_write();
+    }
+    for (int i : {1, 2})
+      if (p_.stdio(static_cast<std::size_t>(i)).is_open()) start_read(i);
+    for (std::size_t i = 3; i < o_.stdio.size(); ++i) p_.stdio(i).close();  // only 0-2 are captured
+    exit_.child = &child();
+    exit_.complete = [](reactor_op* op) { static_cast<exit_event*>(op)->self->on_exit(); };
+    exit_.self = this;
+    reactor_.start_exit_wait(&exit_);
+    timeout_.self = grace_.self = drain_.self = this;
+    timeout_.complete = [](reactor_op* op) { static_cast<timer_event*>(op)->self->on_timeout(); };
+    grace_.complete = [](reactor_op* op) { static_cast<timer_event*>(op)->self->on_grace(); };
+    drain_.complete = [](reactor_op* op) { static_cast<timer_event*>(op)->self->on_drain(); };
+    if (o_.timeout.count() > 0) reactor_.start_timer(&timeout_, now + o_.timeout);
+    while (!exited_ || reading_[1] || reading_[2] || writing_) {
+      auto r = reactor_.run_once();
+      if (!r) return std::move(r).error();
+    }
+    return {};
+  }
+
+ private:
+  struct io_event : io_op {
+    sync_run* self = nullptr;
+    int index = 0;
+  };
+  struct exit_event : exit_op {
+    sync_run* self = nullptr;
+  };
+  struct timer_event : timer_op {
+    sync_run* self = nullptr;
+  };
+
+  native_child& child() { return p_.native(); }
+
+  std::string& sink(int i) { return i == 1 ? out_.out : out_.err; }
+
+  void start_read(int i) {
+    std::string& s = sink(i);
+    const std::size_t chunk = 65536;
+    if (s.capacity() < s.size() + chunk) s.reserve(std::max(s.capacity() * 2, s.size() + chunk));
+    const std::size_t old = s.size();
+    s.resize(s.capacity());  // read straight into the string's spare capacity
+    io_event& op = reads_[i];
+    op.self = this;
+    op.index = i;
+    op.handle = p_.stdio(static_cast<std::size_t>(i)).handle();
+    op.data = s.data() + old;
+    op.size = s.size() - old;
+    op.write = false;
+    op.complete = [](reactor_op* o) { auto* e = static_cast<io_event*>(o); e->self->on_read(e->index); };
+    fill_[i] = old;
+    reading_[i] = true;
+    reactor_.start_io(&op);
+  }
+
+  void on_read(int i) {
+    io_event& op = reads_[i];
+    std::string& s = sink(i);
+    s.resize(fill_[i] + op.bytes);  // drop the spare capacity the read did not fill
+    if (op.err || op.bytes == 0) return end_read(i);  // end of stream, an error, or cancelled
+    if (s.size() > o_.max_buffer) {
+      s.resize(o_.max_buffer);
+      if (!out_.max_buffer_exceeded) out_.max_buffer_exceeded = i;
+      end_read(i);
+      close_stream(1);  // as Node: both streams are destroyed and the child is killed
+      close_stream(2);
+      return kill_child();
+    }
+    start_read(i);
+  }
+
+  void end_read(int i) {
+    reading_[i] = false;
+    close_stream(i);
+    if (!reading_[1] && !reading_[2]) reactor_.cancel_timer(&drain_);
+  }
+
+  // Closes the parent's end; a read pending on it completes (cancelled) in a later round.
+  void close_stream(int i) {
+    stream& st = p_.stdio(static_cast<std::size_t>(i));
+    if (!st.is_open()) return;
+    reactor_.cancel(st.handle());
+    st.close();
+  }
+
+  void start_write() {
+    writing_ = true;
+    write_.self = this;
+    write_.handle = p_.in().handle();
+    write_.data = const_cast<char*>(o_.input.data()) + written_;
+    write_.size = o_.input.size() - written_;
+    write_.write = true;
+    write_.complete = [](reactor_op* o) { static_cast<io_event*>(o)->self->on_write(); };
+    reactor_.start_io(&write_);
+  }
+
+  void on_write() {
+    written_ += write_.bytes;
+    // A child that stops reading (EPIPE) simply gets no more input, as in Node's spawnSync.
+    if (!write_.err && written_ < o_.input.size()) return start_write();
+    writing_ = false;
+    close_stream(0);
+  }
+
+  void on_exit() {
+    exited_ = true;
+    reactor_.cancel_timer(&timeout_);
+    reactor_.cancel_timer(&grace_);
+    if (writing_) {  // nobody will read the rest of the input
+      reactor_.cancel(p_.in().handle());
+    }
+    if (reading_[1] || reading_[2]) reactor_.start_timer(&drain_, reactor_clock::now() + o_.drain_timeout);
+  }
+
+  void on_timeout() {
+    if (exited_) return;
+    out_.timed_out = true;
+    kill_child();
+  }
+
+  void kill_child() {
+    if (exited_ || killed_) return;
+    killed_ = true;
+    (void)p_.kill(o_.kill_signal);
+    reactor_.start_timer(&grace_, reactor_clock::now() + o_.kill_grace);
+  }
+
+  void on_grace() {
+    if (exited_) return;
+#ifdef SIGKILL
+    (void)p_.kill(SIGKILL);
+#endif
+  }
+
+  void on_drain() {  // a grandchild still holds the pipes: stop reading, keep what came
+    close_stream(1);
+    close_stream(2);
+  }
+
+  process& p_;
+  const options& o_;
+  output& out_;
+  reactor reactor_;
+  io_event reads_[3];
+  io_event write_;
+  exit_event exit_;
+  timer_event timeout_, grace_, drain_;
+  std::size_t fill_[3] = {0, 0, 0};
+  std::size_t written_ = 0;
+  bool reading_[3] = {false, false, false};
+  bool writing_ = false;
+  bool exited_ = false;
+  bool killed_ = false;
+};
+
+}  // namespace childproc::inline v0::detail
+
+#endif

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: BSL-1.0
+// Contract: starting a child. The platform-free steps (checks, shell, environment) come after the backend.
+#ifndef CHILDPROC_DETAIL_SPAWN_HPP
+#define CHILDPROC_DETAIL_SPAWN_HPP
+
+#include "../options.hpp"
+#include "../result.hpp"
+#include "env_block.hpp"
+#include "handle.hpp"
+#include "pipe.hpp"
+#include "wait.hpp"
+
+#include <string>  // program, arguments
+#include <vector>  // argv, environment, stdio
+
+namespace childproc::inline v0::detail {
+
+/// What the backend starts: everything already checked and expanded.
+struct spawn_request {
+  std::string program;            ///< as the user gave it (after the shell rewrite); searched in PATH
+  std::vector<std::string> argv;  ///< argv[0] included
+  std::vector<std::string> env;   ///< "KEY=VALUE" entries
+  const options* opts = nullptr;  ///< cwd, stdio, flags
+  std::string context;            ///< "spawn <program>", for messages
+};
+
+/// A started child and the parent's end of each stdio entry (invalid where there is no pipe).
+struct spawned {
+  native_child child;
+  std::vector<unique_handle> stdio;
+};
+
+/// Whether a string holds a NUL byte, which no OS string can carry.
+inline bool has_nul(std::string_view s) noexcept { return s.find('\0') != std::string_view::npos; }
+
+/// Finds the program, builds the child's descriptors and starts it.
+///   POSIX: PATH search like execvp, then posix_spawn with dup2 / addchdir_np / addclosefrom_np
+///          actions, an empty signal mask and default dispositions; uid/gid (and what the libc
+///          cannot express) take one fork + execve path. A pidfd is opened where the kernel has one.
+///   Win32: PATH + PATHEXT search, CreateProcessW with STARTUPINFOEXW and an explicit handle list,
+///          created suspended, put in a kill-on-close job, then resumed.
+inline auto spawn_native(const spawn_request& request) -> result<spawned>;
+
+}  // namespace childproc::inline v0::detail
+
+#if CHILDPROC_WIN32
+#  include "spawn.win32.hpp"
+#else
+#  include "spawn.posix.hpp"
+#endif
+
+namespace childproc::inline v0::detail {
+
+/// The platform-free part of spawn: checks every input, applies `shell`, builds the environment.
+inline auto make_spawn_request(std::string program, std::vector<std::string> args, const options& o)
+    -> result<spawn_request> {
+  spawn_request req;
+  req.opts = &o;
+  if (program.empty()) return error(errc::invalid_argument, "spawn: the program name is empty");
+  req.context = "spawn " + program.substr(0, program.find('\0'));
+  if (has_nul(program)) return error(errc::invalid_argument, req.context + ": the program name contains a NUL byte");
+  for (std::size_t i = 0; i < args.size(); ++i)
+    if (has_nul(args[i]))
+      return error(errc::invalid_argument, req.context + ": argument " + std::to_string(i + 1) + " contains a NUL byte");
+  if (has_nul(o.cwd)) return error(errc::invalid_argument, req.context + ": cwd contains a NUL byte");
+  if (o.argv0 && has_nul(*o.argv0)) return error(errc::invalid_argument, req.context + ": argv0 contains a NUL byte");
+  if (o.shell.enabled && has_nul(o.shell.program))
+    return error(errc::invalid_argument, req.context + ": the shell contains a NUL byte");
+  if (o.stdio.size() > 2 && o.stdio[0].how == stdio_spec::kind::same_as_stdout)
+    return error(errc::invalid_argument, req.context + ": same_as_stdout is only for stderr");
+  for (std::size_t i = 0; i < o.stdio.size(); ++i)
+    if (o.stdio[i].how == stdio_spec::kind::same_as_stdout && i != 2)
+      return error(errc::invalid_argument, req.context + ": same_as_stdout is only for stderr (stdio[2])");
+
+  if (o.shell.enabled) {  // Node: the command and its arguments joined by spaces, unescaped
+    std::string command = std::move(program);
+    for (auto& a : args) command += " " + a;
+    program = !o.shell.program.empty() ? o.shell.program : (CHILDPROC_WIN32 ? std::string("cmd.exe") : "/bin/sh");
+    args = {"-c", std::move(command)};
+    req.context = "spawn " + program;  // Node names the shell: "spawn /bin/sh ENOENT"
+  }
+  req.argv.reserve(args.size() + 1);
+  req.argv.push_back(o.argv0 ? *o.argv0 : program);
+  for (auto& a : args) req.argv.push_back(std::move(a));
+  req.program = std::move(program);
+#if CHILDPROC_POSIX
+  auto env = build_env_block(environ, o.env, false, req.context);
+#else
+  auto env = build_env_block(nullptr, o.env, true, req.context);  // the Win32 backend merges its own block
+#endif
+  if (!env) return std::move(env).error();
+  req.env = std::move(*env);
+  return req;
+}
+
+}  // namespace childproc::inline v0::detail
+
+#endif

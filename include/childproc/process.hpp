@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: BSL-1.0
+#ifndef CHILDPROC_PROCESS_HPP
+#define CHILDPROC_PROCESS_HPP
+
+#include "detail/wait.hpp"
+#include "exit_status.hpp"
+#include "result.hpp"
+#include "stream.hpp"
+
+#include <chrono>    // wait_for
+#include <csignal>   // SIGTERM
+#include <cstddef>   // std::size_t
+#include <optional>  // try_wait
+#include <utility>   // std::move
+#include <vector>    // stdio streams
+
+namespace childproc::inline v0 {
+
+/// A running or finished child. Move-only; exactly one process object owns (and reaps) each child.
+///
+/// Destroying a process whose child still runs kills it (SIGKILL / TerminateProcess) and reaps it,
+/// waiting at most `destroy_wait` (5 s); a child still not reaped then goes to the reaper thread.
+/// A child spawned with `detached = true`, or after `detach()`, is left running and reaped by the
+/// library's reaper thread when it ends, so it never stays a zombie.
+class process {
+ public:
+  /// How long the destructor waits for a killed child before handing it to the reaper.
+  static constexpr std::chrono::milliseconds destroy_wait{5000};
+
+  process() noexcept = default;
+  /// Used by spawn(); `stdio` holds the parent's end of each stdio entry.
+  process(detail::native_child child, std::vector<stream> stdio, bool detached) noexcept
+      : child_(std::move(child)), stdio_(std::move(stdio)), detached_(detached) {}
+  process(process&& o) noexcept
+      : child_(std::move(o.child_)), stdio_(std::move(o.stdio_)), status_(o.status_), detached_(o.detached_) {
+    o.child_.pid = 0;
+  }
+  process& operator=(process&& o) noexcept {
+    if (this != &o) {
+      release_child();
+      child_ = std::move(o.child_);
+      stdio_ = std::move(o.stdio_);
+      status_ = o.status_;
+      detached_ = o.detached_;
+      o.child_.pid = 0;
+    }
+    return *this;
+  }
+  ~process() { release_child(); }
+
+  /// The child's process id (0 for an empty process object).
+  pid_type pid() const noexcept { return child_.pid; }
+  /// Whether this object owns a child (running, or ended and reaped by it).
+  bool valid() const noexcept { return child_.pid != 0; }
+  /// The exit status, once wait, try_wait or wait_for has seen the child end.
+  std::optional<exit_status> status() const noexcept { return status_; }
+  /// A pidfd (Linux) or the process HANDLE (Win32), for an event loop; invalid where there is none.
+  native_handle handle() const noexcept { return child_.handle.get(); }
+
+  /// The OS-level child, for the library's reactor and event loop.
+  detail::native_child& native() noexcept { return child_; }
+
+  /// Blocks until the child ends and returns how it ended (again on later calls).
+  result<exit_status> wait() {
+    if (auto e = check("wait"); e) return e;
+    if (status_) return *status_;
+    auto r = detail::wait_native(child_);
+    if (r) status_ = *r;
+    return r;
+  }
+
+  /// The status if the child has ended, nullopt if it still runs; never blocks.
+  result<std::optional<exit_status>> try_wait() {
+    if (auto e = check("wait"); e) return e;
+    if (status_) return status_;
+    auto r = detail::try_wait_native(child_);
+    if (r && *r) status_ = **r;
+    return r;
+  }
+
+  /// Waits at most `timeout`; nullopt if the child still runs then.
+  template <class Rep, class Period>
+  result<std::optional<exit_status>> wait_for(std::chrono::duration<Rep, Period> timeout) {
+    if (auto e = check("wait"); e) return e;
+    if (status_) return status_;
+    auto r = detail::wait_for_native(child_, std::chrono::ceil<std::chrono::milliseconds>(timeout));
+    if (r && *r) status_ = **r;
+    return r;
+  }
+
+  /// Sends `signal` (SIGTERM by default; 0 checks the child is there). After the child was
+  /// reaped this is `kill ESRCH`, and no signal is sent: its pid may belong to another process now.
+  result<void> kill(int signal = SIGTERM) {
+    if (auto e = check("kill"); e) return e;
+    if (status_) return detail::last_os_error(ESRCH, "kill");
+    return detail::kill_native(child_, signal);
+  }
+
+  /// Lets the child run on its own: this object forgets it, the library still reaps it when it ends.
+  void detach() noexcept {
+    if (!valid()) return;
+    if (!status_) detail::detach_native(std::move(child_));
+    child_ = {};
+  }
+
+  /// The parent's end of stdio entry `index` (an empty stream where it is not a pipe).
+  stream& stdio(std::size_t index) {
+    if (index >= stdio_.size()) stdio_.resize(index + 1);
+    return stdio_[index];
+  }
+  /// The child's stdin, when it is a pipe.
+  stream& in() { return stdio(0); }
+  /// The child's stdout, when it is a pipe.
+  stream& out() { return stdio(1); }
+  /// The child's stderr, when it is a pipe.
+  stream& err() { return stdio(2); }
+
+ private:
+  error check(const char* what) const {
+    if (valid()) return {};
+    return error(errc::no_process, std::string(what) + ": this process object owns no child");
+  }
+
+  void release_child() noexcept {
+    if (!valid() || status_) {
+      child_ = {};
+      return;
+    }
+    if (!detached_) {
+#ifdef SIGKILL
+      (void)detail::kill_native(child_, SIGKILL);
+#else
+      (void)detail::kill_native(child_, SIGTERM);  // Win32: TerminateProcess
+#endif
+      auto r = detail::wait_for_native(child_, destroy_wait);
+      if (!r || *r) {  // reaped (or the OS says it cannot be: ECHILD)
+        child_ = {};
+        return;
+      }
+    }
+    detail::detach_native(std::move(child_));
+    child_ = {};
+  }
+
+  detail::native_child child_;
+  std::vector<stream> stdio_;
+  std::optional<exit_status> status_;
+  bool detached_ = false;
+};
+
+}  // namespace childproc::inline v0
+
+#endif

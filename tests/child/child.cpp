@@ -1,0 +1,459 @@
+// Helper child program for the childproc test suite.
+//
+// The tests spawn this program and check what it observes (arguments,
+// environment, working directory, open descriptors, signal state, ids) and
+// what it produces (output patterns, exit codes, deaths by signal).
+//
+//   usage: child <mode> [args...]      (the modes are listed in kModes below)
+//
+// Exit codes: 0 success, 3 `env` variable unset, 99 mode unsupported on this
+// platform, 100 usage error, 101 survived `signal`, 102 write error on
+// stdout/stderr, 103 read error, 104 `write-fd` failed, 105 another system
+// call failed.
+//
+// Only the standard library and POSIX are used. POSIX-specific code sits in
+// `#ifndef _WIN32` blocks so that a Win32 port can be added later; until then
+// those modes report "unsupported" on Windows.
+
+#ifdef _WIN32
+#define _CRT_SECURE_NO_WARNINGS
+#endif
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <initializer_list>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#ifdef _WIN32
+#include <direct.h>
+#include <fcntl.h>
+#include <io.h>
+#else
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+extern "C" char** environ;
+#endif
+
+namespace {
+
+constexpr int kOk = 0;
+constexpr int kEnvUnset = 3;
+constexpr int kUnsupported = 99;
+constexpr int kUsage = 100;
+constexpr int kSurvivedSignal = 101;
+constexpr int kWriteError = 102;
+constexpr int kReadError = 103;
+constexpr int kWriteFdFailed = 104;
+constexpr int kSystemError = 105;
+
+constexpr std::size_t kChunk = 64 * 1024;
+constexpr std::size_t kMaxIo = std::size_t{1} << 30;  // fits Win32's int counts
+
+// ---------------------------------------------------------------------------
+// Thin platform layer
+
+#ifdef _WIN32
+std::ptrdiff_t sys_read(int fd, char* buf, std::size_t n) {
+    return _read(fd, buf, static_cast<unsigned>(n));
+}
+std::ptrdiff_t sys_write(int fd, const char* buf, std::size_t n) {
+    return _write(fd, buf, static_cast<unsigned>(n));
+}
+int sys_close(int fd) { return _close(fd); }
+char* sys_getcwd(char* buf, std::size_t n) { return _getcwd(buf, static_cast<int>(n)); }
+char** environment() { return _environ; }
+void set_binary(int fd) { _setmode(fd, _O_BINARY); }
+#else
+std::ptrdiff_t sys_read(int fd, char* buf, std::size_t n) { return ::read(fd, buf, n); }
+std::ptrdiff_t sys_write(int fd, const char* buf, std::size_t n) { return ::write(fd, buf, n); }
+int sys_close(int fd) { return ::close(fd); }
+char* sys_getcwd(char* buf, std::size_t n) { return ::getcwd(buf, n); }
+char** environment() { return environ; }
+void set_binary(int) {}
+#endif
+
+// ---------------------------------------------------------------------------
+// I/O helpers
+
+// Writes all of [data, data + size) to fd, retrying short writes and EINTR.
+bool write_all(int fd, const char* data, std::size_t size) {
+    while (size > 0) {
+        const std::ptrdiff_t n = sys_write(fd, data, std::min(size, kMaxIo));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        data += n;
+        size -= static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+bool write_all(int fd, std::string_view text) { return write_all(fd, text.data(), text.size()); }
+
+// Writes text to stdout and maps the outcome to an exit code.
+int emit(std::string_view text) { return write_all(1, text) ? kOk : kWriteError; }
+
+// Reads up to size bytes, retrying EINTR: bytes read, 0 at EOF, -1 on error.
+std::ptrdiff_t read_some(int fd, char* buf, std::size_t size) {
+    for (;;) {
+        const std::ptrdiff_t n = sys_read(fd, buf, std::min(size, kMaxIo));
+        if (n >= 0 || errno != EINTR) return n;
+    }
+}
+
+std::array<char, kChunk> g_buffer;
+
+// Reads fd to EOF, passing every chunk to sink, which returns false when it
+// fails to write. Returns an exit code.
+template <class Sink>
+int drain(int fd, Sink sink) {
+    for (;;) {
+        const std::ptrdiff_t n = read_some(fd, g_buffer.data(), g_buffer.size());
+        if (n == 0) return kOk;
+        if (n < 0) return kReadError;
+        if (!sink(std::string_view(g_buffer.data(), static_cast<std::size_t>(n)))) return kWriteError;
+    }
+}
+
+// Writes "child: <parts...>\n" to stderr and returns code.
+template <class... Parts>
+int complain(int code, const Parts&... parts) {
+    std::string message = "child: ";
+    ((message += parts), ...);
+    message += '\n';
+    write_all(2, message);
+    return code;
+}
+
+// Parses a whole string as a decimal number (no sign for unsigned types).
+template <class T>
+std::optional<T> parse_number(std::string_view text) {
+    T value{};
+    const char* end = text.data() + text.size();
+    const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+    if (ec != std::errc{} || ptr != end) return std::nullopt;
+    return value;
+}
+
+int bad_number(std::string_view text) { return complain(kUsage, "not a valid number: '", text, "'"); }
+
+void sleep_ms(std::uint32_t ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+// ---------------------------------------------------------------------------
+// Modes
+
+struct Args {
+    const char* argv0;
+    std::span<char* const> rest;  // the arguments after the mode name
+
+    const char* operator[](std::size_t i) const { return rest[i]; }
+};
+
+int mode_echo(const Args&) {
+    return drain(0, [](std::string_view chunk) { return write_all(1, chunk); });
+}
+
+int mode_echo_both(const Args&) {
+    return drain(0, [](std::string_view chunk) { return write_all(1, chunk) && write_all(2, chunk); });
+}
+
+int mode_count_stdin(const Args&) {
+    std::uint64_t total = 0;
+    const int rc = drain(0, [&total](std::string_view chunk) {
+        total += chunk.size();
+        return true;
+    });
+    return rc != kOk ? rc : emit(std::to_string(total) + "\n");
+}
+
+int mode_args(const Args& a) {
+    std::string out;
+    for (const char* arg : a.rest) {
+        out += arg;
+        out += '\0';
+    }
+    return emit(out);
+}
+
+int mode_argv0(const Args& a) { return emit(a.argv0); }
+
+int mode_env(const Args& a) {
+    const char* value = std::getenv(a[0]);
+    return value ? emit(value) : kEnvUnset;
+}
+
+int mode_env_all(const Args&) {
+    std::string out;
+    for (char** entry = environment(); entry && *entry; ++entry) {
+        out += *entry;
+        out += '\0';
+    }
+    return emit(out);
+}
+
+int mode_cwd(const Args&) {
+    std::vector<char> buf(256);
+    while (!sys_getcwd(buf.data(), buf.size())) {
+        if (errno != ERANGE) return complain(kSystemError, "getcwd failed");
+        buf.resize(buf.size() * 2);
+    }
+    return emit(buf.data());
+}
+
+int mode_exit(const Args& a) {
+    const auto code = parse_number<int>(a[0]);
+    return code ? *code : bad_number(a[0]);
+}
+
+// Writes `count` bytes, the byte at offset i being 'a' + i % 26, to every fd
+// in fds, taking turns one 64 KiB chunk at a time.
+int write_pattern(std::initializer_list<int> fds, std::string_view count) {
+    const auto total = parse_number<std::uint64_t>(count);
+    if (!total) return bad_number(count);
+
+    // One chunk plus 26 bytes, so a chunk can start at any offset % 26.
+    static const auto pattern = [] {
+        std::array<char, kChunk + 26> bytes{};
+        for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>('a' + i % 26);
+        return bytes;
+    }();
+
+    for (std::uint64_t offset = 0; offset < *total; offset += kChunk) {
+        const auto size = static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, *total - offset));
+        const char* chunk = pattern.data() + offset % 26;
+        for (int fd : fds) {
+            if (!write_all(fd, chunk, size)) return kWriteError;
+        }
+    }
+    return kOk;
+}
+
+int mode_write_out(const Args& a) { return write_pattern({1}, a[0]); }
+int mode_write_err(const Args& a) { return write_pattern({2}, a[0]); }
+int mode_write_both(const Args& a) { return write_pattern({1, 2}, a[0]); }
+
+int mode_write_fd(const Args& a) {
+    const auto fd = parse_number<int>(a[0]);
+    if (!fd || *fd < 0) return bad_number(a[0]);
+    set_binary(*fd);
+    return write_all(*fd, a[1]) ? kOk : kWriteFdFailed;
+}
+
+int mode_read_fd(const Args& a) {
+    const auto fd = parse_number<int>(a[0]);
+    if (!fd || *fd < 0) return bad_number(a[0]);
+    set_binary(*fd);
+    return drain(*fd, [](std::string_view chunk) { return write_all(1, chunk); });
+}
+
+int mode_sleep(const Args& a) {
+    const auto ms = parse_number<std::uint32_t>(a[0]);
+    if (!ms) return bad_number(a[0]);
+    sleep_ms(*ms);
+    return kOk;
+}
+
+int mode_print_then_sleep(const Args& a) {
+    const auto ms = parse_number<std::uint32_t>(a[1]);
+    if (!ms) return bad_number(a[1]);
+    if (!write_all(1, a[0])) return kWriteError;
+    sleep_ms(*ms);
+    return kOk;
+}
+
+int mode_close_stdin_sleep(const Args& a) {
+    const auto ms = parse_number<std::uint32_t>(a[0]);
+    if (!ms) return bad_number(a[0]);
+    sys_close(0);
+    sleep_ms(*ms);
+    return kOk;
+}
+
+#ifndef _WIN32
+
+int mode_signal(const Args& a) {
+    const auto sig = parse_number<int>(a[0]);
+    sigset_t set;
+    sigemptyset(&set);
+    if (!sig || sigaddset(&set, *sig) != 0) return complain(kUsage, "not a valid signal: '", a[0], "'");
+
+    // A crashing signal (SIGSEGV, SIGABRT, ...) should not leave a core file.
+    const rlimit no_core{0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+
+    struct sigaction action {};
+    action.sa_handler = SIG_DFL;
+    sigemptyset(&action.sa_mask);
+    sigaction(*sig, &action, nullptr);  // fails harmlessly for SIGKILL/SIGSTOP
+    sigprocmask(SIG_UNBLOCK, &set, nullptr);
+    raise(*sig);
+    return kSurvivedSignal;
+}
+
+// Ascending list of the descriptors open in this process.
+std::vector<int> open_fds() {
+    std::vector<int> fds;
+#ifdef __linux__
+    if (DIR* dir = opendir("/proc/self/fd")) {
+        const int own = dirfd(dir);
+        while (const dirent* entry = readdir(dir)) {
+            const auto fd = parse_number<int>(entry->d_name);  // skips "." and ".."
+            if (fd && *fd != own) fds.push_back(*fd);
+        }
+        closedir(dir);
+        std::sort(fds.begin(), fds.end());
+        return fds;
+    }
+#endif
+    for (int fd = 0; fd < 1024; ++fd) {
+        if (fcntl(fd, F_GETFD) != -1) fds.push_back(fd);
+    }
+    return fds;
+}
+
+int mode_fds(const Args&) {
+    std::string out;
+    for (int fd : open_fds()) {
+        if (!out.empty()) out += ' ';
+        out += std::to_string(fd);
+    }
+    return emit(out + "\n");
+}
+
+int mode_grandchild(const Args& a) {
+    const auto ms = parse_number<std::uint32_t>(a[0]);
+    if (!ms) return bad_number(a[0]);
+    const pid_t pid = fork();
+    if (pid < 0) return complain(kSystemError, "fork failed");
+    if (pid == 0) {  // the grandchild keeps the inherited stdout/stderr open
+        sleep_ms(*ms);
+        _exit(0);
+    }
+    return emit("ready\n");
+}
+
+std::string_view disposition(const struct sigaction& action) {
+    if (action.sa_flags & SA_SIGINFO) return "handler";
+    if (action.sa_handler == SIG_DFL) return "default";
+    if (action.sa_handler == SIG_IGN) return "ignore";
+    return "handler";
+}
+
+int mode_signals(const Args&) {
+    struct sigaction pipe_action {};
+    sigset_t mask;
+    sigemptyset(&mask);
+    if (sigaction(SIGPIPE, nullptr, &pipe_action) != 0 || sigprocmask(SIG_BLOCK, nullptr, &mask) != 0) {
+        return complain(kSystemError, "cannot query the signal state");
+    }
+
+    std::string blocked;
+    for (int sig = 1; sig <= 31; ++sig) {
+        if (sigismember(&mask, sig) != 1) continue;
+        if (!blocked.empty()) blocked += ',';
+        blocked += std::to_string(sig);
+    }
+
+    std::string out = "SIGPIPE=";
+    out += disposition(pipe_action);
+    out += "\nmask=";
+    out += blocked.empty() ? "empty" : blocked;
+    out += '\n';
+    return emit(out);
+}
+
+int mode_ids(const Args&) {
+    return emit("pid=" + std::to_string(getpid()) + " ppid=" + std::to_string(getppid()) +
+                " pgid=" + std::to_string(getpgid(0)) + " sid=" + std::to_string(getsid(0)) +
+                " uid=" + std::to_string(getuid()) + " gid=" + std::to_string(getgid()) + "\n");
+}
+
+int mode_ignore_term_sleep(const Args& a) {
+    const auto ms = parse_number<std::uint32_t>(a[0]);
+    if (!ms) return bad_number(a[0]);
+    struct sigaction action {};
+    action.sa_handler = SIG_IGN;
+    sigemptyset(&action.sa_mask);
+    if (sigaction(SIGTERM, &action, nullptr) != 0) return complain(kSystemError, "sigaction failed");
+    if (!write_all(1, "ready\n")) return kWriteError;
+    sleep_ms(*ms);
+    return kOk;
+}
+
+#endif  // !_WIN32
+
+// ---------------------------------------------------------------------------
+// Dispatch
+
+#ifdef _WIN32
+#define POSIX_ONLY(fn) nullptr
+#else
+#define POSIX_ONLY(fn) fn
+#endif
+
+struct Mode {
+    std::string_view name;
+    int arg_count;  // -1: any number
+    int (*run)(const Args&);  // nullptr: unsupported on this platform
+};
+
+constexpr Mode kModes[] = {
+    {"echo", 0, mode_echo},
+    {"echo-both", 0, mode_echo_both},
+    {"count-stdin", 0, mode_count_stdin},
+    {"args", -1, mode_args},
+    {"argv0", 0, mode_argv0},
+    {"env", 1, mode_env},
+    {"env-all", 0, mode_env_all},
+    {"cwd", 0, mode_cwd},
+    {"exit", 1, mode_exit},
+    {"signal", 1, POSIX_ONLY(mode_signal)},
+    {"write-out", 1, mode_write_out},
+    {"write-err", 1, mode_write_err},
+    {"write-both", 1, mode_write_both},
+    {"write-fd", 2, mode_write_fd},
+    {"read-fd", 1, mode_read_fd},
+    {"sleep", 1, mode_sleep},
+    {"print-then-sleep", 2, mode_print_then_sleep},
+    {"fds", 0, POSIX_ONLY(mode_fds)},
+    {"grandchild", 1, POSIX_ONLY(mode_grandchild)},
+    {"signals", 0, POSIX_ONLY(mode_signals)},
+    {"ids", 0, POSIX_ONLY(mode_ids)},
+    {"close-stdin-sleep", 1, mode_close_stdin_sleep},
+    {"ignore-term-sleep", 1, POSIX_ONLY(mode_ignore_term_sleep)},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    for (int fd : {0, 1, 2}) set_binary(fd);
+    if (argc < 2) return complain(kUsage, "usage: child <mode> [args...]");
+
+    const std::string_view name = argv[1];
+    const Args args{argv[0], std::span<char* const>(argv + 2, static_cast<std::size_t>(argc - 2))};
+    for (const Mode& mode : kModes) {
+        if (mode.name != name) continue;
+        if (mode.arg_count >= 0 && args.rest.size() != static_cast<std::size_t>(mode.arg_count)) {
+            return complain(kUsage, "wrong number of arguments for mode '", name, "'");
+        }
+        if (!mode.run) return complain(kUnsupported, name, ": unsupported");
+        return mode.run(args);
+    }
+    return complain(kUsage, "unknown mode '", name, "'");
+}

@@ -1,0 +1,76 @@
+// Shared by the test files: where the helper child is, and process-wide accounting.
+#ifndef CHILDPROC_TESTS_HELPERS_HPP
+#define CHILDPROC_TESTS_HELPERS_HPP
+
+#include <childproc.hpp>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#if !defined(_WIN32)
+#  include <dirent.h>
+#  include <unistd.h>
+#endif
+
+namespace cp = childproc;
+
+/// The test child built by meson (tests/child/child.cpp).
+inline std::string child_path() {
+  const char* p = std::getenv("CHILDPROC_TEST_CHILD");
+  return p ? p : "child";
+}
+
+/// The child's argument list for a mode: {mode, args...}.
+inline std::vector<std::string> mode(std::initializer_list<std::string> words) { return words; }
+
+/// Each word followed by a NUL byte: what the child's `args` and `env-all` modes print.
+inline std::string nul_joined(std::initializer_list<std::string> words) {
+  std::string s;
+  for (const auto& w : words) (s += w) += '\0';
+  return s;
+}
+
+#if !defined(_WIN32)
+/// The descriptors this process has open, from /proc/self/fd.
+inline std::vector<int> open_fds() {
+  std::vector<int> fds;
+  DIR* d = opendir("/proc/self/fd");
+  const int own = dirfd(d);
+  while (dirent* e = readdir(d))
+    if (e->d_name[0] != '.' && std::atoi(e->d_name) != own) fds.push_back(std::atoi(e->d_name));
+  closedir(d);
+  return fds;
+}
+
+/// Children of this process that are zombies, from /proc/*/stat.
+inline int zombie_children() {
+  int zombies = 0;
+  const std::string me = std::to_string(getpid());
+  DIR* d = opendir("/proc");
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::string path = std::string("/proc/") + e->d_name + "/stat";
+    FILE* f = std::fopen(path.c_str(), "r");
+    if (!f) continue;
+    char buf[512] = {};
+    const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    std::string s(buf, n);
+    const auto close = s.rfind(')');
+    if (close == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0;
+    if (std::sscanf(s.c_str() + close + 1, " %c %d", &state, &ppid) == 2 && state == 'Z' &&
+        std::to_string(ppid) == me)
+      ++zombies;
+  }
+  closedir(d);
+  return zombies;
+}
+
+/// Whether a pid still exists (running or zombie).
+inline bool pid_exists(int pid) { return ::kill(pid, 0) == 0; }
+#endif
+
+#endif

@@ -1,0 +1,178 @@
+// exec, exec_file, spawn_sync: capture, input, timeout, max_buffer, the bounded drain, check().
+#include "helpers.hpp"
+
+#include <doctest/doctest.h>
+
+#include <ostream>  // doctest prints std::error_code through it
+
+#include <chrono>
+#include <csignal>
+
+using namespace std::chrono_literals;
+
+static std::string pattern(std::size_t n) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + i % 26);
+  return s;
+}
+
+TEST_CASE("exec runs a command line through the shell") {
+  auto r = cp::exec("echo hello; echo oops >&2; exit 3");
+  REQUIRE(r);
+  CHECK(r->out == "hello\n");
+  CHECK(r->err == "oops\n");
+  CHECK(r->status.exit_code() == 3);
+  CHECK(!r->ok());
+  CHECK(r->pid > 0);
+  CHECK(r->command == "echo hello; echo oops >&2; exit 3");
+  auto c = r->check();
+  REQUIRE(!c);
+  CHECK(c.error() == cp::errc::command_failed);
+  CHECK(c.error().message() == "Command failed: echo hello; echo oops >&2; exit 3 (exited with code 3)\noops\n");
+}
+
+TEST_CASE("exec of a pipeline") {
+  auto r = cp::exec("printf 'a\\nb\\nc\\n' | wc -l");
+  REQUIRE(r);
+  CHECK(r->ok());
+  CHECK(r->check());
+  CHECK(r->out.find('3') != std::string::npos);
+}
+
+TEST_CASE("exec_file: no shell, arguments verbatim") {
+  auto r = cp::exec_file(child_path(), {"args", "$HOME", "a;b"});
+  REQUIRE(r);
+  CHECK(r->out == nul_joined({"$HOME", "a;b"}));
+  CHECK(r->command == child_path() + " args $HOME a;b");
+}
+
+TEST_CASE("exec_file: a program that does not exist is an error, not an output") {
+  auto r = cp::exec_file("nosuchprog", {"a"});
+  REQUIRE(!r);
+  CHECK(r.error() == std::errc::no_such_file_or_directory);
+  CHECK(r.error().message() == "spawn nosuchprog ENOENT");
+}
+
+TEST_CASE("exec: a shell that does not exist") {
+  auto r = cp::exec("true", {.shell = "/no/such/shell"});
+  REQUIRE(!r);
+  CHECK(r.error().message() == "spawn /no/such/shell ENOENT");
+}
+
+TEST_CASE("spawn_sync writes input and closes stdin") {
+  auto r = cp::spawn_sync(child_path(), {"echo"}, {.input = "some input"});
+  REQUIRE(r);
+  CHECK(r->out == "some input");
+  CHECK(r->ok());
+  auto empty = cp::spawn_sync(child_path(), {"count-stdin"});
+  REQUIRE(empty);
+  CHECK(empty->out == "0\n");  // stdin closed at once: no hang
+}
+
+TEST_CASE("64 MiB through stdin, stdout and stderr at once: no deadlock, every byte") {
+  const auto big = pattern(64u << 20);
+  auto r = cp::spawn_sync(child_path(), {"echo-both"}, {.input = big, .max_buffer = cp::unlimited});
+  REQUIRE(r);
+  CHECK(r->ok());
+  CHECK(r->out.size() == big.size());
+  CHECK(r->err.size() == big.size());
+  CHECK(r->out == big);
+  CHECK(r->err == big);
+}
+
+TEST_CASE("large outputs on both streams") {
+  auto r = cp::spawn_sync(child_path(), {"write-both", "3000000"}, {.max_buffer = cp::unlimited});
+  REQUIRE(r);
+  CHECK(r->out == pattern(3000000));
+  CHECK(r->err == pattern(3000000));
+}
+
+TEST_CASE("timeout kills the child with kill_signal; the status says so") {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = cp::exec_file(child_path(), {"print-then-sleep", "started", "100000"}, {.timeout = 200ms});
+  REQUIRE(r);
+  CHECK(r->timed_out);
+  CHECK(r->status.signal() == SIGTERM);
+  CHECK(r->out == "started");
+  CHECK(!r->ok());
+  CHECK(r->check().error().message() == "Command failed: " + child_path() +
+                                            " print-then-sleep started 100000 (timed out, killed by signal SIGTERM)\n");
+  CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+}
+
+TEST_CASE("timeout with another kill_signal") {
+  auto r = cp::exec_file(child_path(), {"sleep", "100000"}, {.timeout = 100ms, .kill_signal = SIGINT});
+  REQUIRE(r);
+  CHECK(r->timed_out);
+  CHECK(r->status.signal() == SIGINT);
+}
+
+TEST_CASE("a child that ignores kill_signal gets SIGKILL after the grace period") {
+  auto r = cp::exec_file(child_path(), {"ignore-term-sleep", "100000"}, {.timeout = 100ms, .kill_grace = 200ms});
+  REQUIRE(r);
+  CHECK(r->timed_out);
+  CHECK(r->status.signal() == SIGKILL);
+  CHECK(r->out == "ready\n");
+}
+
+TEST_CASE("max_buffer: output cut at exactly max_buffer, child killed, the stream named") {
+  auto r = cp::exec_file(child_path(), {"write-out", "100000000"}, {.max_buffer = 1000});
+  REQUIRE(r);
+  CHECK(r->max_buffer_exceeded == 1);
+  CHECK(r->out == pattern(1000));
+  CHECK(r->status.signaled());  // SIGTERM, or SIGPIPE if it wrote to the closed pipe first
+  CHECK(!r->ok());
+  CHECK(r->check().error().message().find("stdout maxBuffer length exceeded") != std::string::npos);
+  auto e = cp::exec_file(child_path(), {"write-err", "5000"}, {.max_buffer = 4096});
+  REQUIRE(e);
+  CHECK(e->max_buffer_exceeded == 2);
+  CHECK(e->err == pattern(4096));
+}
+
+TEST_CASE("max_buffer defaults to 1 MiB per stream, as in Node") {
+  CHECK(cp::options{}.max_buffer == 1024 * 1024);
+  auto r = cp::exec_file(child_path(), {"write-out", std::to_string((1 << 20) + 1)});
+  REQUIRE(r);
+  CHECK(r->max_buffer_exceeded == 1);
+  CHECK(r->out.size() == 1u << 20);
+  auto ok = cp::exec_file(child_path(), {"write-out", std::to_string(1 << 20)});
+  REQUIRE(ok);
+  CHECK(ok->ok());
+  CHECK(ok->out.size() == 1u << 20);
+}
+
+TEST_CASE("a grandchild holding stdout does not hang exec: the drain is bounded") {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = cp::exec("sleep 100 & echo hi", {.drain_timeout = 300ms});
+  REQUIRE(r);
+  CHECK(r->out == "hi\n");
+  CHECK(r->ok());
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(took >= 300ms);
+  CHECK(took < 5s);
+  auto g = cp::exec_file(child_path(), {"grandchild", "60000"});
+  REQUIRE(g);
+  CHECK(g->out == "ready\n");
+  CHECK(g->ok());
+}
+
+TEST_CASE("stdio can be changed: stderr into stdout") {
+  auto r = cp::exec("echo a; echo b >&2; echo c", {.stdio = {cp::pipe, cp::pipe, cp::same_as_stdout}});
+  REQUIRE(r);
+  CHECK(r->out == "a\nb\nc\n");
+  CHECK(r->err.empty());
+}
+
+TEST_CASE("a child killed by a signal is reported as data") {
+  auto r = cp::exec_file(child_path(), {"signal", std::to_string(SIGSEGV)});
+  REQUIRE(r);
+  CHECK(r->status.signal() == SIGSEGV);
+  CHECK(r->status.crashed());
+  CHECK(r->check().error().message().find("killed by signal SIGSEGV") != std::string::npos);
+}
+
+TEST_CASE("exec with cwd and env") {
+  auto r = cp::exec("pwd; echo $CP_X", {.cwd = "/", .env = cp::environment::extend({{"CP_X", "y"}})});
+  REQUIRE(r);
+  CHECK(r->out == "/\ny\n");
+}

@@ -1,0 +1,127 @@
+// The reactor under exec and the event loop: timers, reads, writes, exits, cancellation.
+#include "helpers.hpp"
+
+#include <childproc/detail/reactor.hpp>
+#include <doctest/doctest.h>
+
+#include <ostream>  // doctest prints std::error_code through it
+
+#include <chrono>
+
+using namespace std::chrono_literals;
+namespace d = cp::detail;
+
+namespace {
+struct counter_timer : d::timer_op {
+  int* fired = nullptr;
+};
+struct recording_io : d::io_op {
+  int* completions = nullptr;
+};
+}  // namespace
+
+TEST_CASE("timers fire in deadline order; a cancelled one never fires") {
+  d::reactor r;
+  REQUIRE(r.open());
+  std::vector<int> order;
+  struct t : d::timer_op {
+    std::vector<int>* order;
+    int id;
+  };
+  t a{}, b{}, c{};
+  for (auto [tm, id] : {std::pair{&a, 1}, {&b, 2}, {&c, 3}}) {
+    tm->order = &order;
+    tm->id = id;
+    tm->complete = [](d::reactor_op* op) { auto* x = static_cast<t*>(op); x->order->push_back(x->id); };
+  }
+  const auto now = d::reactor_clock::now();
+  r.start_timer(&a, now + 30ms);
+  r.start_timer(&b, now + 10ms);
+  r.start_timer(&c, now + 20ms);
+  r.cancel_timer(&c);
+  while (order.size() < 2) REQUIRE(r.run_once(now + 1s));
+  CHECK(order == std::vector<int>{2, 1});
+  CHECK(d::reactor_clock::now() - now >= 30ms);
+}
+
+TEST_CASE("a read completes with data, then with 0 at end of stream") {
+  d::reactor r;
+  REQUIRE(r.open());
+  auto p = d::create_pipe_native(false);  // child writes, parent reads
+  REQUIRE(p);
+  char buf[16];
+  int done = 0;
+  recording_io op{};
+  op.completions = &done;
+  op.handle = p->parent.get();
+  op.data = buf;
+  op.size = sizeof buf;
+  op.complete = [](d::reactor_op* o) { ++*static_cast<recording_io*>(o)->completions; };
+  r.start_io(&op);
+  REQUIRE(r.run_once(d::reactor_clock::now() + 20ms));
+  CHECK(done == 0);  // nothing to read yet: still pending
+  REQUIRE(::write(p->child.get(), "abc", 3) == 3);
+  while (done == 0) REQUIRE(r.run_once());
+  CHECK(!op.err);
+  CHECK(std::string(buf, op.bytes) == "abc");
+  p->child.reset();
+  r.start_io(&op);
+  while (done == 1) REQUIRE(r.run_once());
+  CHECK(!op.err);
+  CHECK(op.bytes == 0);
+}
+
+TEST_CASE("cancel completes a pending read with ECANCELED") {
+  d::reactor r;
+  REQUIRE(r.open());
+  auto p = d::create_pipe_native(false);
+  REQUIRE(p);
+  char buf[4];
+  int done = 0;
+  recording_io op{};
+  op.completions = &done;
+  op.handle = p->parent.get();
+  op.data = buf;
+  op.size = sizeof buf;
+  op.complete = [](d::reactor_op* o) { ++*static_cast<recording_io*>(o)->completions; };
+  r.start_io(&op);
+  r.cancel(p->parent.get());
+  REQUIRE(r.run_once());
+  CHECK(done == 1);
+  CHECK(op.err == std::errc::operation_canceled);
+}
+
+TEST_CASE("a write to a pipe whose reader is gone is EPIPE") {
+  d::reactor r;
+  REQUIRE(r.open());
+  auto p = d::create_pipe_native(true);  // parent writes
+  REQUIRE(p);
+  p->child.reset();
+  int done = 0;
+  recording_io op{};
+  op.completions = &done;
+  op.handle = p->parent.get();
+  op.data = const_cast<char*>("x");
+  op.size = 1;
+  op.write = true;
+  op.complete = [](d::reactor_op* o) { ++*static_cast<recording_io*>(o)->completions; };
+  r.start_io(&op);
+  REQUIRE(r.run_once());
+  CHECK(done == 1);
+  CHECK(op.err == std::errc::broken_pipe);
+}
+
+TEST_CASE("an exit wait completes when the child ends, without reaping it") {
+  d::reactor r;
+  REQUIRE(r.open());
+  auto p = cp::spawn(child_path(), {"sleep", "50"}, {.stdio = {cp::ignore, cp::ignore, cp::ignore}}).value();
+  struct ev : d::exit_op {
+    bool fired = false;
+  } op{};
+  op.child = &p.native();
+  op.complete = [](d::reactor_op* o) { static_cast<ev*>(o)->fired = true; };
+  r.start_exit_wait(&op);
+  while (!op.fired) REQUIRE(r.run_once());
+  CHECK(!op.err);
+  CHECK(p.wait()->success());  // still ours to reap
+}

@@ -1,0 +1,262 @@
+// POSIX-only behaviour of spawn: PATH search, exec errors, descriptors, signals, sessions, ids.
+#include "helpers.hpp"
+
+#include <doctest/doctest.h>
+
+#include <ostream>  // doctest prints std::error_code through it
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+static std::string out_of(std::vector<std::string> args, cp::options o = {}) {
+  o.stdio = {cp::ignore, cp::pipe, cp::inherit};
+  auto r = cp::exec_file(child_path(), args, o);
+  REQUIRE(r);
+  CHECK(r->ok());
+  return r->out;
+}
+
+static std::string temp_dir() {
+  auto d = std::filesystem::temp_directory_path() / ("childproc_posix_" + std::to_string(getpid()));
+  std::filesystem::create_directories(d);
+  return d.string();
+}
+
+TEST_CASE("PATH search uses the PATH of the child's environment") {
+  const auto dir = std::filesystem::path(child_path()).parent_path().string();
+  auto r = cp::exec_file("child", {"exit", "4"}, {.env = cp::environment::extend({{"PATH", "/nonexistent:" + dir}})});
+  REQUIRE(r);
+  CHECK(r->status.exit_code() == 4);
+  auto missing = cp::exec_file("child", {}, {.env = cp::environment::extend({{"PATH", "/nonexistent"}})});
+  REQUIRE(!missing);
+  CHECK(missing.error().message() == "spawn child ENOENT");
+  auto sh = cp::exec_file("sh", {"-c", "echo found"}, {.env = cp::environment::replace({})});  // default /usr/bin:/bin
+  REQUIRE(sh);
+  CHECK(sh->out == "found\n");
+}
+
+TEST_CASE("a file that is not executable is EACCES, also through PATH") {
+  const auto dir = temp_dir();
+  const auto file = dir + "/noexec";
+  { std::ofstream(file) << "#!/bin/sh\necho no\n"; }
+  chmod(file.c_str(), 0644);
+  auto r = cp::spawn(file);
+  REQUIRE(!r);
+  CHECK(r.error() == std::errc::permission_denied);
+  CHECK(r.error().message() == "spawn " + file + " EACCES");
+  auto viapath = cp::spawn("noexec", {}, {.env = cp::environment::extend({{"PATH", dir}})});
+  REQUIRE(!viapath);
+  CHECK(viapath.error().message() == "spawn noexec EACCES");
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a directory is EACCES") {
+  auto r = cp::spawn("/tmp");
+  REQUIRE(!r);
+  CHECK(r.error() == std::errc::permission_denied);
+  CHECK(r.error().message() == "spawn /tmp EACCES");
+}
+
+TEST_CASE("an executable without a valid format is ENOEXEC (no silent /bin/sh fallback)") {
+  const auto dir = temp_dir();
+  const auto file = dir + "/garbage";
+  { std::ofstream(file) << "\x01\x02garbage"; }
+  chmod(file.c_str(), 0755);
+  auto r = cp::spawn(file);
+  REQUIRE(!r);
+  CHECK(r.error().message() == "spawn " + file + " ENOEXEC");
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("an argument list that is too long is E2BIG") {
+  std::vector<std::string> args(64, std::string(128 * 1024 - 1, 'x'));  // 8 MiB > ARG_MAX here
+  auto r = cp::spawn(child_path(), args);
+  REQUIRE(!r);
+  CHECK(r.error() == std::errc::argument_list_too_long);
+  CHECK(r.error().message() == "spawn " + child_path() + " E2BIG");
+}
+
+TEST_CASE("only the stdio descriptors reach the child, whatever the parent has open") {
+  const int leaky = open("/dev/null", O_RDONLY);  // no O_CLOEXEC: would leak without closefrom
+  REQUIRE(leaky > 2);
+  CHECK(out_of({"fds"}) == "0 1 2\n");
+  close(leaky);
+}
+
+TEST_CASE("close_other_fds = false keeps inheritable descriptors, never the library's") {
+  const int leaky = open("/dev/null", O_RDONLY);
+  const auto fds = out_of({"fds"}, {.close_other_fds = false});
+  CHECK(fds.find(" " + std::to_string(leaky)) != std::string::npos);
+  close(leaky);
+}
+
+TEST_CASE("extra stdio entries: a duplex pipe at fd 3, a parent fd at fd 4, inherit and ignore") {
+  int pfd[2];
+  REQUIRE(::pipe(pfd) == 0);
+  auto p = cp::spawn(child_path(), {"write-fd", "3", "via fd 3"},
+                     {.stdio = {cp::ignore, cp::ignore, cp::inherit, cp::pipe, cp::fd(pfd[1])}});
+  REQUIRE(p);
+  CHECK(p->stdio(3).read_all().value() == "via fd 3");
+  CHECK(p->wait()->success());
+  auto q = cp::spawn(child_path(), {"write-fd", "4", "via fd 4"},
+                     {.stdio = {cp::ignore, cp::ignore, cp::inherit, cp::ignore, cp::fd(pfd[1])}});
+  REQUIRE(q);
+  CHECK(q->wait()->success());
+  close(pfd[1]);
+  char buf[16] = {};
+  CHECK(read(pfd[0], buf, sizeof buf) == 8);
+  CHECK(std::string(buf) == "via fd 4");
+  close(pfd[0]);
+  auto fds = cp::spawn(child_path(), {"fds"}, {.stdio = {cp::ignore, cp::pipe, cp::inherit, cp::ignore, cp::pipe}});
+  REQUIRE(fds);
+  CHECK(fds->out().read_all().value() == "0 1 2 4\n");
+  CHECK(fds->wait()->success());
+}
+
+TEST_CASE("stdio fd numbers that collide with targets are moved out of the way") {
+  // The parent's fd 1 becomes the child's fd 2 and the parent's fd 2 the child's fd 1.
+  auto p = cp::spawn(child_path(), {"write-fd", "2", "x"}, {.stdio = {cp::ignore, cp::fd(2), cp::fd(1)}});
+  REQUIRE(p);
+  CHECK(p->wait()->success());
+}
+
+TEST_CASE("a bad descriptor in stdio is EBADF naming the entry") {
+  auto p = cp::spawn(child_path(), {"cwd"}, {.stdio = {cp::ignore, cp::fd(9999), cp::inherit}});
+  REQUIRE(!p);
+  CHECK(p.error() == std::errc::bad_file_descriptor);
+  CHECK(p.error().message() == "spawn " + child_path() + ": stdio[1] fd 9999 EBADF");
+}
+
+TEST_CASE("a parent that ignores SIGPIPE and blocks signals does not pass that on") {
+  struct sigaction ign {}, old {};
+  ign.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &ign, &old);
+  sigset_t block, old_mask;
+  sigemptyset(&block);
+  sigaddset(&block, SIGUSR1);
+  sigaddset(&block, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &block, &old_mask);
+  const auto s = out_of({"signals"});
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  sigaction(SIGPIPE, &old, nullptr);
+  CHECK(s == "SIGPIPE=default\nmask=empty\n");
+  // the uid/gid fallback path does the same
+  const auto f = out_of({"signals"}, {.uid = getuid()});
+  CHECK(f == "SIGPIPE=default\nmask=empty\n");
+}
+
+TEST_CASE("detached: a new session; new_process_group: a new group") {
+  auto ids = [](const std::string& s, const char* key) {
+    const auto at = s.find(key);
+    return std::stoi(s.substr(at + std::string(key).size()));
+  };
+  const auto det = out_of({"ids"}, {.detached = true});
+  CHECK(ids(det, "sid=") == ids(det, "pid="));
+  CHECK(ids(det, "pgid=") == ids(det, "pid="));
+  const auto grp = out_of({"ids"}, {.new_process_group = true});
+  CHECK(ids(grp, "pgid=") == ids(grp, "pid="));
+  CHECK(ids(grp, "sid=") == getsid(0));
+  const auto plain = out_of({"ids"});
+  CHECK(ids(plain, "pgid=") == getpgid(0));
+}
+
+TEST_CASE("uid and gid (root only: runs as nobody)") {
+  if (getuid() != 0) {
+    MESSAGE("not root: the uid/gid switch is checked in CI, which runs as root");
+    auto r = cp::spawn(child_path(), {"ids"}, {.uid = 0u});
+    REQUIRE(!r);
+    CHECK(r.error() == std::errc::operation_not_permitted);
+    return;
+  }
+  const auto s = out_of({"ids"}, {.uid = 65534u, .gid = 65534u});
+  CHECK(s.find("uid=65534 gid=65534") != std::string::npos);
+  const auto cwd = out_of({"cwd"}, {.cwd = "/", .uid = 65534u});
+  CHECK(cwd == "/");
+}
+
+TEST_CASE("the fallback path reports exec errors as errors too") {
+  auto r = cp::spawn("/no/such/prog", {}, {.uid = getuid()});
+  REQUIRE(!r);
+  CHECK(r.error().message() == "spawn /no/such/prog ENOENT");
+}
+
+TEST_CASE("a child killed by SIGSEGV: signal and core flag as the system reports them") {
+  // The reference: the same child under a bare fork + execv + waitpid.
+  const pid_t ref = fork();
+  if (ref == 0) {
+    const std::string c = child_path();
+    execl(c.c_str(), c.c_str(), "signal", std::to_string(SIGSEGV).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(ref, &status, 0);
+  REQUIRE(WIFSIGNALED(status));
+  auto r = cp::spawn_sync(child_path(), {"signal", std::to_string(SIGSEGV)});
+  REQUIRE(r);
+  CHECK(r->status.signal() == SIGSEGV);
+  CHECK(r->status.core_dumped() == static_cast<bool>(WCOREDUMP(status)));
+  CHECK(r->status.crashed());
+}
+
+TEST_CASE("every signal that kills is reported with its number") {
+  for (int sig : {SIGHUP, SIGINT, SIGQUIT, SIGABRT, SIGKILL, SIGUSR1, SIGALRM, SIGTERM, SIGBUS, SIGFPE}) {
+    auto r = cp::spawn_sync(child_path(), {"signal", std::to_string(sig)});
+    REQUIRE(r);
+    CHECK_MESSAGE(r->status.signal() == sig, "signal ", sig);
+  }
+}
+
+TEST_CASE("writing to a child that closed stdin is EPIPE, never SIGPIPE") {
+  auto p = cp::spawn(child_path(), {"close-stdin-sleep", "100000"}, {.stdio = {cp::pipe, cp::ignore, cp::ignore}}).value();
+  std::string chunk(1 << 20, 'x');
+  cp::result<void> w;
+  for (int i = 0; i < 100 && w; ++i) w = p.in().write(chunk);
+  REQUIRE(!w);
+  CHECK(w.error() == std::errc::broken_pipe);
+  CHECK(w.error().message() == "write EPIPE");
+  sigset_t pending;
+  sigpending(&pending);
+  CHECK(!sigismember(&pending, SIGPIPE));
+}
+
+TEST_CASE("SIGCHLD ignored by the application: wait reports ECHILD instead of hanging") {
+  struct sigaction ign {}, old {};
+  ign.sa_handler = SIG_IGN;
+  sigaction(SIGCHLD, &ign, &old);
+  auto p = cp::spawn(child_path(), {"exit", "3"}, {.stdio = {cp::ignore, cp::ignore, cp::ignore}}).value();
+  auto st = p.wait();
+  sigaction(SIGCHLD, &old, nullptr);
+  REQUIRE(!st);
+  CHECK(st.error() == std::errc::no_child_process);
+  CHECK(st.error().message() == "wait " + std::to_string(p.pid()) + " ECHILD");
+}
+
+TEST_CASE("EMFILE: a clear error, nothing leaked, and spawning works again") {
+  const auto before = open_fds();
+  rlimit old{};
+  getrlimit(RLIMIT_NOFILE, &old);
+  rlimit low = old;
+  low.rlim_cur = static_cast<rlim_t>(before.back() + 3);  // room for one pipe, not three
+  setrlimit(RLIMIT_NOFILE, &low);
+  std::vector<int> filler;
+  for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) filler.push_back(fd);
+  auto r = cp::spawn(child_path(), {"exit", "0"});
+  for (int fd : filler) close(fd);
+  setrlimit(RLIMIT_NOFILE, &old);
+  REQUIRE(!r);
+  CHECK(r.error() == std::errc::too_many_files_open);
+  CHECK(r.error().message() == "spawn " + child_path() + ": stdio[0] pipe EMFILE");
+  CHECK(open_fds() == before);
+  auto again = cp::spawn_sync(child_path(), {"exit", "0"});
+  REQUIRE(again);
+  CHECK(again->ok());
+}
