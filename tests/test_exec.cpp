@@ -69,6 +69,12 @@ TEST_CASE("spawn_sync writes input and closes stdin") {
   CHECK(empty->out == "0\n");  // stdin closed at once: no hang
 }
 
+TEST_CASE("input overrides a stdin that is not a pipe, as in Node") {
+  auto r = cp::spawn_sync(child_path(), {"echo"}, {.stdio = {cp::ignore, cp::pipe, cp::pipe}, .input = "in"});
+  REQUIRE(r);
+  CHECK(r->out == "in");
+}
+
 TEST_CASE("64 MiB through stdin, stdout and stderr at once: no deadlock, every byte") {
   const auto big = pattern(64u << 20);
   auto r = cp::spawn_sync(child_path(), {"echo-both"}, {.input = big, .max_buffer = cp::unlimited});

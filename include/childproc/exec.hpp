@@ -18,6 +18,11 @@ namespace childproc::inline v0 {
 namespace detail {
 inline result<output> run_sync_strings(std::string_view program, std::vector<std::string> args, const options& o,
                                        std::string command) {
+  if (!o.input.empty() && !o.stdio.empty() && o.stdio[0].how != stdio_spec::kind::pipe) {
+    options piped = o;  // Node: `input` overrides stdio[0]
+    piped.stdio[0] = pipe;
+    return run_sync_strings(program, std::move(args), piped, std::move(command));
+  }
   auto p = spawn_strings(program, std::move(args), o);
   if (!p) return std::move(p).error();
   output out;

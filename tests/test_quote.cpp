@@ -1,0 +1,90 @@
+// Win32 command lines: platform-free, so the quoting is checked on every OS.
+#include <childproc/detail/quote.hpp>
+#include <doctest/doctest.h>
+
+#include <ostream>  // doctest prints std::error_code through it
+#include <random>
+
+namespace cp = childproc;
+using namespace cp::detail;
+
+static std::string quoted(std::string_view arg) {
+  std::string s;
+  append_quoted(s, arg);
+  return s;
+}
+
+TEST_CASE("the quoting table") {
+  CHECK(quoted("plain") == "plain");
+  CHECK(quoted("") == "\"\"");
+  CHECK(quoted("a b") == "\"a b\"");
+  CHECK(quoted("tab\there") == "\"tab\there\"");
+  CHECK(quoted("a\"b") == "\"a\\\"b\"");
+  CHECK(quoted("a\\b") == "a\\b");                 // backslashes alone stay
+  CHECK(quoted("a b\\") == "\"a b\\\\\"");         // trailing backslash doubled before the closing quote
+  CHECK(quoted("a\\\"b") == "\"a\\\\\\\"b\"");     // a\"b -> "a\\\"b"
+  CHECK(quoted("\\\\server\\share") == "\\\\server\\share");
+}
+
+TEST_CASE("the command line for argv, and the program name rules") {
+  CHECK(make_command_line({"C:\\Program Files\\x.exe", "a", "b c"}, false).value() ==
+        "\"C:\\Program Files\\x.exe\" a \"b c\"");
+  CHECK(make_command_line({"x", "a b", "\"q\""}, true).value() == "x a b \"q\"");
+  auto bad = make_command_line({"a\"b"}, false);
+  REQUIRE(!bad);
+  CHECK(bad.error() == cp::errc::invalid_argument);
+  CHECK(bad.error().message() == "argv[0] contains a '\"', which Win32 cannot pass");
+}
+
+TEST_CASE("the parser follows CommandLineToArgvW") {
+  CHECK(parse_command_line("prog a b") == std::vector<std::string>{"prog", "a", "b"});
+  CHECK(parse_command_line("\"C:\\a b\\p.exe\" x") == std::vector<std::string>{"C:\\a b\\p.exe", "x"});
+  CHECK(parse_command_line("p \"a b\" c\\\\\"d e\" \\\\\\\"f") ==
+        std::vector<std::string>{"p", "a b", "c\\d e", "\\\"f"});
+  CHECK(parse_command_line("p \"\" \"a\"\"b\"") == std::vector<std::string>{"p", "", "a\"b"});
+  CHECK(parse_command_line("p a\\b\\\\ c") == std::vector<std::string>{"p", "a\\b\\\\", "c"});
+}
+
+TEST_CASE("10,000 generated arguments survive quoting and parsing") {
+  std::mt19937 rng(12345);
+  const std::string alphabet = "ab \t\"\\\\\\x\n\v&|^%!'";
+  for (int n = 0; n < 10000; ++n) {
+    std::vector<std::string> argv = {"prog"};
+    const int count = static_cast<int>(rng() % 4) + 1;
+    for (int k = 0; k < count; ++k) {
+      std::string a;
+      const int len = static_cast<int>(rng() % 9);
+      for (int i = 0; i < len; ++i) a += alphabet[rng() % alphabet.size()];
+      argv.push_back(a);
+    }
+    auto line = make_command_line(argv, false);
+    REQUIRE(line);
+    REQUIRE_MESSAGE(parse_command_line(*line) == argv, *line);
+  }
+}
+
+TEST_CASE("batch files are recognised in any case, with trailing dots and spaces") {
+  for (const char* p : {"a.bat", "A.BAT", "x\\y.Cmd", "a.bat.", "a.bat ", "a.cmd. . "}) CHECK_MESSAGE(is_batch_file(p), p);
+  for (const char* p : {"a.exe", "bat", "a.batx", "a.bat.exe", "cmd"}) CHECK_MESSAGE(!is_batch_file(p), p);
+}
+
+TEST_CASE("the cmd.exe line for a batch file quotes each argument") {
+  auto line = make_batch_command_line("C:\\Windows\\system32\\cmd.exe", "C:\\t\\a.bat", {"a.bat", "x y", "&calc.exe", "^", "!x!", ""});
+  REQUIRE(line);
+  CHECK(*line == "C:\\Windows\\system32\\cmd.exe /d /e:ON /v:OFF /s /c \"\"C:\\t\\a.bat\" \"x y\" \"&calc.exe\" \"^\" \"!x!\" \"\"\"");
+}
+
+TEST_CASE("what cmd.exe would interpret inside quotes is refused, with the reason") {
+  struct row {
+    std::string arg, why;
+  };
+  for (const auto& [arg, why] : {row{"\"&calc.exe", "'\"'"}, row{"%CMDCMDLINE:~-1%&", "'%'"}, row{"trailing\"", "'\"'"},
+                                 row{"%PATH%", "'%'"}, row{"a\rb", "CR"}, row{"a\nb", "LF"}, row{std::string("a\0b", 3), "NUL"}}) {
+    auto r = make_batch_command_line("cmd.exe", "a.bat", {"a.bat", "ok", arg});
+    REQUIRE(!r);
+    CHECK(r.error() == cp::errc::invalid_argument);
+    CHECK(r.error().message() == "argument 2 holds " + why + ", which cmd.exe would interpret: refused for a batch file");
+  }
+  CHECK(make_batch_command_line("cmd.exe", "100%.bat", {"x"}).error().message() ==
+        "the batch file name holds '%', which cmd.exe would interpret: refused for a batch file");
+}
