@@ -33,7 +33,7 @@ struct output {
     if (max_buffer_exceeded) why = std::string(*max_buffer_exceeded == 1 ? "stdout" : "stderr") + " maxBuffer length exceeded, " + why;
     constexpr std::size_t tail = 4096;
     const std::string shown = err.size() > tail ? "..." + err.substr(err.size() - tail) : err;
-    return error(errc::command_failed, "Command failed: " + command + " (" + why + ")\n" + shown);
+    return error(errc::command_failed, "Command failed: " + command + " (" + why + ")" + (shown.empty() ? "" : "\n" + shown));
   }
 };
 
