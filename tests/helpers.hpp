@@ -8,9 +8,16 @@
 #include <string>
 #include <vector>
 
-#if !defined(_WIN32)
+#include <csignal>
+#if defined(_WIN32)
+#  include <windows.h>
+#else
 #  include <dirent.h>
 #  include <unistd.h>
+#endif
+
+#ifndef SIGKILL
+#  define SIGKILL 9  // Win32: kill() takes the POSIX numbers it emulates
 #endif
 
 namespace cp = childproc;
@@ -18,7 +25,23 @@ namespace cp = childproc;
 /// The test child built by meson (tests/child/child.cpp).
 inline std::string child_path() {
   const char* p = std::getenv("CHILDPROC_TEST_CHILD");
-  return p ? p : "child";
+  std::string path = p ? p : "child";
+#if defined(_WIN32)
+  if (!path.empty() && path[0] == '/') path = "Z:" + path;  // Wine: meson gives a Unix path
+  for (char& c : path)
+    if (c == '/') c = '\\';
+#endif
+  return path;
+}
+
+/// Sets a variable of this process (inherited by children that inherit the environment).
+inline void set_env(const char* name, const char* value) {
+#if defined(_WIN32)
+  _putenv_s(name, value);
+  SetEnvironmentVariableA(name, value);
+#else
+  setenv(name, value, 1);
+#endif
 }
 
 /// The child's argument list for a mode: {mode, args...}.
@@ -31,7 +54,16 @@ inline std::string nul_joined(std::initializer_list<std::string> words) {
   return s;
 }
 
-#if !defined(_WIN32)
+#if defined(_WIN32)
+/// Whether a process still runs.
+inline bool pid_exists(unsigned long pid) {
+  HANDLE h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION | SYNCHRONIZE, FALSE, pid);
+  if (!h) return false;
+  const bool running = WaitForSingleObject(h, 0) == WAIT_TIMEOUT;
+  CloseHandle(h);
+  return running;
+}
+#else
 /// The descriptors this process has open, from /proc/self/fd.
 inline std::vector<int> open_fds() {
   std::vector<int> fds;

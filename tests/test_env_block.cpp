@@ -6,7 +6,7 @@
 namespace cp = childproc;
 using cp::detail::build_env_block;
 
-static const char* const parent[] = {"HOME=/root", "PATH=/usr/bin", "Path=/x", "EMPTY=", nullptr};
+static const std::vector<std::string> parent = {"HOME=/root", "PATH=/usr/bin", "Path=/x", "EMPTY="};
 
 TEST_CASE("inherit copies the parent's block in order") {
   auto b = build_env_block(parent, {}, false, "spawn x");

@@ -16,29 +16,6 @@ static std::string pattern(std::size_t n) {
   return s;
 }
 
-TEST_CASE("exec runs a command line through the shell") {
-  auto r = cp::exec("echo hello; echo oops >&2; exit 3");
-  REQUIRE(r);
-  CHECK(r->out == "hello\n");
-  CHECK(r->err == "oops\n");
-  CHECK(r->status.exit_code() == 3);
-  CHECK(!r->ok());
-  CHECK(r->pid > 0);
-  CHECK(r->command == "echo hello; echo oops >&2; exit 3");
-  auto c = r->check();
-  REQUIRE(!c);
-  CHECK(c.error() == cp::errc::command_failed);
-  CHECK(c.error().message() == "Command failed: echo hello; echo oops >&2; exit 3 (exited with code 3)\noops\n");
-}
-
-TEST_CASE("exec of a pipeline") {
-  auto r = cp::exec("printf 'a\\nb\\nc\\n' | wc -l");
-  REQUIRE(r);
-  CHECK(r->ok());
-  CHECK(r->check());
-  CHECK(r->out.find('3') != std::string::npos);
-}
-
 TEST_CASE("exec_file: no shell, arguments verbatim") {
   auto r = cp::exec_file(child_path(), {"args", "$HOME", "a;b"});
   REQUIRE(r);
@@ -102,7 +79,7 @@ TEST_CASE("timeout kills the child with kill_signal; the status says so") {
   CHECK(r->out == "started");
   CHECK(!r->ok());
   CHECK(r->check().error().message() == "Command failed: " + child_path() +
-                                            " print-then-sleep started 100000 (timed out, killed by signal SIGTERM)\n");
+                                            " print-then-sleep started 100000 (timed out, killed by signal SIGTERM)");
   CHECK(std::chrono::steady_clock::now() - t0 < 5s);
 }
 
@@ -111,14 +88,6 @@ TEST_CASE("timeout with another kill_signal") {
   REQUIRE(r);
   CHECK(r->timed_out);
   CHECK(r->status.signal() == SIGINT);
-}
-
-TEST_CASE("a child that ignores kill_signal gets SIGKILL after the grace period") {
-  auto r = cp::exec_file(child_path(), {"ignore-term-sleep", "100000"}, {.timeout = 100ms, .kill_grace = 200ms});
-  REQUIRE(r);
-  CHECK(r->timed_out);
-  CHECK(r->status.signal() == SIGKILL);
-  CHECK(r->out == "ready\n");
 }
 
 TEST_CASE("max_buffer: output cut at exactly max_buffer, child killed, the stream named") {
@@ -147,38 +116,29 @@ TEST_CASE("max_buffer defaults to 1 MiB per stream, as in Node") {
   CHECK(ok->out.size() == 1u << 20);
 }
 
-TEST_CASE("a grandchild holding stdout does not hang exec: the drain is bounded") {
+TEST_CASE("a grandchild holding stdout does not hang exec_file: the drain is bounded") {
   const auto t0 = std::chrono::steady_clock::now();
-  auto r = cp::exec("sleep 100 & echo hi", {.drain_timeout = 300ms});
-  REQUIRE(r);
-  CHECK(r->out == "hi\n");
-  CHECK(r->ok());
-  const auto took = std::chrono::steady_clock::now() - t0;
-  CHECK(took >= 300ms);
-  CHECK(took < 5s);
-  auto g = cp::exec_file(child_path(), {"grandchild", "60000"});
+  auto g = cp::exec_file(child_path(), {"grandchild", "60000"}, {.drain_timeout = 300ms});
   REQUIRE(g);
   CHECK(g->out == "ready\n");
   CHECK(g->ok());
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(took >= 300ms);
+  CHECK(took < 10s);
 }
 
-TEST_CASE("stdio can be changed: stderr into stdout") {
-  auto r = cp::exec("echo a; echo b >&2; echo c", {.stdio = {cp::pipe, cp::pipe, cp::same_as_stdout}});
+TEST_CASE("a crash is reported as data") {
+  auto r = cp::exec_file(child_path(), {"crash"});
   REQUIRE(r);
-  CHECK(r->out == "a\nb\nc\n");
-  CHECK(r->err.empty());
-}
-
-TEST_CASE("a child killed by a signal is reported as data") {
-  auto r = cp::exec_file(child_path(), {"signal", std::to_string(SIGSEGV)});
-  REQUIRE(r);
-  CHECK(r->status.signal() == SIGSEGV);
   CHECK(r->status.crashed());
-  CHECK(r->check().error().message().find("killed by signal SIGSEGV") != std::string::npos);
+  CHECK(!r->ok());
+#ifdef _WIN32
+  CHECK(r->status.exit_code() == static_cast<int>(0xC0000005u));
+  CHECK(r->status.to_string() == "crashed with code 0xC0000005");
+#else
+  CHECK(r->status.signal() == SIGSEGV);
+  CHECK(r->status.to_string().rfind("killed by signal SIGSEGV", 0) == 0);
+#endif
+  CHECK(r->check().error().message().find(r->status.to_string()) != std::string::npos);
 }
 
-TEST_CASE("exec with cwd and env") {
-  auto r = cp::exec("pwd; echo $CP_X", {.cwd = "/", .env = cp::environment::extend({{"CP_X", "y"}})});
-  REQUIRE(r);
-  CHECK(r->out == "/\ny\n");
-}

@@ -60,7 +60,7 @@ TEST_CASE("a read completes with data, then with 0 at end of stream") {
   r.start_io(&op);
   REQUIRE(r.run_once(d::reactor_clock::now() + 20ms));
   CHECK(done == 0);  // nothing to read yet: still pending
-  REQUIRE(::write(p->child.get(), "abc", 3) == 3);
+  REQUIRE(d::write_some_native(p->child.get(), std::string_view("abc")).value() == 3);
   while (done == 0) REQUIRE(r.run_once());
   CHECK(!op.err);
   CHECK(std::string(buf, op.bytes) == "abc");

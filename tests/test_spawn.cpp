@@ -52,7 +52,7 @@ TEST_CASE("argv0 replaces argv[0]; by default it is the program as given") {
 }
 
 TEST_CASE("env: inherit, extend, remove, replace") {
-  setenv("CHILDPROC_PARENT_VAR", "from-parent", 1);
+  set_env("CHILDPROC_PARENT_VAR", "from-parent");
   CHECK(run_out({"env", "CHILDPROC_PARENT_VAR"}) == "from-parent");
   CHECK(run_out({"env", "CHILDPROC_NEW"}, {.env = cp::environment::extend({{"CHILDPROC_NEW", "v=1"}})}) == "v=1");
   CHECK(run_out({"env", "CHILDPROC_PARENT_VAR"}, {.env = cp::environment::extend({{"CHILDPROC_PARENT_VAR", "over"}})}) ==
@@ -63,7 +63,13 @@ TEST_CASE("env: inherit, extend, remove, replace") {
     REQUIRE(p);
     CHECK(p->wait()->exit_code() == 3);  // unset in the child
   }
-  CHECK(run_out({"env-all"}, {.env = cp::environment::replace({{"ONLY", "1"}, {"TWO", ""}})}) == nul_joined({"ONLY=1", "TWO="}));
+  const auto replaced = run_out({"env-all"}, {.env = cp::environment::replace({{"ONLY", "1"}, {"TWO", ""}})});
+#ifdef _WIN32  // Windows keeps SYSTEMROOT and the like in a replaced block (test_spawn.win32.cpp)
+  CHECK(replaced.find(nul_joined({"ONLY=1"})) != std::string::npos);
+  CHECK(replaced.find(nul_joined({"TWO="})) != std::string::npos);
+#else
+  CHECK(replaced == nul_joined({"ONLY=1", "TWO="}));
+#endif
 }
 
 TEST_CASE("cwd") {
@@ -176,11 +182,4 @@ TEST_CASE("bad input: same_as_stdout anywhere but stderr") {
   REQUIRE(!p);
   CHECK(p.error() == cp::errc::invalid_argument);
   CHECK(p.error().message() == "spawn " + child_path() + ": same_as_stdout is only for stderr (stdio[2])");
-}
-
-TEST_CASE("shell: the program and arguments are joined by spaces and run by the shell") {
-  auto p = cp::spawn("echo", {"$((6*7))", "a"}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}, .shell = true});
-  REQUIRE(p);
-  CHECK(p->out().read_all().value() == "42 a\n");
-  CHECK(p->wait()->success());
 }

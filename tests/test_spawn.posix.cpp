@@ -260,3 +260,22 @@ TEST_CASE("EMFILE: a clear error, nothing leaked, and spawning works again") {
   REQUIRE(again);
   CHECK(again->ok());
 }
+
+TEST_CASE("shell: the program and arguments are joined by spaces and run by the shell") {
+  auto p = cp::spawn("echo", {"$((6*7))", "a"}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}, .shell = true});
+  REQUIRE(p);
+  CHECK(p->out().read_all().value() == "42 a\n");
+  CHECK(p->wait()->success());
+}
+
+TEST_CASE("the destructor also kills a child that ignores SIGTERM") {
+  cp::pid_type pid = 0;
+  {
+    auto p = cp::spawn(child_path(), {"ignore-term-sleep", "100000"}, {.stdio = {cp::ignore, cp::pipe, cp::ignore}}).value();
+    char buf[6];
+    REQUIRE(p.out().read_some(buf).value() > 0);  // it has set SIG_IGN
+    pid = p.pid();
+  }
+  CHECK(!pid_exists(pid));
+}
+

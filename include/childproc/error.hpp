@@ -81,7 +81,13 @@ class error : public std::error_code {
   /// "spawn nosuchprog ENOENT" for OS errors; the context (or the category's text) otherwise.
   std::string message() const {
     if (context_.empty()) return std::error_code::message();
+#if CHILDPROC_WIN32
+    // Win32 codes that have no errno twin keep the system's text.
+    if (category() == std::system_category()) return context_ + ": " + std::error_code::message();
+    const bool os = category() == std::generic_category();
+#else
     const bool os = category() == std::system_category() || category() == std::generic_category();
+#endif
     if (!os) return context_;
     const char* name = detail::errno_name(value());
     return context_ + " " + (name ? std::string(name) : "E" + std::to_string(value()));

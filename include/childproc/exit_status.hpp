@@ -39,15 +39,22 @@ class exit_status {
   /// Ended by a fault: SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, or an NTSTATUS error code on Win32.
   constexpr bool crashed() const noexcept {
 #ifdef _WIN32
-    return signal_ == 0 && (static_cast<unsigned>(code_) & 0xC0000000u) == 0xC0000000u;
-#else
-    return signal_ == SIGSEGV || signal_ == SIGBUS || signal_ == SIGILL || signal_ == SIGFPE ||
-           signal_ == SIGABRT;
+    if (signal_ == 0) return (static_cast<unsigned>(code_) & 0xC0000000u) == 0xC0000000u;
 #endif
+#ifdef SIGBUS
+    if (signal_ == SIGBUS) return true;
+#endif
+    return signal_ == SIGSEGV || signal_ == SIGILL || signal_ == SIGFPE || signal_ == SIGABRT;
   }
 
-  /// "exited with code 3", "killed by signal SIGSEGV (core dumped)".
+  /// "exited with code 3", "killed by signal SIGSEGV (core dumped)", "crashed with code 0xC0000005".
   std::string to_string() const {
+    if (crashed() && !signal_) {  // Win32: an NTSTATUS such as 0xC0000005 (access violation)
+      const char* hex = "0123456789ABCDEF";
+      std::string s = "crashed with code 0x";
+      for (int shift = 28; shift >= 0; shift -= 4) s += hex[(static_cast<unsigned>(code_) >> shift) & 0xF];
+      return s;
+    }
     if (!signal_) return "exited with code " + std::to_string(code_);
     const char* name = detail::signal_name(signal_);
     return std::string("killed by signal ") + (name ? name : std::to_string(signal_).c_str()) +

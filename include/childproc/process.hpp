@@ -8,6 +8,7 @@
 #include "stream.hpp"
 
 #include <chrono>    // wait_for
+#include <cerrno>    // ESRCH
 #include <csignal>   // SIGTERM
 #include <cstddef>   // std::size_t
 #include <optional>  // try_wait
@@ -92,7 +93,7 @@ class process {
   /// reaped this is `kill ESRCH`, and no signal is sent: its pid may belong to another process now.
   result<void> kill(int signal = SIGTERM) {
     if (auto e = check("kill"); e) return e;
-    if (status_) return detail::last_os_error(ESRCH, "kill");
+    if (status_) return error(std::error_code(ESRCH, std::generic_category()), "kill");
     return detail::kill_native(child_, signal);
   }
 

@@ -40,6 +40,8 @@
 #include <direct.h>
 #include <fcntl.h>
 #include <io.h>
+#include <windows.h>
+#include <shellapi.h>  // CommandLineToArgvW: argv in UTF-8, not the ANSI code page
 #else
 #include <dirent.h>
 #include <fcntl.h>
@@ -77,15 +79,59 @@ std::ptrdiff_t sys_write(int fd, const char* buf, std::size_t n) {
     return _write(fd, buf, static_cast<unsigned>(n));
 }
 int sys_close(int fd) { return _close(fd); }
-char* sys_getcwd(char* buf, std::size_t n) { return _getcwd(buf, static_cast<int>(n)); }
-char** environment() { return _environ; }
+std::string to_utf8(const wchar_t* w) {
+    const int n = WideCharToMultiByte(CP_UTF8, 0, w, -1, nullptr, 0, nullptr, nullptr);
+    std::string s(static_cast<std::size_t>(n > 0 ? n - 1 : 0), '\0');
+    if (n > 1) WideCharToMultiByte(CP_UTF8, 0, w, -1, s.data(), n, nullptr, nullptr);
+    return s;
+}
+std::wstring to_wide(const char* s) {
+    const int n = MultiByteToWideChar(CP_UTF8, 0, s, -1, nullptr, 0);
+    std::wstring w(static_cast<std::size_t>(n > 0 ? n - 1 : 0), L'\0');
+    if (n > 1) MultiByteToWideChar(CP_UTF8, 0, s, -1, w.data(), n);
+    return w;
+}
+std::optional<std::string> get_env(const char* name) {
+    const wchar_t* v = _wgetenv(to_wide(name).c_str());
+    if (!v) return std::nullopt;
+    return to_utf8(v);
+}
+std::vector<std::string> environment_entries() {  // the block itself: _wenviron is lazy under main()
+    std::vector<std::string> out;
+    wchar_t* block = GetEnvironmentStringsW();
+    for (const wchar_t* e = block; e && *e; e += wcslen(e) + 1)
+        if (*e != L'=') out.push_back(to_utf8(e));
+    FreeEnvironmentStringsW(block);
+    return out;
+}
+std::optional<std::string> current_dir() {
+    wchar_t buf[32768];
+    if (!_wgetcwd(buf, 32768)) return std::nullopt;
+    return to_utf8(buf);
+}
 void set_binary(int fd) { _setmode(fd, _O_BINARY); }
 #else
 std::ptrdiff_t sys_read(int fd, char* buf, std::size_t n) { return ::read(fd, buf, n); }
 std::ptrdiff_t sys_write(int fd, const char* buf, std::size_t n) { return ::write(fd, buf, n); }
 int sys_close(int fd) { return ::close(fd); }
-char* sys_getcwd(char* buf, std::size_t n) { return ::getcwd(buf, n); }
-char** environment() { return environ; }
+std::optional<std::string> get_env(const char* name) {
+    const char* v = std::getenv(name);
+    if (!v) return std::nullopt;
+    return std::string(v);
+}
+std::vector<std::string> environment_entries() {
+    std::vector<std::string> out;
+    for (char** e = environ; e && *e; ++e) out.emplace_back(*e);
+    return out;
+}
+std::optional<std::string> current_dir() {
+    std::vector<char> buf(256);
+    while (!::getcwd(buf.data(), buf.size())) {
+        if (errno != ERANGE) return std::nullopt;
+        buf.resize(buf.size() * 2);
+    }
+    return std::string(buf.data());
+}
 void set_binary(int) {}
 #endif
 
@@ -194,26 +240,22 @@ int mode_args(const Args& a) {
 int mode_argv0(const Args& a) { return emit(a.argv0); }
 
 int mode_env(const Args& a) {
-    const char* value = std::getenv(a[0]);
-    return value ? emit(value) : kEnvUnset;
+    const auto value = get_env(a[0]);
+    return value ? emit(*value) : kEnvUnset;
 }
 
 int mode_env_all(const Args&) {
     std::string out;
-    for (char** entry = environment(); entry && *entry; ++entry) {
-        out += *entry;
+    for (const auto& entry : environment_entries()) {
+        out += entry;
         out += '\0';
     }
     return emit(out);
 }
 
 int mode_cwd(const Args&) {
-    std::vector<char> buf(256);
-    while (!sys_getcwd(buf.data(), buf.size())) {
-        if (errno != ERANGE) return complain(kSystemError, "getcwd failed");
-        buf.resize(buf.size() * 2);
-    }
-    return emit(buf.data());
+    const auto dir = current_dir();
+    return dir ? emit(*dir) : complain(kSystemError, "getcwd failed");
 }
 
 int mode_exit(const Args& a) {
@@ -284,6 +326,41 @@ int mode_close_stdin_sleep(const Args& a) {
     sleep_ms(*ms);
     return kOk;
 }
+
+// Ends as a crash does. POSIX: SIGSEGV. Win32: the exit code of an access violation
+// (0xC0000005); a real fault would start Wine's debugger, so the status is what is tested.
+int mode_crash(const Args&) {
+#ifdef _WIN32
+    TerminateProcess(GetCurrentProcess(), 0xC0000005u);
+#else
+    ::signal(SIGSEGV, SIG_DFL);
+    ::raise(SIGSEGV);
+#endif
+    return kSurvivedSignal;
+}
+
+#ifdef _WIN32
+// Starts this program again as `sleep MS`, holding the inherited stdout and stderr, and returns.
+int mode_grandchild_win32(const Args& a) {
+    if (!parse_number<std::uint32_t>(a[0])) return bad_number(a[0]);
+    wchar_t self[32768];
+    GetModuleFileNameW(nullptr, self, 32768);
+    std::wstring line = L"\"" + std::wstring(self) + L"\" sleep " + to_wide(a[0]);
+    STARTUPINFOW si{};
+    si.cb = sizeof si;
+    si.dwFlags = STARTF_USESTDHANDLES;
+    si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
+    si.hStdOutput = GetStdHandle(STD_OUTPUT_HANDLE);
+    si.hStdError = GetStdHandle(STD_ERROR_HANDLE);
+    for (HANDLE h : {si.hStdOutput, si.hStdError}) SetHandleInformation(h, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT);
+    PROCESS_INFORMATION pi{};
+    if (!CreateProcessW(self, line.data(), nullptr, nullptr, TRUE, 0, nullptr, nullptr, &si, &pi))
+        return complain(kSystemError, "CreateProcessW failed");
+    CloseHandle(pi.hThread);
+    CloseHandle(pi.hProcess);
+    return emit("ready\n");
+}
+#endif
 
 #ifndef _WIN32
 
@@ -432,7 +509,12 @@ constexpr Mode kModes[] = {
     {"sleep", 1, mode_sleep},
     {"print-then-sleep", 2, mode_print_then_sleep},
     {"fds", 0, POSIX_ONLY(mode_fds)},
-    {"grandchild", 1, POSIX_ONLY(mode_grandchild)},
+#ifdef _WIN32
+    {"grandchild", 1, mode_grandchild_win32},
+#else
+    {"grandchild", 1, mode_grandchild},
+#endif
+    {"crash", 0, mode_crash},
     {"signals", 0, POSIX_ONLY(mode_signals)},
     {"ids", 0, POSIX_ONLY(mode_ids)},
     {"close-stdin-sleep", 1, mode_close_stdin_sleep},
@@ -443,6 +525,18 @@ constexpr Mode kModes[] = {
 
 int main(int argc, char** argv) {
     for (int fd : {0, 1, 2}) set_binary(fd);
+#ifdef _WIN32
+    // The arguments as UTF-8, split by CommandLineToArgvW: what the library's quoting targets.
+    int wargc = 0;
+    wchar_t** wargv = CommandLineToArgvW(GetCommandLineW(), &wargc);
+    static std::vector<std::string> utf8_args;
+    static std::vector<char*> utf8_argv;
+    for (int i = 0; i < wargc; ++i) utf8_args.push_back(to_utf8(wargv[i]));
+    for (auto& arg : utf8_args) utf8_argv.push_back(arg.data());
+    utf8_argv.push_back(nullptr);
+    argc = wargc;
+    argv = utf8_argv.data();
+#endif
     if (argc < 2) return complain(kUsage, "usage: child <mode> [args...]");
 
     const std::string_view name = argv[1];

@@ -55,13 +55,12 @@ inline result<void> env_check(std::string_view key, std::string_view value, std:
   return error(errc::invalid_argument, std::string(context) + ": " + why + " ('" + shown + "')");
 }
 
-/// The child's environment. `parent` is the NULL-terminated parent block (environ), used when
-/// env.inherit is set; `set` replaces same-named entries in place, new ones are appended.
-inline auto build_env_block(const char* const* parent, const environment& env, bool ignore_case,
+/// The child's environment: `parent` (the parent's "KEY=VALUE" entries) when env.inherit is set,
+/// then `set` replaces same-named entries in place and appends new ones, then `unset` removes.
+inline auto build_env_block(std::vector<std::string> parent, const environment& env, bool ignore_case,
                             std::string_view context) -> result<std::vector<std::string>> {
   std::vector<std::string> block;
-  if (env.inherit && parent)
-    for (auto p = parent; *p; ++p) block.emplace_back(*p);
+  if (env.inherit) block = std::move(parent);
   for (const auto& [key, value] : env.set) {
     if (auto r = env_check(key, value, context); !r) return std::move(r).error();
     std::string entry = key + "=" + value;

@@ -6,6 +6,7 @@
 #include "../options.hpp"
 #include "../result.hpp"
 #include "env_block.hpp"
+#include "quote.hpp"
 #include "handle.hpp"
 #include "pipe.hpp"
 #include "wait.hpp"
@@ -21,6 +22,7 @@ struct spawn_request {
   std::vector<std::string> argv;  ///< argv[0] included
   std::vector<std::string> env;   ///< "KEY=VALUE" entries
   const options* opts = nullptr;  ///< cwd, stdio, flags
+  bool verbatim = false;          ///< Win32: arguments joined unquoted (options, or the cmd.exe shell)
   std::string context;            ///< "spawn <program>", for messages
 };
 
@@ -32,6 +34,14 @@ struct spawned {
 
 /// Whether a string holds a NUL byte, which no OS string can carry.
 inline bool has_nul(std::string_view s) noexcept { return s.find('\0') != std::string_view::npos; }
+
+/// The parent's environment as "KEY=VALUE" entries.
+///   POSIX: environ.   Win32: GetEnvironmentStringsW, converted to UTF-8.
+inline std::vector<std::string> parent_environment_native();
+
+/// The shell for `exec` and options.shell when none is named.
+///   POSIX: /bin/sh.   Win32: %ComSpec% of the child's environment, else cmd.exe.
+inline std::string default_shell_native(const std::vector<std::string>& env);
 
 /// Finds the program, builds the child's descriptors and starts it.
 ///   POSIX: PATH search like execvp, then posix_spawn with dup2 / addchdir_np / addclosefrom_np
@@ -51,6 +61,13 @@ inline auto spawn_native(const spawn_request& request) -> result<spawned>;
 
 namespace childproc::inline v0::detail {
 
+/// Whether a shell is cmd.exe, which takes Node's `/d /s /c "..."` form.
+inline bool is_cmd_shell(std::string_view shell) noexcept {
+  const auto sep = shell.find_last_of("\\/");
+  std::string_view name = sep == std::string_view::npos ? shell : shell.substr(sep + 1);
+  return (name.size() == 3 && ends_with_ci(name, "cmd")) || (name.size() == 7 && ends_with_ci(name, "cmd.exe"));
+}
+
 /// The platform-free part of spawn: checks every input, applies `shell`, builds the environment.
 inline auto make_spawn_request(std::string program, std::vector<std::string> args, const options& o)
     -> result<spawn_request> {
@@ -66,30 +83,31 @@ inline auto make_spawn_request(std::string program, std::vector<std::string> arg
   if (o.argv0 && has_nul(*o.argv0)) return error(errc::invalid_argument, req.context + ": argv0 contains a NUL byte");
   if (o.shell.enabled && has_nul(o.shell.program))
     return error(errc::invalid_argument, req.context + ": the shell contains a NUL byte");
-  if (o.stdio.size() > 2 && o.stdio[0].how == stdio_spec::kind::same_as_stdout)
-    return error(errc::invalid_argument, req.context + ": same_as_stdout is only for stderr");
   for (std::size_t i = 0; i < o.stdio.size(); ++i)
     if (o.stdio[i].how == stdio_spec::kind::same_as_stdout && i != 2)
       return error(errc::invalid_argument, req.context + ": same_as_stdout is only for stderr (stdio[2])");
 
+  auto env = build_env_block(o.env.inherit ? parent_environment_native() : std::vector<std::string>(), o.env,
+                             CHILDPROC_WIN32, req.context);
+  if (!env) return std::move(env).error();
+  req.env = std::move(*env);
+  req.verbatim = o.windows_verbatim_arguments;
   if (o.shell.enabled) {  // Node: the command and its arguments joined by spaces, unescaped
     std::string command = std::move(program);
     for (auto& a : args) command += " " + a;
-    program = !o.shell.program.empty() ? o.shell.program : (CHILDPROC_WIN32 ? std::string("cmd.exe") : "/bin/sh");
-    args = {"-c", std::move(command)};
+    program = !o.shell.program.empty() ? o.shell.program : default_shell_native(req.env);
+    if (CHILDPROC_WIN32 && is_cmd_shell(program)) {  // Node's form: cmd /d /s /c "<command>", verbatim
+      args = {"/d", "/s", "/c", "\"" + command + "\""};
+      req.verbatim = true;
+    } else {
+      args = {"-c", std::move(command)};
+    }
     req.context = "spawn " + program;  // Node names the shell: "spawn /bin/sh ENOENT"
   }
   req.argv.reserve(args.size() + 1);
   req.argv.push_back(o.argv0 ? *o.argv0 : program);
   for (auto& a : args) req.argv.push_back(std::move(a));
   req.program = std::move(program);
-#if CHILDPROC_POSIX
-  auto env = build_env_block(environ, o.env, false, req.context);
-#else
-  auto env = build_env_block(nullptr, o.env, true, req.context);  // the Win32 backend merges its own block
-#endif
-  if (!env) return std::move(env).error();
-  req.env = std::move(*env);
   return req;
 }
 

@@ -10,6 +10,14 @@
 
 namespace childproc::inline v0::detail {
 
+inline std::vector<std::string> parent_environment_native() {
+  std::vector<std::string> env;
+  for (char** p = environ; p && *p; ++p) env.emplace_back(*p);
+  return env;
+}
+
+inline std::string default_shell_native(const std::vector<std::string>&) { return "/bin/sh"; }
+
 // One dup2 the child performs: `source` (a parent fd, or an earlier target) becomes `target`.
 struct fd_action {
   int source;

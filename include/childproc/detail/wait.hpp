@@ -27,6 +27,7 @@ struct native_child {
   pid_type pid = 0;
   unique_handle handle;  ///< Linux: a pidfd (invalid where pidfd_open is missing). Win32: the process HANDLE.
   unique_handle job;     ///< Win32: the kill-on-close job object. POSIX: unused.
+  int term_signal = 0;   ///< Win32: the signal kill() emulated, reported as the status. POSIX: unused.
 };
 
 /// Blocks until the child ends and reaps it.

@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: BSL-1.0
+// Win32 backend of pipe.hpp.
+#ifndef CHILDPROC_DETAIL_PIPE_WIN32_HPP
+#define CHILDPROC_DETAIL_PIPE_WIN32_HPP
+
+#include "os.win32.hpp"
+
+#include <atomic>  // unique pipe names
+#include <string>  // the name
+
+namespace childproc::inline v0::detail {
+
+// An overlapped server end for the parent and a synchronous client end for the child, neither
+// inheritable: spawn duplicates the child's end into an inheritable handle for the one child.
+inline auto make_named_pipe_win32(DWORD server_access, DWORD client_access) -> result<pipe_pair> {
+  static std::atomic<unsigned long> counter{0};
+  const std::wstring name = L"\\\\.\\pipe\\childproc-" + std::to_wstring(::GetCurrentProcessId()) + L"-" +
+                            std::to_wstring(counter.fetch_add(1)) + L"-" + std::to_wstring(::GetTickCount64());
+  HANDLE server = ::CreateNamedPipeW(name.c_str(), server_access | FILE_FLAG_OVERLAPPED | FILE_FLAG_FIRST_PIPE_INSTANCE,
+                                     PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS, 1,
+                                     65536, 65536, 0, nullptr);
+  if (server == INVALID_HANDLE_VALUE) return last_win32_error("pipe");
+  pipe_pair p;
+  p.parent.reset(server);
+  HANDLE client = ::CreateFileW(name.c_str(), client_access, 0, nullptr, OPEN_EXISTING, 0, nullptr);
+  if (client == INVALID_HANDLE_VALUE) return last_win32_error("pipe");
+  p.child.reset(client);
+  return p;
+}
+
+inline auto create_pipe_native(bool child_reads) -> result<pipe_pair> {
+  return child_reads ? make_named_pipe_win32(PIPE_ACCESS_OUTBOUND, GENERIC_READ | FILE_WRITE_ATTRIBUTES)
+                     : make_named_pipe_win32(PIPE_ACCESS_INBOUND, GENERIC_WRITE | FILE_READ_ATTRIBUTES);
+}
+
+inline auto create_duplex_native() -> result<pipe_pair> {
+  return make_named_pipe_win32(PIPE_ACCESS_DUPLEX, GENERIC_READ | GENERIC_WRITE);
+}
+
+// One overlapped ReadFile/WriteFile waited for on an event. The event's low bit set keeps the
+// completion out of any I/O completion port the handle is bound to.
+inline auto overlapped_io_win32(HANDLE h, void* data, DWORD size, bool write) -> result<std::size_t> {
+  OVERLAPPED ov{};
+  HANDLE event = ::CreateEventW(nullptr, TRUE, FALSE, nullptr);
+  if (!event) return last_win32_error(write ? "write" : "read");
+  ov.hEvent = reinterpret_cast<HANDLE>(reinterpret_cast<ULONG_PTR>(event) | 1);
+  DWORD n = 0;
+  BOOL ok = write ? ::WriteFile(h, data, size, &n, &ov) : ::ReadFile(h, data, size, &n, &ov);
+  DWORD err = ok ? 0 : ::GetLastError();
+  if (err == ERROR_IO_PENDING) err = ::GetOverlappedResult(h, &ov, &n, TRUE) ? 0 : ::GetLastError();
+  ::CloseHandle(event);
+  if (!err) return static_cast<std::size_t>(n);
+  if (!write && (err == ERROR_BROKEN_PIPE || err == ERROR_HANDLE_EOF)) return std::size_t{0};
+  return win32_error(err, write ? "write" : "read");
+}
+
+inline auto read_some_native(native_handle h, std::span<char> buffer) -> result<std::size_t> {
+  const auto size = static_cast<DWORD>(std::min<std::size_t>(buffer.size(), 1u << 30));
+  return overlapped_io_win32(h, buffer.data(), size, false);
+}
+
+inline auto write_some_native(native_handle h, std::span<const char> data) -> result<std::size_t> {
+  const auto size = static_cast<DWORD>(std::min<std::size_t>(data.size(), 1u << 30));
+  return overlapped_io_win32(h, const_cast<char*>(data.data()), size, true);
+}
+
+}  // namespace childproc::inline v0::detail
+
+#endif

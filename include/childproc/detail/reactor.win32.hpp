@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: BSL-1.0
+// Win32 backend of reactor.hpp: an I/O completion port; child exits arrive through a wait
+// registration that posts to the port.
+#ifndef CHILDPROC_DETAIL_REACTOR_WIN32_HPP
+#define CHILDPROC_DETAIL_REACTOR_WIN32_HPP
+
+#include "os.win32.hpp"
+
+#include <unordered_set>  // handles bound to the port
+#include <vector>         // pending exit waits
+
+namespace childproc::inline v0::detail {
+
+// One overlapped operation in flight; freed when its completion is taken off the port.
+struct overlapped_op_win32 {
+  OVERLAPPED ov{};
+  io_op* op = nullptr;
+};
+
+// One child-exit wait in flight.
+struct exit_wait_win32 {
+  HANDLE wait = nullptr;
+  HANDLE port = nullptr;
+  exit_op* op = nullptr;
+};
+
+inline constexpr ULONG_PTR exit_key_win32 = 1;
+
+struct reactor_state {
+  HANDLE port = nullptr;
+  std::unordered_set<HANDLE> bound;
+  std::vector<exit_wait_win32*> exits;
+};
+
+// Sets an io_op's outcome from a Win32 error: end of pipe is a 0-byte read, EPIPE on a write.
+inline void finish_io_win32(io_op* op, DWORD err, DWORD bytes) {
+  op->bytes = bytes;
+  op->err = {};
+  if (!err) return;
+  op->bytes = 0;
+  if (!op->write && (err == ERROR_BROKEN_PIPE || err == ERROR_HANDLE_EOF)) return;
+  op->err = win32_error(err, op->write ? "write" : "read");
+}
+
+inline void CALLBACK on_exit_win32(void* context, BOOLEAN) {
+  auto* w = static_cast<exit_wait_win32*>(context);
+  ::PostQueuedCompletionStatus(w->port, 0, exit_key_win32, reinterpret_cast<LPOVERLAPPED>(w));
+}
+
+inline auto reactor_open_native(reactor_state& s) -> result<void> {
+  s.port = ::CreateIoCompletionPort(INVALID_HANDLE_VALUE, nullptr, 0, 1);
+  if (!s.port) return last_win32_error("CreateIoCompletionPort");
+  return {};
+}
+
+inline void start_io_native(reactor_state& s, io_op* op, op_queue& done) {
+  if (s.bound.insert(op->handle).second && !::CreateIoCompletionPort(op->handle, s.port, 0, 0)) {
+    s.bound.erase(op->handle);
+    finish_io_win32(op, ::GetLastError(), 0);
+    return done.push(op);
+  }
+  auto* o = new overlapped_op_win32;
+  o->op = op;
+  const auto size = static_cast<DWORD>(std::min<std::size_t>(op->size, 1u << 30));
+  const BOOL ok = op->write ? ::WriteFile(op->handle, op->data, size, nullptr, &o->ov)
+                            : ::ReadFile(op->handle, op->data, size, nullptr, &o->ov);
+  const DWORD err = ok ? 0 : ::GetLastError();
+  if (ok || err == ERROR_IO_PENDING) return;  // the completion arrives on the port either way
+  delete o;
+  finish_io_win32(op, err, 0);
+  done.push(op);
+}
+
+inline void start_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done) {
+  auto exited = has_exited_native(*op->child);
+  if (!exited || *exited) {
+    op->err = exited ? error() : std::move(exited).error();
+    return done.push(op);
+  }
+  auto* w = new exit_wait_win32{nullptr, s.port, op};
+  if (!::RegisterWaitForSingleObject(&w->wait, op->child->handle.get(), on_exit_win32, w, INFINITE,
+                                     WT_EXECUTEONLYONCE)) {
+    op->err = last_win32_error("RegisterWaitForSingleObject");
+    delete w;
+    return done.push(op);
+  }
+  s.exits.push_back(w);
+}
+
+inline void cancel_native(reactor_state& s, native_handle h, op_queue&) {
+  if (s.bound.count(h)) ::CancelIoEx(h, nullptr);  // completions arrive, aborted, in a later round
+  s.bound.erase(h);
+}
+
+inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done) -> result<void> {
+  OVERLAPPED_ENTRY entries[64];
+  ULONG n = 0;
+  if (!::GetQueuedCompletionStatusEx(s.port, entries, 64, &n, timeout_ms < 0 ? INFINITE : static_cast<DWORD>(timeout_ms),
+                                     FALSE)) {
+    const DWORD err = ::GetLastError();
+    if (err == WAIT_TIMEOUT) return {};
+    return win32_error(err, "GetQueuedCompletionStatusEx");
+  }
+  for (ULONG i = 0; i < n; ++i) {
+    if (entries[i].lpCompletionKey == exit_key_win32) {
+      auto* w = reinterpret_cast<exit_wait_win32*>(entries[i].lpOverlapped);
+      ::UnregisterWaitEx(w->wait, nullptr);
+      std::erase(s.exits, w);
+      w->op->err = {};
+      done.push(w->op);
+      delete w;
+      continue;
+    }
+    auto* o = reinterpret_cast<overlapped_op_win32*>(entries[i].lpOverlapped);
+    DWORD bytes = 0;
+    const DWORD err = ::GetOverlappedResult(o->op->handle, &o->ov, &bytes, FALSE) ? 0 : ::GetLastError();
+    finish_io_win32(o->op, err, bytes);
+    done.push(o->op);
+    delete o;
+  }
+  return {};
+}
+
+inline void reactor_close_native(reactor_state& s) noexcept {
+  for (auto* w : s.exits) {
+    ::UnregisterWaitEx(w->wait, INVALID_HANDLE_VALUE);  // waits for a callback that is running
+    delete w;
+  }
+  s.exits.clear();
+  if (s.port) ::CloseHandle(s.port);
+  s.port = nullptr;
+}
+
+}  // namespace childproc::inline v0::detail
+
+#endif
