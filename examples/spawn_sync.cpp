@@ -9,6 +9,10 @@
 #include <cstdio>
 #include <string>
 
+#ifndef SIGKILL
+#  define SIGKILL 9  // Win32's <csignal> lacks it; childproc's kill() takes the POSIX number there
+#endif
+
 namespace cp = childproc;
 using namespace std::chrono_literals;
 

@@ -54,6 +54,16 @@ inline std::string nul_joined(std::initializer_list<std::string> words) {
   return s;
 }
 
+/// Spawn number `i` of a sequential stress run: spawn_sync and spawn + wait in turn, statuses checked.
+inline bool spawn_once(int i) {
+  if (i % 2 == 0) {
+    auto r = cp::spawn_sync(child_path(), {"exit", std::to_string(i % 7)});
+    return r && r->status.exit_code() == i % 7;
+  }
+  auto p = cp::spawn(child_path(), {"exit", "0"}, {.stdio = {cp::pipe, cp::pipe, cp::ignore}});
+  return p && p->wait() && p->status()->success();
+}
+
 #if defined(_WIN32)
 /// Whether a process still runs.
 inline bool pid_exists(unsigned long pid) {

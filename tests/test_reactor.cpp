@@ -12,11 +12,15 @@ using namespace std::chrono_literals;
 namespace d = cp::detail;
 
 namespace {
-struct counter_timer : d::timer_op {
-  int* fired = nullptr;
-};
 struct recording_io : d::io_op {
-  int* completions = nullptr;
+  int completions = 0;
+  recording_io(cp::native_handle h, char* buffer, std::size_t n, bool is_write) {
+    handle = h;
+    data = buffer;
+    size = n;
+    write = is_write;
+    complete = [](d::reactor_op* o) { ++static_cast<recording_io*>(o)->completions; };
+  }
 };
 }  // namespace
 
@@ -50,13 +54,8 @@ TEST_CASE("a read completes with data, then with 0 at end of stream") {
   auto p = d::create_pipe_native(false);  // child writes, parent reads
   REQUIRE(p);
   char buf[16];
-  int done = 0;
-  recording_io op{};
-  op.completions = &done;
-  op.handle = p->parent.get();
-  op.data = buf;
-  op.size = sizeof buf;
-  op.complete = [](d::reactor_op* o) { ++*static_cast<recording_io*>(o)->completions; };
+  recording_io op(p->parent.get(), buf, sizeof buf, false);
+  int& done = op.completions;
   r.start_io(&op);
   REQUIRE(r.run_once(d::reactor_clock::now() + 20ms));
   CHECK(done == 0);  // nothing to read yet: still pending
@@ -77,13 +76,8 @@ TEST_CASE("cancel completes a pending read with ECANCELED") {
   auto p = d::create_pipe_native(false);
   REQUIRE(p);
   char buf[4];
-  int done = 0;
-  recording_io op{};
-  op.completions = &done;
-  op.handle = p->parent.get();
-  op.data = buf;
-  op.size = sizeof buf;
-  op.complete = [](d::reactor_op* o) { ++*static_cast<recording_io*>(o)->completions; };
+  recording_io op(p->parent.get(), buf, sizeof buf, false);
+  int& done = op.completions;
   r.start_io(&op);
   r.cancel(p->parent.get());
   REQUIRE(r.run_once());
@@ -97,14 +91,8 @@ TEST_CASE("a write to a pipe whose reader is gone is EPIPE") {
   auto p = d::create_pipe_native(true);  // parent writes
   REQUIRE(p);
   p->child.reset();
-  int done = 0;
-  recording_io op{};
-  op.completions = &done;
-  op.handle = p->parent.get();
-  op.data = const_cast<char*>("x");
-  op.size = 1;
-  op.write = true;
-  op.complete = [](d::reactor_op* o) { ++*static_cast<recording_io*>(o)->completions; };
+  recording_io op(p->parent.get(), const_cast<char*>("x"), 1, true);
+  int& done = op.completions;
   r.start_io(&op);
   REQUIRE(r.run_once());
   CHECK(done == 1);
