@@ -5,6 +5,7 @@
 
 #include "childproc/config.hpp"
 #include "childproc/error.hpp"
+#include "childproc/event_loop.hpp"
 #include "childproc/exec.hpp"
 #include "childproc/exit_status.hpp"
 #include "childproc/options.hpp"
@@ -13,6 +14,7 @@
 #include "childproc/result.hpp"
 #include "childproc/spawn.hpp"
 #include "childproc/stream.hpp"
+#include "childproc/task.hpp"
 #include "childproc/version.hpp"
 
 #endif

@@ -22,6 +22,8 @@ enum class errc {
   max_buffer_exceeded,  ///< an output stream went past max_buffer
   command_failed,       ///< output::check(): non-zero exit or killed by a signal
   no_process,           ///< the process object owns no child (moved from, detached or reaped)
+  no_event_loop,        ///< an awaitable was awaited on a thread where no event_loop runs
+  line_too_long,        ///< read_line / read_until found no delimiter within the limit
 };
 
 namespace detail {
@@ -37,6 +39,8 @@ class errc_category final : public std::error_category {
       case errc::max_buffer_exceeded: return "maxBuffer length exceeded";
       case errc::command_failed: return "command failed";
       case errc::no_process: return "no child process";
+      case errc::no_event_loop: return "no event loop runs on this thread";
+      case errc::line_too_long: return "line too long";
     }
     return "unknown childproc error";
   }

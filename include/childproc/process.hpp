@@ -3,11 +3,13 @@
 #define CHILDPROC_PROCESS_HPP
 
 #include "detail/wait.hpp"
+#include "event_loop.hpp"
 #include "exit_status.hpp"
 #include "result.hpp"
 #include "stream.hpp"
 
 #include <chrono>    // wait_for
+#include <coroutine>  // exit()
 #include <cerrno>    // ESRCH
 #include <csignal>   // SIGTERM
 #include <cstddef>   // std::size_t
@@ -89,6 +91,11 @@ class process {
     return r;
   }
 
+  /// Awaitable for a coroutine on an event_loop: resumes when the child ends, reaps it, and
+  /// yields result<exit_status> (Node's 'exit'; the streams may still hold data: 'close' is
+  /// when they reach their end too).
+  auto exit() noexcept { return exit_awaiter(this); }
+
   /// Sends `signal` (SIGTERM by default; 0 checks the child is there). After the child was
   /// reaped this is `kill ESRCH`, and no signal is sent: its pid may belong to another process now.
   result<void> kill(int signal = SIGTERM) {
@@ -117,6 +124,31 @@ class process {
   stream& err() { return stdio(2); }
 
  private:
+  struct exit_awaiter : detail::exit_op {
+    process* self;
+    std::coroutine_handle<> h;
+    error early;
+    explicit exit_awaiter(process* p) noexcept : self(p) {}
+    bool await_ready() noexcept {
+      if (auto e = self->check("wait")) early = std::move(e);
+      else if (self->status_) return true;
+      else if (!event_loop::current()) early = error(errc::no_event_loop, "wait");
+      else return false;
+      return true;
+    }
+    void await_suspend(std::coroutine_handle<> awaiting) {
+      h = awaiting;
+      child = &self->child_;
+      complete = [](detail::reactor_op* op) { static_cast<exit_awaiter*>(op)->h.resume(); };
+      event_loop::current()->reactor().start_exit_wait(this);
+    }
+    result<exit_status> await_resume() {
+      if (early) return early;
+      if (err) return err;
+      return self->wait();  // it has ended: this reaps without blocking
+    }
+  };
+
   error check(const char* what) const {
     if (valid()) return {};
     return error(errc::no_process, std::string(what) + ": this process object owns no child");

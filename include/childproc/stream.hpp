@@ -3,10 +3,16 @@
 #define CHILDPROC_STREAM_HPP
 
 #include "detail/pipe.hpp"
+#include "event_loop.hpp"
 #include "options.hpp"
 #include "result.hpp"
+#include "task.hpp"
 
+#include <algorithm>    // std::min
+#include <coroutine>    // awaitables
 #include <cstddef>      // std::size_t
+#include <cstring>      // memcpy from the read-ahead buffer
+#include <memory>       // the weak reference to the reactor
 #include <span>         // buffers
 #include <string>       // read_all
 #include <string_view>  // write
@@ -14,24 +20,46 @@
 namespace childproc::inline v0 {
 
 /// The parent's end of one of the child's stdio pipes. Move-only; closes on destruction.
+/// Blocking calls (read_some, read_all, write) work anywhere; the async_* and line calls are
+/// awaitables for a coroutine running on an event_loop (sync_wait, event_loop::run).
 class stream {
  public:
   stream() noexcept = default;
   /// Takes ownership of a descriptor or HANDLE.
   explicit stream(detail::unique_handle h) noexcept : h_(std::move(h)) {}
+  stream(stream&& o) noexcept
+      : h_(std::move(o.h_)), ahead_(std::move(o.ahead_)), reactor_(std::move(o.reactor_)) {}
+  stream& operator=(stream&& o) noexcept {
+    if (this != &o) {
+      close();
+      h_ = std::move(o.h_);
+      ahead_ = std::move(o.ahead_);
+      reactor_ = std::move(o.reactor_);
+    }
+    return *this;
+  }
+  ~stream() { close(); }
 
   /// Whether the stream is open.
   bool is_open() const noexcept { return h_.valid(); }
   /// The descriptor or HANDLE (still owned by the stream).
   native_handle handle() const noexcept { return h_.get(); }
   /// Gives up ownership of the descriptor or HANDLE.
-  native_handle release() noexcept { return h_.release(); }
-  /// Closes the parent's end: for stdin, the child then sees end of file.
-  void close() noexcept { h_.reset(); }
+  native_handle release() noexcept {
+    forget();
+    return h_.release();
+  }
+  /// Closes the parent's end: for stdin, the child then sees end of file. A pending awaitable
+  /// on it completes with ECANCELED.
+  void close() noexcept {
+    forget();
+    h_.reset();
+  }
 
   /// Reads what is there (at least one byte), blocking; errc::end_of_stream at the end.
   result<std::size_t> read_some(std::span<char> buffer) {
     if (!is_open()) return error(errc::no_process, "read: the stream is closed");
+    if (!ahead_.empty()) return take_ahead(buffer);
     auto r = detail::read_some_native(h_.get(), buffer);
     if (r && *r == 0 && !buffer.empty()) return errc::end_of_stream;
     return r;
@@ -39,8 +67,9 @@ class stream {
 
   /// Reads to the end of the stream; more than `max` bytes is errc::max_buffer_exceeded.
   result<std::string> read_all(std::size_t max = unlimited) {
-    std::string data;
+    std::string data = std::exchange(ahead_, {});
     for (;;) {
+      if (data.size() > max) return error(errc::max_buffer_exceeded, "read: more than " + std::to_string(max) + " bytes");
       const std::size_t old = data.size();
       data.resize(old + 65536);
       auto r = read_some({data.data() + old, 65536});
@@ -49,7 +78,6 @@ class stream {
         if (r.error() == errc::end_of_stream) return data;
         return std::move(r).error();
       }
-      if (data.size() > max) return error(errc::max_buffer_exceeded, "read: more than " + std::to_string(max) + " bytes");
     }
   }
 
@@ -64,8 +92,130 @@ class stream {
     return {};
   }
 
+  /// Awaitable: reads what is there (at least one byte) -> result<size_t>; errc::end_of_stream at the end.
+  auto async_read_some(std::span<char> buffer) noexcept { return io_awaiter(this, buffer.data(), buffer.size(), false, true); }
+
+  /// Awaitable: writes some of `data` (at least one byte) -> result<size_t>; EPIPE if the reader is gone.
+  auto async_write_some(std::span<const char> data) noexcept {
+    return io_awaiter(this, const_cast<char*>(data.data()), data.size(), true, false);
+  }
+
+  /// Awaitable: writes all of `data` -> result<void>. `data` must stay alive until it completes.
+  task<result<void>> async_write(std::string_view data) {
+    while (!data.empty()) {
+      auto r = co_await async_write_some({data.data(), data.size()});
+      if (!r) co_return std::move(r).error();
+      data.remove_prefix(*r);
+    }
+    co_return result<void>();
+  }
+
+  /// Awaitable: the text before the next `delim` (which is consumed) -> result<std::string>. At the
+  /// end, the rest without delimiter, then errc::end_of_stream. More than `max` bytes without
+  /// the delimiter is errc::line_too_long, and the bytes stay unread.
+  task<result<std::string>> read_until(std::string delim, std::size_t max = 1 << 20) {
+    std::size_t scanned = 0;
+    for (;;) {
+      const auto at = ahead_.find(delim, scanned);
+      if (at != std::string::npos && at <= max) {
+        std::string line = ahead_.substr(0, at);
+        ahead_.erase(0, at + delim.size());
+        co_return line;
+      }
+      if (ahead_.size() > max)
+        co_return error(errc::line_too_long, "read: no delimiter within " + std::to_string(max) + " bytes");
+      scanned = ahead_.size() >= delim.size() ? ahead_.size() - delim.size() + 1 : 0;
+      auto r = co_await fill_ahead();
+      if (!r) {
+        if (r.error() == errc::end_of_stream && !ahead_.empty()) co_return std::exchange(ahead_, {});
+        co_return std::move(r).error();
+      }
+    }
+  }
+
+  /// Awaitable: the next line without its "\n" or "\r\n" -> result<std::string>; a last line
+  /// without newline is returned, then errc::end_of_stream; a line over `max` is errc::line_too_long.
+  task<result<std::string>> read_line(std::size_t max = 1 << 20) {
+    auto line = co_await read_until("\n", max);
+    if (line && !line->empty() && line->back() == '\r') line->pop_back();
+    co_return line;
+  }
+
+  /// Awaitable: everything to the end of the stream -> result<std::string>; more than `max`
+  /// bytes is errc::max_buffer_exceeded.
+  task<result<std::string>> async_read_all(std::size_t max = unlimited) {
+    for (;;) {
+      if (ahead_.size() > max)
+        co_return error(errc::max_buffer_exceeded, "read: more than " + std::to_string(max) + " bytes");
+      auto r = co_await fill_ahead();
+      if (!r) {
+        if (r.error() == errc::end_of_stream) co_return std::exchange(ahead_, {});
+        co_return std::move(r).error();
+      }
+    }
+  }
+
  private:
+  // One read or write on the current loop's reactor, resumed by its completion.
+  struct io_awaiter : detail::io_op {
+    stream* self;
+    bool from_ahead;  // serve read-ahead bytes first (not when filling the read-ahead buffer)
+    std::coroutine_handle<> h;
+    error early;
+    io_awaiter(stream* s, char* d, std::size_t n, bool w, bool ahead) noexcept : self(s), from_ahead(ahead) {
+      data = d;
+      size = n;
+      write = w;
+    }
+    bool await_ready() noexcept {
+      if (!self->is_open()) early = error(errc::no_process, write ? "write: the stream is closed" : "read: the stream is closed");
+      else if (!event_loop::current()) early = error(errc::no_event_loop, write ? "write" : "read");
+      else if (from_ahead && !self->ahead_.empty()) bytes = self->take_ahead({data, size}).value();
+      else return false;
+      return true;
+    }
+    void await_suspend(std::coroutine_handle<> awaiting) {
+      h = awaiting;
+      handle = self->h_.get();
+      complete = [](detail::reactor_op* op) { static_cast<io_awaiter*>(op)->h.resume(); };
+      auto& r = event_loop::current()->reactor();
+      self->reactor_ = r.token();
+      r.start_io(this);
+    }
+    result<std::size_t> await_resume() {
+      if (early) return early;
+      if (err) return err;
+      if (!write && bytes == 0 && size != 0) return errc::end_of_stream;
+      return bytes;
+    }
+  };
+
+  // Reads one chunk onto the read-ahead buffer.
+  task<result<void>> fill_ahead() {
+    const std::size_t old = ahead_.size();
+    ahead_.resize(old + 65536);
+    auto r = co_await io_awaiter(this, ahead_.data() + old, 65536, false, false);
+    ahead_.resize(old + (r ? *r : 0));
+    if (!r) co_return std::move(r).error();
+    co_return result<void>();
+  }
+
+  result<std::size_t> take_ahead(std::span<char> buffer) {
+    const std::size_t n = std::min(buffer.size(), ahead_.size());
+    std::memcpy(buffer.data(), ahead_.data(), n);
+    ahead_.erase(0, n);
+    return n;
+  }
+
+  // The reactor must forget the handle before it closes (and before it moves to another loop).
+  void forget() noexcept {
+    if (auto r = reactor_.lock(); r && h_.valid()) (*r)->cancel(h_.get());
+    reactor_.reset();
+  }
+
   detail::unique_handle h_;
+  std::string ahead_;                    // read ahead by read_line / read_until
+  std::weak_ptr<detail::reactor*> reactor_;  // where async operations ran, while it lives
 };
 
 }  // namespace childproc::inline v0

@@ -12,6 +12,7 @@
 #include <chrono>   // timers
 #include <cstddef>  // std::size_t
 #include <map>      // the timer queue
+#include <memory>   // token()
 #include <optional> // run_once's deadline
 
 namespace childproc::inline v0::detail {
@@ -82,6 +83,14 @@ inline void cancel_native(reactor_state& s, native_handle h, op_queue& done);
 ///   POSIX: epoll_wait or poll.   Win32: GetQueuedCompletionStatusEx.
 inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done) -> result<void>;
 
+/// Prepares wake-ups from other threads (event loops only; the sync functions never need them).
+///   POSIX: a non-blocking self-pipe watched by the poller.   Win32: nothing (the port is enough).
+inline auto reactor_enable_wake_native(reactor_state& s) -> result<void>;
+
+/// Makes a waiting reactor_poll_native return; safe from any thread.
+///   POSIX: one byte into the self-pipe.   Win32: PostQueuedCompletionStatus with the wake key.
+inline void reactor_wake_native(reactor_state& s) noexcept;
+
 /// Releases the OS poller.
 inline void reactor_close_native(reactor_state& s) noexcept;
 
@@ -103,6 +112,9 @@ class reactor {
   reactor& operator=(const reactor&) = delete;
   ~reactor() { reactor_close_native(state_); }
 
+  /// A weak handle that expires with the reactor: streams use it to cancel before they close.
+  std::weak_ptr<reactor*> token() { return alive_; }
+
   /// Opens the OS side; call once before anything else.
   result<void> open() { return reactor_open_native(state_); }
 
@@ -112,6 +124,11 @@ class reactor {
   void start_exit_wait(exit_op* op) { start_exit_wait_native(state_, op, done_); }
   /// Completes everything pending on `h` with ECANCELED; call before closing `h`.
   void cancel(native_handle h) { cancel_native(state_, h, done_); }
+
+  /// Allows wake() from other threads.
+  result<void> enable_wake() { return reactor_enable_wake_native(state_); }
+  /// Makes run_once return soon; safe from any thread once enable_wake() succeeded.
+  void wake() noexcept { reactor_wake_native(state_); }
 
   /// Arms a timer (re-arming moves it).
   void start_timer(timer_op* op, reactor_clock::time_point deadline) {
@@ -161,6 +178,7 @@ class reactor {
 
  private:
   reactor_state state_;
+  std::shared_ptr<reactor*> alive_ = std::make_shared<reactor*>(this);
   op_queue done_;
   std::multimap<reactor_clock::time_point, timer_op*> timers_;
 };

@@ -12,8 +12,9 @@
 
 namespace childproc::inline v0::detail {
 
-// Who waits on one fd. Each fd is registered once (epoll: EPOLLIN | EPOLLOUT, edge-triggered):
-// an operation always tries its syscall first, so no edge is lost while nobody waited.
+// Who waits on one fd. epoll: one-shot registrations, re-armed (EPOLL_CTL_MOD) while someone
+// waits, so an fd that was closed and reused without cancel() heals (MOD fails, ADD again).
+// An operation always tries its syscall first, so nothing is lost while nobody waited.
 struct fd_waiters {
   io_op* reader = nullptr;
   io_op* writer = nullptr;
@@ -23,6 +24,8 @@ struct fd_waiters {
 
 struct reactor_state {
   int epoll_fd = -1;
+  int wake_read = -1;   // the self-pipe, once enable_wake ran
+  int wake_write = -1;
   std::unordered_map<int, fd_waiters> fds;
   std::vector<exit_op*> polled_exits;  // children without a pidfd
   std::vector<pollfd> poll_set;        // reused by the poll backend
@@ -45,13 +48,16 @@ inline bool attempt_exit_posix(exit_op* op) {
   return true;
 }
 
-inline auto register_fd_posix(reactor_state& s, int fd, fd_waiters& w) -> result<void> {
-  if (w.registered) return {};
+// Asks the poller for the events the waiters of `fd` need.
+inline auto arm_fd_posix(reactor_state& s, int fd, fd_waiters& w) -> result<void> {
 #if CHILDPROC_HAS_EPOLL
   epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.events = EPOLLONESHOT | EPOLLRDHUP | ((w.reader || w.exit) ? EPOLLIN : 0u) | (w.writer ? EPOLLOUT : 0u);
   ev.data.fd = fd;
-  if (::epoll_ctl(s.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) return last_os_error(errno, "epoll_ctl");
+  if (w.registered && ::epoll_ctl(s.epoll_fd, EPOLL_CTL_MOD, fd, &ev) == 0) return {};
+  if (::epoll_ctl(s.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0 &&
+      (errno != EEXIST || ::epoll_ctl(s.epoll_fd, EPOLL_CTL_MOD, fd, &ev) != 0))
+    return last_os_error(errno, "epoll_ctl");
 #else
   (void)s;
   (void)fd;
@@ -60,7 +66,12 @@ inline auto register_fd_posix(reactor_state& s, int fd, fd_waiters& w) -> result
   return {};
 }
 
-// Runs what became possible on `fd`.
+inline void drain_wake_posix(reactor_state& s) noexcept {
+  char buf[256];
+  while (::read(s.wake_read, buf, sizeof buf) > 0) {}
+}
+
+// Runs what became possible on `fd`, then re-arms it for whoever still waits.
 inline void on_ready_posix(reactor_state& s, int fd, bool readable, bool writable, op_queue& done) {
   auto it = s.fds.find(fd);
   if (it == s.fds.end()) return;
@@ -68,6 +79,16 @@ inline void on_ready_posix(reactor_state& s, int fd, bool readable, bool writabl
   if (readable && w.reader && attempt_io_posix(w.reader)) done.push(std::exchange(w.reader, nullptr));
   if (writable && w.writer && attempt_io_posix(w.writer)) done.push(std::exchange(w.writer, nullptr));
   if (readable && w.exit && attempt_exit_posix(w.exit)) done.push(std::exchange(w.exit, nullptr));
+  if (w.reader || w.writer || w.exit)
+    if (auto r = arm_fd_posix(s, fd, w); !r) {
+      for (reactor_op* op : {static_cast<reactor_op*>(std::exchange(w.reader, nullptr)),
+                             static_cast<reactor_op*>(std::exchange(w.writer, nullptr)),
+                             static_cast<reactor_op*>(std::exchange(w.exit, nullptr))})
+        if (op) {
+          op->err = r.error();
+          done.push(op);
+        }
+    }
 }
 
 inline auto reactor_open_native(reactor_state& s) -> result<void> {
@@ -83,11 +104,12 @@ inline auto reactor_open_native(reactor_state& s) -> result<void> {
 inline void start_io_native(reactor_state& s, io_op* op, op_queue& done) {
   if (attempt_io_posix(op)) return done.push(op);
   auto& w = s.fds[op->handle];
-  if (auto r = register_fd_posix(s, op->handle, w); !r) {
-    op->err = std::move(r).error();
-    return done.push(op);
-  }
   (op->write ? w.writer : w.reader) = op;
+  if (auto r = arm_fd_posix(s, op->handle, w); !r) {
+    (op->write ? w.writer : w.reader) = nullptr;
+    op->err = std::move(r).error();
+    done.push(op);
+  }
 }
 
 inline void start_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done) {
@@ -95,11 +117,12 @@ inline void start_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done
   if (!op->child->handle) return s.polled_exits.push_back(op);
   const int fd = op->child->handle.get();
   auto& w = s.fds[fd];
-  if (auto r = register_fd_posix(s, fd, w); !r) {
-    op->err = std::move(r).error();
-    return done.push(op);
-  }
   w.exit = op;
+  if (auto r = arm_fd_posix(s, fd, w); !r) {
+    w.exit = nullptr;
+    op->err = std::move(r).error();
+    done.push(op);
+  }
 }
 
 inline void cancel_native(reactor_state& s, native_handle h, op_queue& done) {
@@ -125,12 +148,17 @@ inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done
   const int n = ::epoll_wait(s.epoll_fd, events, 64, timeout_ms);
   if (n < 0 && errno != EINTR) return last_os_error(errno, "epoll_wait");
   for (int i = 0; i < n; ++i) {
+    if (events[i].data.fd == s.wake_read) {
+      drain_wake_posix(s);
+      continue;
+    }
     const auto e = events[i].events;
     const bool broken = (e & (EPOLLERR | EPOLLHUP)) != 0;
     on_ready_posix(s, events[i].data.fd, broken || (e & (EPOLLIN | EPOLLRDHUP)), broken || (e & EPOLLOUT), done);
   }
 #else
   s.poll_set.clear();
+  if (s.wake_read >= 0) s.poll_set.push_back({s.wake_read, POLLIN, 0});
   for (auto& [fd, w] : s.fds) {
     const short want = static_cast<short>(((w.reader || w.exit) ? POLLIN : 0) | (w.writer ? POLLOUT : 0));
     if (want) s.poll_set.push_back({fd, want, 0});
@@ -139,6 +167,10 @@ inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done
   if (n < 0 && errno != EINTR) return last_os_error(errno, "poll");
   for (int i = 0; n > 0 && i < static_cast<int>(s.poll_set.size()); ++i) {
     const auto& p = s.poll_set[static_cast<std::size_t>(i)];
+    if (p.fd == s.wake_read) {
+      if (p.revents) drain_wake_posix(s);
+      continue;
+    }
     const bool broken = (p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
     if (p.revents) on_ready_posix(s, p.fd, broken || (p.revents & POLLIN), broken || (p.revents & POLLOUT), done);
   }
@@ -151,9 +183,29 @@ inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done
   return {};
 }
 
+inline auto reactor_enable_wake_native(reactor_state& s) -> result<void> {
+  if (s.wake_read >= 0) return {};
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return last_os_error(errno, "pipe");
+  s.wake_read = fds[0];
+  s.wake_write = fds[1];
+#if CHILDPROC_HAS_EPOLL
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = s.wake_read;
+  if (::epoll_ctl(s.epoll_fd, EPOLL_CTL_ADD, s.wake_read, &ev) != 0) return last_os_error(errno, "epoll_ctl");
+#endif
+  return {};
+}
+
+inline void reactor_wake_native(reactor_state& s) noexcept {
+  const char byte = 0;
+  (void)!::write(s.wake_write, &byte, 1);  // a full pipe is already a pending wake-up
+}
+
 inline void reactor_close_native(reactor_state& s) noexcept {
-  if (s.epoll_fd >= 0) ::close(s.epoll_fd);
-  s.epoll_fd = -1;
+  for (int* fd : {&s.epoll_fd, &s.wake_read, &s.wake_write})
+    if (*fd >= 0) ::close(std::exchange(*fd, -1));
 }
 
 }  // namespace childproc::inline v0::detail

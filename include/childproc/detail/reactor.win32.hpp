@@ -25,6 +25,7 @@ struct exit_wait_win32 {
 };
 
 inline constexpr ULONG_PTR exit_key_win32 = 1;
+inline constexpr ULONG_PTR wake_key_win32 = 2;
 
 struct reactor_state {
   HANDLE port = nullptr;
@@ -102,6 +103,7 @@ inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done
     return win32_error(err, "GetQueuedCompletionStatusEx");
   }
   for (ULONG i = 0; i < n; ++i) {
+    if (entries[i].lpCompletionKey == wake_key_win32) continue;
     if (entries[i].lpCompletionKey == exit_key_win32) {
       auto* w = reinterpret_cast<exit_wait_win32*>(entries[i].lpOverlapped);
       ::UnregisterWaitEx(w->wait, nullptr);
@@ -119,6 +121,12 @@ inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done
     delete o;
   }
   return {};
+}
+
+inline auto reactor_enable_wake_native(reactor_state&) -> result<void> { return {}; }
+
+inline void reactor_wake_native(reactor_state& s) noexcept {
+  ::PostQueuedCompletionStatus(s.port, 0, wake_key_win32, nullptr);
 }
 
 inline void reactor_close_native(reactor_state& s) noexcept {

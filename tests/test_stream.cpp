@@ -1,0 +1,181 @@
+// Awaitable streams and exits on a child: lines, EOF, errors, many children, large streams.
+#include "helpers.hpp"
+
+#include <doctest/doctest.h>
+
+#include <ostream>  // doctest prints std::error_code through it
+
+#include <chrono>
+
+using namespace std::chrono_literals;
+
+static cp::options piped() { return {.stdio = {cp::pipe, cp::pipe, cp::pipe}}; }
+
+TEST_CASE("read_line: \\n and \\r\\n, a last line without newline, then end_of_stream") {
+  auto p = cp::spawn(child_path(), {"echo"}, piped()).value();
+  REQUIRE(p.in().write("one\ntwo\r\n\nlast"));
+  p.in().close();
+  auto lines = [&]() -> cp::task<std::vector<std::string>> {
+    std::vector<std::string> out;
+    for (;;) {
+      auto line = co_await p.out().read_line();
+      if (!line) {
+        CHECK(line.error() == cp::errc::end_of_stream);
+        break;
+      }
+      out.push_back(*line);
+    }
+    co_return out;
+  };
+  CHECK(cp::sync_wait(lines()) == std::vector<std::string>{"one", "two", "", "last"});
+  auto st = cp::sync_wait([&]() -> cp::task<cp::result<cp::exit_status>> { co_return co_await p.exit(); }());
+  REQUIRE(st);
+  CHECK(st->success());
+}
+
+TEST_CASE("the sketch: pump lines, then await the exit") {
+  auto p = cp::spawn(child_path(), {"write-out", "100"}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}}).value();
+  std::size_t bytes = 0;
+  auto pump = [&](cp::process& proc) -> cp::task<> {
+    while (auto line = co_await proc.out().read_line()) bytes += line->size();
+    auto st = co_await proc.exit();
+    CHECK(st->success());
+  };
+  cp::sync_wait(pump(p));
+  CHECK(bytes == 100);
+}
+
+TEST_CASE("partial lines across reads are joined") {
+  auto p = cp::spawn(child_path(), {"echo"}, piped()).value();
+  auto run = [&]() -> cp::task<std::string> {
+    auto writer = [&]() -> cp::task<void> {
+      for (const char* part : {"ab", "cd", "e\nf", "g\n"}) {
+        REQUIRE(co_await p.in().async_write(part));
+        co_await cp::event_loop::current()->sleep(20ms);
+      }
+      p.in().close();
+    };
+    auto reader = [&]() -> cp::task<std::string> {
+      auto a = co_await p.out().read_line();
+      auto b = co_await p.out().read_line();
+      co_return *a + "|" + *b;
+    };
+    auto [w, r] = co_await cp::when_all(writer(), reader());
+    (void)w;
+    co_return r;
+  };
+  CHECK(cp::sync_wait(run()) == "abcde|fg");
+}
+
+TEST_CASE("a line over max is an error, not a truncation, and loses nothing") {
+  auto p = cp::spawn(child_path(), {"write-out", "100"}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}}).value();
+  auto run = [&]() -> cp::task<void> {
+    auto line = co_await p.out().read_line(10);
+    REQUIRE(!line);
+    CHECK(line.error() == cp::errc::line_too_long);
+    CHECK(line.error().message() == "read: no delimiter within 10 bytes");
+    auto rest = co_await p.out().async_read_all();
+    REQUIRE(rest);
+    CHECK(rest->size() == 100);  // every byte still there
+  };
+  cp::sync_wait(run());
+  CHECK(p.wait()->success());
+}
+
+TEST_CASE("read_until a delimiter") {
+  auto p = cp::spawn(child_path(), {"args", "a", "bb", "ccc"}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}}).value();
+  auto run = [&]() -> cp::task<std::vector<std::string>> {
+    std::vector<std::string> out;
+    while (auto part = co_await p.out().read_until(std::string(1, '\0'))) out.push_back(*part);
+    co_return out;
+  };
+  CHECK(cp::sync_wait(run()) == std::vector<std::string>{"a", "bb", "ccc"});
+}
+
+TEST_CASE("async_read_some at the end is end_of_stream; on a closed stream it is an error") {
+  auto p = cp::spawn(child_path(), {"exit", "0"}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}}).value();
+  auto run = [&]() -> cp::task<void> {
+    char buf[16];
+    auto r = co_await p.out().async_read_some(buf);
+    REQUIRE(!r);
+    CHECK(r.error() == cp::errc::end_of_stream);
+    p.out().close();
+    auto closed = co_await p.out().async_read_some(buf);
+    REQUIRE(!closed);
+    CHECK(closed.error() == cp::errc::no_process);
+  };
+  cp::sync_wait(run());
+}
+
+TEST_CASE("awaiting outside an event loop is an error, not a hang") {
+  auto p = cp::spawn(child_path(), {"sleep", "10"}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}}).value();
+  // Drive the awaiter by hand: no loop runs on this thread.
+  char buf[4];
+  auto op = p.out().async_read_some(buf);
+  CHECK(op.await_ready());
+  auto r = op.await_resume();
+  REQUIRE(!r);
+  CHECK(r.error() == cp::errc::no_event_loop);
+  CHECK(p.wait()->success());
+}
+
+TEST_CASE("writing to a child that closed stdin is EPIPE, never SIGPIPE") {
+  auto p = cp::spawn(child_path(), {"close-stdin-sleep", "100000"}, {.stdio = {cp::pipe, cp::ignore, cp::ignore}}).value();
+  auto run = [&]() -> cp::task<cp::result<void>> {
+    const std::string chunk(1 << 20, 'x');
+    for (int i = 0; i < 100; ++i) {
+      auto w = co_await p.in().async_write(chunk);
+      if (!w) co_return w;
+    }
+    co_return cp::result<void>();
+  };
+  auto w = cp::sync_wait(run());
+  REQUIRE(!w);
+  CHECK(w.error() == std::errc::broken_pipe);
+}
+
+TEST_CASE("stdout and stderr in alternating large bursts, read at once") {
+  auto p = cp::spawn(child_path(), {"write-both", "5000000"}, {.stdio = {cp::ignore, cp::pipe, cp::pipe}}).value();
+  auto run = [&]() -> cp::task<void> {
+    auto [out, err] = co_await cp::when_all(p.out().async_read_all(), p.err().async_read_all());
+    REQUIRE(out);
+    REQUIRE(err);
+    CHECK(out->size() == 5000000);
+    CHECK(*out == *err);
+    auto st = co_await p.exit();
+    CHECK(st->success());
+  };
+  cp::sync_wait(run());
+}
+
+TEST_CASE("200 children at once on one loop, all reaped") {
+  constexpr int n = 200;
+  std::vector<cp::process> procs;
+  for (int i = 0; i < n; ++i)
+    procs.push_back(cp::spawn(child_path(), {"exit", std::to_string(i % 5)}, {.stdio = {cp::ignore, cp::ignore, cp::ignore}}).value());
+  auto wait_one = [](cp::process& p) -> cp::task<int> {
+    auto st = co_await p.exit();
+    co_return st ? *st->exit_code() : -1;
+  };
+  std::vector<cp::task<int>> waits;
+  for (auto& p : procs) waits.push_back(wait_one(p));
+  auto codes = cp::sync_wait(cp::when_all(std::move(waits)));
+  for (int i = 0; i < n; ++i) CHECK(codes[static_cast<std::size_t>(i)] == i % 5);
+}
+
+TEST_CASE("a large stream is read with constant memory") {
+  constexpr long long total = 256LL << 20;  // 256 MiB through a 64 KiB buffer
+  auto p = cp::spawn(child_path(), {"write-out", std::to_string(total)}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}}).value();
+  auto run = [&]() -> cp::task<long long> {
+    std::vector<char> buf(65536);
+    long long got = 0;
+    for (;;) {
+      auto r = co_await p.out().async_read_some(buf);
+      if (!r) break;
+      got += static_cast<long long>(*r);
+    }
+    co_return got;
+  };
+  CHECK(cp::sync_wait(run()) == total);
+  CHECK(p.wait()->success());
+}
