@@ -38,7 +38,7 @@ static cp::task<> worker(job_state& s, int total) {
 static cp::task<> heartbeat(job_state& s) {
   int beats = 0;
   while (!s.finished) {
-    co_await cp::event_loop::current()->sleep(100ms);
+    (void)co_await cp::event_loop::current()->sleep(100ms);
     if (!s.finished) std::printf("  . heartbeat %d (%d running)\n", ++beats, s.next - s.done);
   }
 }

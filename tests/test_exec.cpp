@@ -142,3 +142,26 @@ TEST_CASE("a crash is reported as data") {
   CHECK(r->check().error().message().find(r->status.to_string()) != std::string::npos);
 }
 
+
+TEST_CASE("input a child never reads, held open by a grandchild: exec still returns") {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = cp::exec_file(child_path(), {"grandchild", "20000"}, {.input = std::string(8 << 20, 'x'), .drain_timeout = 200ms});
+  REQUIRE(r);
+  CHECK(r->out == "ready\n");
+  CHECK(r->ok());
+  CHECK(std::chrono::steady_clock::now() - t0 < 10s);
+}
+
+TEST_CASE("huge timeouts mean no timeout, not an overflow") {
+  auto r = cp::exec_file(child_path(), {"exit", "0"},
+                         {.timeout = std::chrono::milliseconds::max(), .kill_grace = std::chrono::milliseconds::max(),
+                          .drain_timeout = std::chrono::milliseconds::max()});
+  REQUIRE(r);
+  CHECK(!r->timed_out);
+  CHECK(r->ok());
+  auto p = cp::spawn(child_path(), {"exit", "4"}, {.stdio = {cp::ignore, cp::ignore, cp::ignore}}).value();
+  auto st = p.wait_for(std::chrono::hours::max());
+  REQUIRE(st);
+  REQUIRE(st->has_value());
+  CHECK((*st)->exit_code() == 4);
+}

@@ -113,3 +113,27 @@ TEST_CASE("an exit wait completes when the child ends, without reaping it") {
   CHECK(!op.err);
   CHECK(p.wait()->success());  // still ours to reap
 }
+
+TEST_CASE("a timer cancelled by another that fired in the same round does not run") {
+  d::reactor r;
+  REQUIRE(r.open());
+  struct t : d::timer_op {
+    d::reactor* r = nullptr;
+    t* other = nullptr;
+    int runs = 0;
+  } a, b;
+  a.r = b.r = &r;
+  a.other = &b;
+  b.other = &a;
+  a.complete = b.complete = [](d::reactor_op* op) {
+    auto* x = static_cast<t*>(op);
+    ++x->runs;
+    x->r->cancel_timer(x->other);
+  };
+  const auto when = d::reactor_clock::now() + 5ms;
+  r.start_timer(&a, when);
+  r.start_timer(&b, when);
+  while (a.runs + b.runs == 0) REQUIRE(r.run_once());
+  REQUIRE(r.run_once(d::reactor_clock::now() + 20ms));
+  CHECK(a.runs + b.runs == 1);
+}

@@ -279,3 +279,26 @@ TEST_CASE("the destructor also kills a child that ignores SIGTERM") {
   CHECK(!pid_exists(pid));
 }
 
+
+TEST_CASE("ignore past stderr closes the parent's fd with that number in the child") {
+  const int leaky = open("/dev/null", O_RDONLY);  // no O_CLOEXEC
+  REQUIRE(leaky > 2);
+  std::vector<cp::stdio_spec> stdio(static_cast<std::size_t>(leaky) + 1, cp::ignore);
+  stdio[1] = cp::pipe;
+  stdio[2] = cp::inherit;
+  auto p = cp::spawn(child_path(), {"fds"}, {.stdio = stdio});
+  REQUIRE(p);
+  CHECK(p->out().read_all().value() == "0 1 2\n");
+  CHECK(p->wait()->success());
+  close(leaky);
+}
+
+TEST_CASE("a relative PATH entry with a relative cwd is found from the child's cwd") {
+  const std::string top = "childproc_relcwd_" + std::to_string(getpid());
+  std::filesystem::create_directories(top + "/sub");
+  std::filesystem::create_symlink(std::filesystem::absolute(child_path()), top + "/sub/mychild");
+  auto r = cp::exec_file("mychild", {"exit", "5"}, {.cwd = top, .env = cp::environment::extend({{"PATH", "sub"}})});
+  std::filesystem::remove_all(top);
+  REQUIRE(r);
+  CHECK(r->status.exit_code() == 5);
+}

@@ -211,3 +211,12 @@ TEST_CASE("extra stdio entries reach the child's C runtime as fd 3") {
   CHECK(p->stdio(3).read_all().value() == "via fd 3");
   CHECK(p->wait()->success());
 }
+
+TEST_CASE("kill after a natural exit is ESRCH and keeps the real exit code") {
+  auto p = cp::spawn(child_path(), {"exit", "1"}, {.stdio = {cp::ignore, cp::ignore, cp::ignore}}).value();
+  while (WaitForSingleObject(p.handle(), 10) == WAIT_TIMEOUT) {}
+  auto k = p.kill();
+  REQUIRE(!k);
+  CHECK(k.error() == std::errc::no_such_process);
+  CHECK(p.wait()->exit_code() == 1);
+}

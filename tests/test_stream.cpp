@@ -51,7 +51,7 @@ TEST_CASE("partial lines across reads are joined") {
     auto writer = [&]() -> cp::task<void> {
       for (const char* part : {"ab", "cd", "e\nf", "g\n"}) {
         REQUIRE(co_await p.in().async_write(part));
-        co_await cp::event_loop::current()->sleep(20ms);
+        (void)co_await cp::event_loop::current()->sleep(20ms);
       }
       p.in().close();
     };

@@ -86,7 +86,7 @@ TEST_CASE("sleep resumes after the duration; when_all runs tasks concurrently") 
 TEST_CASE("when_all rethrows the first exception once every task has ended") {
   int finished = 0;
   auto slow = [&]() -> cp::task<void> {
-    co_await cp::event_loop::current()->sleep(50ms);
+    (void)co_await cp::event_loop::current()->sleep(50ms);
     ++finished;
   };
   CHECK_THROWS_WITH_AS(cp::sync_wait(cp::when_all(slow(), fail(), slow())), "boom", std::runtime_error);

@@ -20,6 +20,8 @@ namespace childproc::inline v0 {
 /// port (Win32). Coroutines awaiting streams, exits and timers are resumed only inside run(), on
 /// the thread that calls it. post() and stop() are safe from other threads.
 class event_loop {
+  struct timer_awaiter;
+
  public:
   event_loop() {
     open_ = reactor_.open();
@@ -76,12 +78,10 @@ class event_loop {
 
   /// Awaitable: resumes after `d` (result<void>).
   template <class Rep, class Period>
-  auto sleep(std::chrono::duration<Rep, Period> d) noexcept {
-    return sleep_until(detail::reactor_clock::now() + std::chrono::ceil<detail::reactor_clock::duration>(d));
-  }
+  timer_awaiter sleep(std::chrono::duration<Rep, Period> d) noexcept;
 
   /// Awaitable: resumes at `when` (result<void>).
-  auto sleep_until(detail::reactor_clock::time_point when) noexcept { return timer_awaiter(this, when); }
+  timer_awaiter sleep_until(detail::reactor_clock::time_point when) noexcept;
 
   /// The reactor, for the library's awaitables.
   detail::reactor& reactor() noexcept { return reactor_; }
@@ -91,20 +91,6 @@ class event_loop {
     event_loop* previous;
     explicit scope(event_loop* l) noexcept : previous(current_ref()) { current_ref() = l; }
     ~scope() { current_ref() = previous; }
-  };
-
-  struct timer_awaiter : detail::timer_op {
-    event_loop* loop;
-    detail::reactor_clock::time_point when;
-    std::coroutine_handle<> h;
-    timer_awaiter(event_loop* l, detail::reactor_clock::time_point w) noexcept : loop(l), when(w) {}
-    bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<> awaiting) {
-      h = awaiting;
-      complete = [](detail::reactor_op* op) { static_cast<timer_awaiter*>(op)->h.resume(); };
-      loop->reactor_.start_timer(this, when);
-    }
-    result<void> await_resume() noexcept { return {}; }
   };
 
   static event_loop*& current_ref() noexcept {
@@ -130,6 +116,29 @@ class event_loop {
   std::mutex post_mutex_;
   std::vector<std::function<void()>> posted_;
 };
+
+struct event_loop::timer_awaiter : detail::timer_op {
+  event_loop* loop;
+  detail::reactor_clock::time_point when;
+  std::coroutine_handle<> h;
+  timer_awaiter(event_loop* l, detail::reactor_clock::time_point w) noexcept : loop(l), when(w) {}
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> awaiting) {
+    h = awaiting;
+    complete = [](detail::reactor_op* op) { static_cast<timer_awaiter*>(op)->h.resume(); };
+    loop->reactor_.start_timer(this, when);
+  }
+  result<void> await_resume() noexcept { return {}; }
+};
+
+template <class Rep, class Period>
+event_loop::timer_awaiter event_loop::sleep(std::chrono::duration<Rep, Period> d) noexcept {
+  return sleep_until(detail::deadline_after(detail::reactor_clock::now(), d));
+}
+
+inline event_loop::timer_awaiter event_loop::sleep_until(detail::reactor_clock::time_point when) noexcept {
+  return timer_awaiter(this, when);
+}
 
 /// Runs `t` on a new event_loop on this thread until it ends, and returns its value.
 template <class T>

@@ -86,7 +86,11 @@ class process {
   result<std::optional<exit_status>> wait_for(std::chrono::duration<Rep, Period> timeout) {
     if (auto e = check("wait"); e) return e;
     if (status_) return status_;
-    auto r = detail::wait_for_native(child_, std::chrono::ceil<std::chrono::milliseconds>(timeout));
+    // Saturated: a duration too large for milliseconds waits "forever" instead of overflowing.
+    const auto ms = std::chrono::duration<double, std::milli>(timeout).count() >= 1e15
+                        ? std::chrono::milliseconds(1000000000000000LL)
+                        : std::chrono::ceil<std::chrono::milliseconds>(timeout);
+    auto r = detail::wait_for_native(child_, ms);
     if (r && *r) status_ = **r;
     return r;
   }

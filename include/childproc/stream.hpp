@@ -209,7 +209,7 @@ class stream {
 
   // The reactor must forget the handle before it closes (and before it moves to another loop).
   void forget() noexcept {
-    if (auto r = reactor_.lock(); r && h_.valid()) (*r)->cancel(h_.get());
+    if (auto r = reactor_.lock(); r && h_.valid()) (*r)->forget(h_.get());
     reactor_.reset();
   }
 

@@ -14,6 +14,7 @@
 #include <map>      // the timer queue
 #include <memory>   // token()
 #include <optional> // run_once's deadline
+#include <utility>  // std::exchange
 
 namespace childproc::inline v0::detail {
 
@@ -23,10 +24,24 @@ using reactor_clock = std::chrono::steady_clock;
 /// from the call that started it (so a completion may start the next operation without recursion).
 struct reactor_op {
   void (*complete)(reactor_op*) = nullptr;
+  bool fired = false;      ///< a timer that is due, its completion not run yet
+  bool skip = false;       ///< a timer cancelled after it fired: its completion does not run
   error err;               ///< the outcome: ECANCELED after cancel(), an OS error, or none
   std::size_t bytes = 0;   ///< io: bytes moved; 0 on a read is end of stream
   reactor_op* next = nullptr;
 };
+
+/// `now + d`, saturated: a duration too large for the clock means "never", not an overflow.
+template <class Rep, class Period>
+reactor_clock::time_point deadline_after(reactor_clock::time_point now, std::chrono::duration<Rep, Period> d) noexcept {
+  using dur = reactor_clock::duration;
+  if (d <= d.zero()) return now;
+  const auto left = reactor_clock::time_point::max() - now;
+  if (std::chrono::duration_cast<std::chrono::duration<double>>(d).count() >=
+      std::chrono::duration_cast<std::chrono::duration<double>>(left).count())
+    return reactor_clock::time_point::max();
+  return now + std::chrono::ceil<dur>(d);
+}
 
 /// A read_some or write_some on a handle.
 struct io_op : reactor_op {
@@ -75,9 +90,11 @@ inline void start_io_native(reactor_state& s, io_op* op, op_queue& done);
 ///   Win32: RegisterWaitForSingleObject posting to the port.
 inline void start_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done);
 
-/// Completes every operation pending on `h` with ECANCELED and forgets `h`; call before closing it.
-///   POSIX: removes the fd from epoll.   Win32: CancelIoEx, completions then arrive as cancelled.
-inline void cancel_native(reactor_state& s, native_handle h, op_queue& done);
+/// Completes every operation pending on `h` with ECANCELED; `closing` also forgets `h` (call it so
+/// before closing `h`, since a new handle may take its value).
+///   POSIX: removes the fd from epoll.   Win32: CancelIoEx (completions then arrive as cancelled);
+///   the handle stays bound to the port unless closing.
+inline void cancel_native(reactor_state& s, native_handle h, bool closing, op_queue& done);
 
 /// Waits up to `timeout_ms` (-1: no limit) for readiness or completions; finished operations go to `done`.
 ///   POSIX: epoll_wait or poll.   Win32: GetQueuedCompletionStatusEx.
@@ -122,8 +139,10 @@ class reactor {
   void start_io(io_op* op) { start_io_native(state_, op, done_); }
   /// Starts waiting for a child's end.
   void start_exit_wait(exit_op* op) { start_exit_wait_native(state_, op, done_); }
-  /// Completes everything pending on `h` with ECANCELED; call before closing `h`.
-  void cancel(native_handle h) { cancel_native(state_, h, done_); }
+  /// Completes everything pending on `h` with ECANCELED; `h` stays usable.
+  void cancel(native_handle h) { cancel_native(state_, h, false, done_); }
+  /// Cancels and forgets `h`: call right before closing it.
+  void forget(native_handle h) { cancel_native(state_, h, true, done_); }
 
   /// Allows wake() from other threads.
   result<void> enable_wake() { return reactor_enable_wake_native(state_); }
@@ -133,14 +152,15 @@ class reactor {
   /// Arms a timer (re-arming moves it).
   void start_timer(timer_op* op, reactor_clock::time_point deadline) {
     cancel_timer(op);
+    op->skip = op->fired = false;
     op->deadline = deadline;
     op->where = timers_.emplace(deadline, op);
     op->armed = true;
   }
-  /// Disarms a timer; its completion does not run.
+  /// Disarms a timer; its completion does not run (even if it already fired in this round).
   void cancel_timer(timer_op* op) noexcept {
-    if (!op->armed) return;
-    timers_.erase(op->where);
+    if (op->armed) timers_.erase(op->where);
+    else if (op->fired) op->skip = true;
     op->armed = false;
   }
 
@@ -162,6 +182,8 @@ class reactor {
       timer_op* t = timers_.begin()->second;
       timers_.erase(timers_.begin());
       t->armed = false;
+      t->fired = true;
+      t->skip = false;
       t->err = {};
       done_.push(t);
     }
@@ -170,6 +192,8 @@ class reactor {
     std::size_t n = 0;
     while (reactor_op* op = batch.head) {
       batch.head = op->next;
+      op->fired = false;
+      if (std::exchange(op->skip, false)) continue;
       op->complete(op);
       ++n;
     }

@@ -125,7 +125,7 @@ inline void start_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done
   }
 }
 
-inline void cancel_native(reactor_state& s, native_handle h, op_queue& done) {
+inline void cancel_native(reactor_state& s, native_handle h, bool, op_queue& done) {
   auto it = s.fds.find(h);
   if (it == s.fds.end()) return;
   for (reactor_op* op : {static_cast<reactor_op*>(it->second.reader), static_cast<reactor_op*>(it->second.writer),

@@ -88,9 +88,9 @@ inline void start_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done
   s.exits.push_back(w);
 }
 
-inline void cancel_native(reactor_state& s, native_handle h, op_queue&) {
+inline void cancel_native(reactor_state& s, native_handle h, bool closing, op_queue&) {
   if (s.bound.count(h)) ::CancelIoEx(h, nullptr);  // completions arrive, aborted, in a later round
-  s.bound.erase(h);
+  if (closing) s.bound.erase(h);  // a new handle may take this value: bind that one anew
 }
 
 inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done) -> result<void> {

@@ -36,7 +36,7 @@ class sync_run {
     timeout_.complete = [](reactor_op* op) { static_cast<timer_event*>(op)->self->on_timeout(); };
     grace_.complete = [](reactor_op* op) { static_cast<timer_event*>(op)->self->on_grace(); };
     drain_.complete = [](reactor_op* op) { static_cast<timer_event*>(op)->self->on_drain(); };
-    if (o_.timeout.count() > 0) reactor_.start_timer(&timeout_, now + o_.timeout);
+    if (o_.timeout.count() > 0) reactor_.start_timer(&timeout_, deadline_after(now, o_.timeout));
     while (!exited_ || reading_[1] || reading_[2] || writing_) {
       auto r = reactor_.run_once();
       if (!r) return std::move(r).error();
@@ -105,7 +105,7 @@ class sync_run {
   void close_stream(int i) {
     stream& st = p_.stdio(static_cast<std::size_t>(i));
     if (!st.is_open()) return;
-    reactor_.cancel(st.handle());
+    reactor_.forget(st.handle());
     st.close();
   }
 
@@ -123,7 +123,7 @@ class sync_run {
   void on_write() {
     written_ += write_.bytes;
     // A child that stops reading (EPIPE) simply gets no more input, as in Node's spawnSync.
-    if (!write_.err && written_ < o_.input.size()) return start_write();
+    if (!write_.err && written_ < o_.input.size() && !exited_) return start_write();
     writing_ = false;
     close_stream(0);
   }
@@ -135,7 +135,7 @@ class sync_run {
     if (writing_) {  // nobody will read the rest of the input
       reactor_.cancel(p_.in().handle());
     }
-    if (reading_[1] || reading_[2]) reactor_.start_timer(&drain_, reactor_clock::now() + o_.drain_timeout);
+    if (reading_[1] || reading_[2]) reactor_.start_timer(&drain_, deadline_after(reactor_clock::now(), o_.drain_timeout));
   }
 
   void on_timeout() {
@@ -148,7 +148,7 @@ class sync_run {
     if (exited_ || killed_) return;
     killed_ = true;
     (void)p_.kill(o_.kill_signal);
-    reactor_.start_timer(&grace_, reactor_clock::now() + o_.kill_grace);
+    reactor_.start_timer(&grace_, deadline_after(reactor_clock::now(), o_.kill_grace));
   }
 
   void on_grace() {

@@ -18,7 +18,8 @@ inline std::vector<std::string> parent_environment_native() {
 
 inline std::string default_shell_native(const std::vector<std::string>&) { return "/bin/sh"; }
 
-// One dup2 the child performs: `source` (a parent fd, or an earlier target) becomes `target`.
+// One dup2 the child performs: `source` (a parent fd, or an earlier target) becomes `target`;
+// source -1 closes `target`.
 struct fd_action {
   int source;
   int target;
@@ -36,11 +37,11 @@ inline auto find_program_posix(const spawn_request& req) -> result<std::string> 
     const auto end = std::min(path.find(':', start), path.size());
     std::string dir(path.substr(start, end - start));
     if (dir.empty()) dir = ".";
-    if (dir[0] != '/' && !req.opts->cwd.empty()) dir = req.opts->cwd + "/" + dir;
-    std::string candidate = dir + "/" + req.program;
+    std::string candidate = dir + "/" + req.program;  // relative entries: from the child's cwd
+    const std::string seen = dir[0] != '/' && !req.opts->cwd.empty() ? req.opts->cwd + "/" + candidate : candidate;
     struct stat st;
-    if (::stat(candidate.c_str(), &st) == 0) {
-      if (S_ISREG(st.st_mode) && ::access(candidate.c_str(), X_OK) == 0) return candidate;
+    if (::stat(seen.c_str(), &st) == 0) {
+      if (S_ISREG(st.st_mode) && ::access(seen.c_str(), X_OK) == 0) return candidate;
       denied = true;
     }
     if (end == path.size()) break;
@@ -66,6 +67,9 @@ inline auto plan_stdio_posix(const spawn_request& req) -> result<stdio_plan> {
   plan.count = static_cast<int>(std::max<std::size_t>(specs.size(), 3));
   plan.parent.resize(static_cast<std::size_t>(plan.count));
   bool stderr_to_stdout = false;
+  // Which of the parent's fds in the target range are open, before this call opens any of its own.
+  std::vector<bool> was_open(static_cast<std::size_t>(plan.count));
+  for (int i = 0; i < plan.count; ++i) was_open[static_cast<std::size_t>(i)] = fd_is_open(i);
   for (int i = 0; i < plan.count; ++i) {
     const stdio_spec spec = static_cast<std::size_t>(i) < specs.size() ? specs[static_cast<std::size_t>(i)] : pipe;
     const std::string where = req.context + ": stdio[" + std::to_string(i) + "]";
@@ -80,7 +84,7 @@ inline auto plan_stdio_posix(const spawn_request& req) -> result<stdio_plan> {
         break;
       }
       case stdio_spec::kind::inherit:
-        if (fd_is_open(i)) source = i;
+        if (was_open[static_cast<std::size_t>(i)]) source = i;
         break;
       case stdio_spec::kind::ignore:
         if (i < 3) {
@@ -109,7 +113,12 @@ inline auto plan_stdio_posix(const spawn_request& req) -> result<stdio_plan> {
         stderr_to_stdout = true;
         break;
     }
-    if (source < 0) continue;
+    if (source < 0) {
+      // Nothing for this index: an fd the parent has there must not reach the child (closefrom
+      // starts above the stdio range).
+      if (i >= 3 && spec.how != stdio_spec::kind::same_as_stdout && fd_is_open(i)) plan.actions.push_back({-1, i});
+      continue;
+    }
     // A source inside the target range could be overwritten by an earlier dup2: move it above.
     if (source != i && source < plan.count) {
       const int moved = ::fcntl(source, F_DUPFD_CLOEXEC, plan.count);
@@ -158,7 +167,9 @@ inline auto fork_exec_posix(const spawn_request& req, const std::string& path, c
     };
     for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
     for (const auto& a : plan.actions) {
-      if (a.source == a.target) {
+      if (a.source < 0) {
+        ::close(a.target);
+      } else if (a.source == a.target) {
         const int flags = ::fcntl(a.source, F_GETFD);
         if (flags < 0 || ::fcntl(a.source, F_SETFD, flags & ~FD_CLOEXEC) < 0) fail(errno);
       } else if (::dup2(a.source, a.target) < 0) {
@@ -226,7 +237,9 @@ inline auto posix_spawn_posix(const spawn_request& req, const std::string& path,
   posix_spawnattr_setflags(&attr, flags);
   int rc = 0;
   for (const auto& a : plan.actions)
-    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, a.source, a.target);
+    if (rc == 0)
+      rc = a.source < 0 ? posix_spawn_file_actions_addclose(&actions, a.target)
+                        : posix_spawn_file_actions_adddup2(&actions, a.source, a.target);
 #if CHILDPROC_HAS_ADDCHDIR
   if (rc == 0 && !o.cwd.empty()) rc = posix_spawn_file_actions_addchdir_np(&actions, o.cwd.c_str());
 #endif

@@ -244,6 +244,8 @@ inline auto spawn_native(const spawn_request& req) -> result<spawned> {
   if (wide_line->size() >= 32767) return errno_error(E2BIG, req.context);
   auto env = make_env_block_win32(req, parent_env);
   if (!env) return std::move(env).error();
+  if (o.stdio.size() > 256)  // the C runtime's table must fit lpReserved2's 16-bit size (libuv's limit)
+    return errno_error(EINVAL, req.context + ": more than 256 stdio entries");
   auto plan = plan_stdio_win32(req);
   if (!plan) return std::move(plan).error();
 

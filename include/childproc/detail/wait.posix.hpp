@@ -25,6 +25,13 @@ inline exit_status status_from_siginfo(const siginfo_t& info) noexcept {
   }
 }
 
+// now + timeout without overflow (a huge timeout means "no deadline" in practice).
+inline std::chrono::steady_clock::time_point deadline_after_posix(std::chrono::steady_clock::time_point now,
+                                                                 std::chrono::milliseconds timeout) noexcept {
+  const auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::time_point::max() - now);
+  return timeout >= limit ? std::chrono::steady_clock::time_point::max() : now + timeout;
+}
+
 // One waitid(2) on the child; `flags` adds WNOHANG / WNOWAIT. nullopt: not ended yet.
 inline auto waitid_posix(native_child& c, int flags) -> result<std::optional<exit_status>> {
   siginfo_t info{};
@@ -32,6 +39,10 @@ inline auto waitid_posix(native_child& c, int flags) -> result<std::optional<exi
     const int rc = c.handle ? ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.handle.get()), &info, WEXITED | flags)
                             : ::waitid(P_PID, static_cast<id_t>(c.pid), &info, WEXITED | flags);
     if (rc == 0) break;
+    if (errno == EINVAL && c.handle) {  // Linux 5.3 has pidfd_open but not waitid(P_PIDFD): use the pid
+      c.handle.reset();
+      continue;
+    }
     if (errno != EINTR) return last_os_error(errno, "wait " + std::to_string(c.pid));
   }
   if (info.si_pid == 0) return std::optional<exit_status>();
@@ -51,7 +62,7 @@ inline auto try_wait_native(native_child& c) -> result<std::optional<exit_status
 inline auto wait_for_native(native_child& c, std::chrono::milliseconds timeout)
     -> result<std::optional<exit_status>> {
   using clock = std::chrono::steady_clock;
-  const auto deadline = clock::now() + timeout;
+  const auto deadline = deadline_after_posix(clock::now(), timeout);
   auto nap = std::chrono::milliseconds(1);
   for (;;) {
     auto r = waitid_posix(c, WNOHANG);

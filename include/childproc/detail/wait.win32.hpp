@@ -55,6 +55,9 @@ inline auto kill_native(native_child& c, int signal) -> result<void> {
   // SIGTERM, SIGKILL (9), SIGINT, SIGQUIT (3) end the process, as in libuv; nothing else exists here.
   if (signal != SIGTERM && signal != 9 && signal != SIGINT && signal != 3)
     return errno_error(signal < 0 || signal > 64 ? EINVAL : ENOSYS, "kill");
+  // An ended child is not killed again: TerminateJobObject would succeed on its empty job and the
+  // natural exit code would be reported as this signal.
+  if (auto gone = has_exited_native(c); gone && *gone) return errno_error(ESRCH, "kill");
   // The job holds the child's whole tree: killing it leaves no grandchild holding our pipes.
   const BOOL ok = c.job ? ::TerminateJobObject(c.job.get(), killed_exit_code_win32)
                         : ::TerminateProcess(c.handle.get(), killed_exit_code_win32);
