@@ -80,7 +80,7 @@ TEST_CASE("timeout kills the child with kill_signal; the status says so") {
   CHECK(!r->ok());
   CHECK(r->check().error().message() == "Command failed: " + child_path() +
                                             " print-then-sleep started 100000 (timed out, killed by signal SIGTERM)");
-  CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+  CHECK(std::chrono::steady_clock::now() - t0 < 30s);
 }
 
 TEST_CASE("timeout with another kill_signal") {
@@ -124,7 +124,7 @@ TEST_CASE("a grandchild holding stdout does not hang exec_file: the drain is bou
   CHECK(g->ok());
   const auto took = std::chrono::steady_clock::now() - t0;
   CHECK(took >= 300ms);
-  CHECK(took < 10s);
+  CHECK(took < 30s);
 }
 
 TEST_CASE("a crash is reported as data") {
@@ -145,11 +145,11 @@ TEST_CASE("a crash is reported as data") {
 
 TEST_CASE("input a child never reads, held open by a grandchild: exec still returns") {
   const auto t0 = std::chrono::steady_clock::now();
-  auto r = cp::exec_file(child_path(), {"grandchild", "20000"}, {.input = std::string(8 << 20, 'x'), .drain_timeout = 200ms});
+  auto r = cp::exec_file(child_path(), {"grandchild", "60000"}, {.input = std::string(8 << 20, 'x'), .drain_timeout = 200ms});
   REQUIRE(r);
   CHECK(r->out == "ready\n");
   CHECK(r->ok());
-  CHECK(std::chrono::steady_clock::now() - t0 < 10s);
+  CHECK(std::chrono::steady_clock::now() - t0 < 30s);
 }
 
 TEST_CASE("huge timeouts mean no timeout, not an overflow") {

@@ -61,7 +61,7 @@ TEST_CASE("a grandchild of the shell holding stdout does not hang exec") {
   CHECK(r->ok());
   const auto took = std::chrono::steady_clock::now() - t0;
   CHECK(took >= 300ms);
-  CHECK(took < 5s);
+  CHECK(took < 30s);
 }
 
 TEST_CASE("a child killed by SIGSEGV is reported as data") {

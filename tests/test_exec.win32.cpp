@@ -44,5 +44,5 @@ TEST_CASE("timeout on a shell command ends its whole tree (the job), so no drain
   REQUIRE(r);
   CHECK(r->timed_out);
   CHECK(r->status.signal() == SIGTERM);
-  CHECK(std::chrono::steady_clock::now() - t0 < 20s);
+  CHECK(std::chrono::steady_clock::now() - t0 < 30s);
 }
