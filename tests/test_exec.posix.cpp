@@ -34,7 +34,7 @@ TEST_CASE("exec of a pipeline") {
 }
 
 TEST_CASE("a child that ignores kill_signal gets SIGKILL after the grace period") {
-  auto r = cp::exec_file(child_path(), {"ignore-term-sleep", "100000"}, {.timeout = 100ms, .kill_grace = 200ms});
+  auto r = cp::exec_file(child_path(), {"ignore-term-sleep", "100000"}, {.timeout = 2000ms, .kill_grace = 200ms});
   REQUIRE(r);
   CHECK(r->timed_out);
   CHECK(r->status.signal() == SIGKILL);

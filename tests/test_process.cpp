@@ -24,7 +24,7 @@ TEST_CASE("wait returns the exit code, and the same status again later") {
 }
 
 TEST_CASE("try_wait does not block; wait_for times out, then sees the end") {
-  auto p = cp::spawn(child_path(), {"sleep", "300"}, quiet()).value();
+  auto p = cp::spawn(child_path(), {"sleep", "2000"}, quiet()).value();
   auto now = p.try_wait();
   REQUIRE(now);
   CHECK(!now->has_value());
