@@ -67,9 +67,13 @@ inline auto plan_stdio_posix(const spawn_request& req) -> result<stdio_plan> {
   plan.count = static_cast<int>(std::max<std::size_t>(specs.size(), 3));
   plan.parent.resize(static_cast<std::size_t>(plan.count));
   bool stderr_to_stdout = false;
-  // Which of the parent's fds in the target range are open, before this call opens any of its own.
+  // Which of the parent's fds in the target range are open, before this call opens any of its own;
+  // asked only where it matters (inherit, and past stderr), so a plain spawn makes no extra syscall.
   std::vector<bool> was_open(static_cast<std::size_t>(plan.count));
-  for (int i = 0; i < plan.count; ++i) was_open[static_cast<std::size_t>(i)] = fd_is_open(i);
+  for (int i = 0; i < plan.count; ++i) {
+    const auto at = static_cast<std::size_t>(i);
+    if (i >= 3 || (at < specs.size() && specs[at].how == stdio_spec::kind::inherit)) was_open[at] = fd_is_open(i);
+  }
   for (int i = 0; i < plan.count; ++i) {
     const stdio_spec spec = static_cast<std::size_t>(i) < specs.size() ? specs[static_cast<std::size_t>(i)] : pipe;
     const std::string where = req.context + ": stdio[" + std::to_string(i) + "]";
@@ -116,7 +120,7 @@ inline auto plan_stdio_posix(const spawn_request& req) -> result<stdio_plan> {
     if (source < 0) {
       // Nothing for this index: an fd the parent has there must not reach the child (closefrom
       // starts above the stdio range).
-      if (i >= 3 && spec.how != stdio_spec::kind::same_as_stdout && fd_is_open(i)) plan.actions.push_back({-1, i});
+      if (i >= 3 && was_open[static_cast<std::size_t>(i)]) plan.actions.push_back({-1, i});
       continue;
     }
     // A source inside the target range could be overwritten by an earlier dup2: move it above.
