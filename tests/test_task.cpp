@@ -5,8 +5,11 @@
 
 #include <ostream>  // doctest prints std::error_code through it
 
+#include <algorithm>
 #include <chrono>
 #include <stdexcept>
+#include <stop_token>
+#include <system_error>
 #include <string>
 #include <thread>
 
@@ -15,6 +18,7 @@ using namespace std::chrono_literals;
 
 static cp::task<int> forty_two() { co_return 42; }
 static cp::task<int> add(int a, int b) { co_return co_await forty_two() - 42 + a + b; }
+static cp::task<void> forty_two_void() { co_return; }
 static cp::task<void> fail() {
   throw std::runtime_error("boom");
   co_return;
@@ -118,4 +122,53 @@ TEST_CASE("current() is the running loop, and nothing outside") {
   auto probe = [&]() -> cp::task<bool> { co_return cp::event_loop::current() == &loop; };
   CHECK(loop.run(probe()));
   CHECK(cp::event_loop::current() == nullptr);
+}
+
+TEST_CASE("when_any with a stop source: the first wins, the others are cancelled and awaited") {
+  std::vector<std::string> events;
+  std::stop_source src;
+  auto nap = [&](std::chrono::milliseconds d, int v) -> cp::task<int> {
+    auto r = co_await cp::event_loop::current()->sleep(d, src.get_token());
+    events.push_back(std::to_string(v) + (r ? " slept" : r.error() == cp::errc::cancelled ? " cancelled" : " ?"));
+    co_return v;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  auto w = cp::sync_wait(cp::when_any(src, nap(1h, 1), nap(30ms, 2), nap(1h, 3)));
+  CHECK(std::chrono::steady_clock::now() - t0 < 30min);
+  CHECK(w.index == 1);
+  CHECK(w.value == 2);
+  REQUIRE(events.size() == 3);  // all ended before it returned; stop callbacks run in no set order
+  CHECK(events[0] == "2 slept");
+  std::sort(events.begin() + 1, events.end());
+  CHECK(events == std::vector<std::string>{"2 slept", "1 cancelled", "3 cancelled"});
+  CHECK(src.stop_requested());
+}
+
+TEST_CASE("when_any without a stop source is a race: the losers run on by themselves") {
+  std::vector<std::string> events;
+  auto nap = [&](std::chrono::milliseconds d, std::string v) -> cp::task<std::string> {
+    (void)co_await cp::event_loop::current()->sleep(d);
+    events.push_back(v);
+    co_return v;
+  };
+  cp::sync_wait([&]() -> cp::task<> {
+    std::vector<cp::task<std::string>> v;
+    v.push_back(nap(100ms, "slow"));
+    v.push_back(nap(10ms, "fast"));
+    auto w = co_await cp::when_any(std::move(v));
+    CHECK(w.index == 1);
+    CHECK(w.value == "fast");
+    CHECK(events == std::vector<std::string>{"fast"});
+    (void)co_await cp::event_loop::current()->sleep(300ms);  // the loser ends meanwhile
+    CHECK(events == std::vector<std::string>{"fast", "slow"});
+  }());
+}
+
+TEST_CASE("when_any: the winner's exception is rethrown; no tasks is invalid_argument") {
+  std::stop_source src;
+  auto slow = [&]() -> cp::task<void> { (void)co_await cp::event_loop::current()->sleep(1h, src.get_token()); };
+  CHECK_THROWS_WITH_AS(cp::sync_wait(cp::when_any(src, slow(), fail())), "boom", std::runtime_error);
+  CHECK_THROWS_AS(cp::sync_wait(cp::when_any(std::vector<cp::task<int>>{})), std::system_error);
+  auto void_win = cp::sync_wait(cp::when_any(forty_two_void(), forty_two_void()));
+  CHECK(void_win.index == 0);
 }

@@ -10,11 +10,53 @@
 #include <chrono>      // sleep
 #include <coroutine>   // awaitables
 #include <functional>  // post
+#include <memory>      // the state a stop callback shares with its operation
 #include <mutex>       // the post queue
 #include <optional>    // run's result
+#include <stop_token>  // cancellation
 #include <vector>      // the post queue
 
 namespace childproc::inline v0 {
+
+class event_loop;
+
+namespace detail {
+
+// What a stop callback shares with the operation it may cancel. Only the loop's thread reads or
+// writes it: a callback on another thread posts its cancel to the loop.
+struct stop_link_state {
+  event_loop* loop = nullptr;
+  reactor_op* op = nullptr;
+  void (*cancel)(reactor&, reactor_op*) = nullptr;
+  bool done = false;  // the operation completed: a late cancel does nothing
+};
+
+struct stop_link_fn {
+  std::shared_ptr<stop_link_state> state;
+  void operator()() const;  // defined after event_loop
+};
+
+/// Cancels one pending reactor operation when a std::stop_token is triggered, from any thread.
+/// Costs nothing for a token that can never stop.
+class stop_link {
+ public:
+  /// Watches `token` for the operation `op` that has just started on `loop`.
+  void arm(const std::stop_token& token, event_loop* loop, reactor_op* op, void (*cancel)(reactor&, reactor_op*)) {
+    if (!token.stop_possible()) return;
+    state_ = std::make_shared<stop_link_state>(stop_link_state{loop, op, cancel, false});
+    callback_.emplace(token, stop_link_fn{state_});  // runs at once if stop was already requested
+  }
+  /// Called by the operation's completion, before the awaiting coroutine resumes.
+  void completed() noexcept {
+    if (state_) state_->done = true;
+  }
+
+ private:
+  std::shared_ptr<stop_link_state> state_;
+  std::optional<std::stop_callback<stop_link_fn>> callback_;
+};
+
+}  // namespace detail
 
 /// One reactor per thread, single-threaded: epoll (Linux), poll (other POSIX), an I/O completion
 /// port (Win32). Coroutines awaiting streams, exits and timers are resumed only inside run(), on
@@ -76,12 +118,12 @@ class event_loop {
     reactor_.wake();
   }
 
-  /// Awaitable: resumes after `d` (result<void>).
+  /// Awaitable: resumes after `d` (result<void>); errc::cancelled if `stop` is triggered first.
   template <class Rep, class Period>
-  timer_awaiter sleep(std::chrono::duration<Rep, Period> d) noexcept;
+  timer_awaiter sleep(std::chrono::duration<Rep, Period> d, std::stop_token stop = {}) noexcept;
 
-  /// Awaitable: resumes at `when` (result<void>).
-  timer_awaiter sleep_until(detail::reactor_clock::time_point when) noexcept;
+  /// Awaitable: resumes at `when` (result<void>); errc::cancelled if `stop` is triggered first.
+  timer_awaiter sleep_until(detail::reactor_clock::time_point when, std::stop_token stop = {}) noexcept;
 
   /// The reactor, for the library's awaitables.
   detail::reactor& reactor() noexcept { return reactor_; }
@@ -120,24 +162,48 @@ class event_loop {
 struct event_loop::timer_awaiter : detail::timer_op {
   event_loop* loop;
   detail::reactor_clock::time_point when;
+  std::stop_token stop;
+  detail::stop_link link;
   std::coroutine_handle<> h;
-  timer_awaiter(event_loop* l, detail::reactor_clock::time_point w) noexcept : loop(l), when(w) {}
-  bool await_ready() const noexcept { return false; }
+  timer_awaiter(event_loop* l, detail::reactor_clock::time_point w, std::stop_token s) noexcept
+      : loop(l), when(w), stop(std::move(s)) {}
+  bool await_ready() noexcept {
+    if (!stop.stop_requested()) return false;
+    err = error(errc::cancelled);
+    return true;
+  }
   void await_suspend(std::coroutine_handle<> awaiting) {
     h = awaiting;
-    complete = [](detail::reactor_op* op) { static_cast<timer_awaiter*>(op)->h.resume(); };
+    complete = [](detail::reactor_op* op) {
+      auto* self = static_cast<timer_awaiter*>(op);
+      self->link.completed();
+      self->h.resume();
+    };
     loop->reactor_.start_timer(this, when);
+    link.arm(stop, loop, this, [](detail::reactor& r, detail::reactor_op* op) { r.cancel_op(static_cast<timer_op*>(op)); });
   }
-  result<void> await_resume() noexcept { return {}; }
+  result<void> await_resume() noexcept {
+    if (err) return error(errc::cancelled, "sleep: cancelled");
+    return {};
+  }
 };
 
 template <class Rep, class Period>
-event_loop::timer_awaiter event_loop::sleep(std::chrono::duration<Rep, Period> d) noexcept {
-  return sleep_until(detail::deadline_after(detail::reactor_clock::now(), d));
+event_loop::timer_awaiter event_loop::sleep(std::chrono::duration<Rep, Period> d, std::stop_token stop) noexcept {
+  return sleep_until(detail::deadline_after(detail::reactor_clock::now(), d), std::move(stop));
 }
 
-inline event_loop::timer_awaiter event_loop::sleep_until(detail::reactor_clock::time_point when) noexcept {
-  return timer_awaiter(this, when);
+inline event_loop::timer_awaiter event_loop::sleep_until(detail::reactor_clock::time_point when,
+                                                         std::stop_token stop) noexcept {
+  return timer_awaiter(this, when, std::move(stop));
+}
+
+inline void detail::stop_link_fn::operator()() const {
+  auto cancel = [s = state] {
+    if (!s->done) s->cancel(s->loop->reactor(), s->op);
+  };
+  if (event_loop::current() == state->loop) cancel();  // on the loop's thread: now
+  else state->loop->post(cancel);                      // elsewhere: on the loop's thread, soon
 }
 
 /// Runs `t` on a new event_loop on this thread until it ends, and returns its value.

@@ -11,6 +11,7 @@
 #include <initializer_list>  // environment helpers
 #include <limits>            // unlimited
 #include <optional>          // argv0, uid, gid
+#include <stop_token>        // stop_token
 #include <string>            // paths, variables
 #include <utility>           // std::pair
 #include <vector>            // stdio entries, variables
@@ -103,6 +104,10 @@ struct options {
   std::chrono::milliseconds kill_grace{2000};      ///< after kill_signal, SIGKILL if still running
   std::size_t max_buffer = 1024 * 1024;            ///< per output stream; exceeded: truncated, child killed
   std::chrono::milliseconds drain_timeout{1000};   ///< after exit, how long pipes held by grandchildren are read
+
+  /// Node's `signal` (AbortSignal): once stop is requested (from any thread) the child gets
+  /// kill_signal. exec & co. then report output::cancelled (and SIGKILL follows after kill_grace).
+  std::stop_token stop_token = {};
 
   bool windows_hide = false;                 ///< Win32: no console window
   bool windows_verbatim_arguments = false;   ///< Win32: pass the arguments unquoted

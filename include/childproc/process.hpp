@@ -13,11 +13,32 @@
 #include <cerrno>    // ESRCH
 #include <csignal>   // SIGTERM
 #include <cstddef>   // std::size_t
+#include <memory>    // the kill-on-stop state
+#include <mutex>     // a stop callback may run on any thread
 #include <optional>  // try_wait
+#include <stop_token>  // exit(stop)
 #include <utility>   // std::move
 #include <vector>    // stdio streams
 
 namespace childproc::inline v0 {
+
+namespace detail {
+// Kills a child when a std::stop_token fires, on whichever thread requests the stop. The mutex
+// keeps the callback away from a child that is being moved to another process object or released.
+struct stop_kill {
+  struct fn {
+    stop_kill* self;
+    void operator()() const {
+      std::lock_guard lock(self->mutex);
+      if (self->child) (void)kill_native(*self->child, self->signal);
+    }
+  };
+  std::mutex mutex;
+  native_child* child = nullptr;  // null once the child is reaped, detached or released
+  int signal = SIGTERM;
+  std::optional<std::stop_callback<fn>> callback;
+};
+}  // namespace detail
 
 /// A running or finished child. Move-only; exactly one process object owns (and reaps) each child.
 ///
@@ -34,18 +55,11 @@ class process {
   /// Used by spawn(); `stdio` holds the parent's end of each stdio entry.
   process(detail::native_child child, std::vector<stream> stdio, bool detached) noexcept
       : child_(std::move(child)), stdio_(std::move(stdio)), detached_(detached) {}
-  process(process&& o) noexcept
-      : child_(std::move(o.child_)), stdio_(std::move(o.stdio_)), status_(o.status_), detached_(o.detached_) {
-    o.child_.pid = 0;
-  }
+  process(process&& o) noexcept { take(o); }
   process& operator=(process&& o) noexcept {
     if (this != &o) {
       release_child();
-      child_ = std::move(o.child_);
-      stdio_ = std::move(o.stdio_);
-      status_ = o.status_;
-      detached_ = o.detached_;
-      o.child_.pid = 0;
+      take(o);
     }
     return *this;
   }
@@ -68,7 +82,7 @@ class process {
     if (auto e = check("wait"); e) return e;
     if (status_) return *status_;
     auto r = detail::wait_native(child_);
-    if (r) status_ = *r;
+    if (r) reaped(*r);
     return r;
   }
 
@@ -77,7 +91,7 @@ class process {
     if (auto e = check("wait"); e) return e;
     if (status_) return status_;
     auto r = detail::try_wait_native(child_);
-    if (r && *r) status_ = **r;
+    if (r && *r) reaped(**r);
     return r;
   }
 
@@ -91,14 +105,15 @@ class process {
                         ? std::chrono::milliseconds(1000000000000000LL)
                         : std::chrono::ceil<std::chrono::milliseconds>(timeout);
     auto r = detail::wait_for_native(child_, ms);
-    if (r && *r) status_ = **r;
+    if (r && *r) reaped(**r);
     return r;
   }
 
   /// Awaitable for a coroutine on an event_loop: resumes when the child ends, reaps it, and
   /// yields result<exit_status> (Node's 'exit'; the streams may still hold data: 'close' is
-  /// when they reach their end too).
-  auto exit() noexcept { return exit_awaiter(this); }
+  /// when they reach their end too). A triggered `stop` ends the wait with errc::cancelled; the
+  /// child runs on and can be awaited again.
+  auto exit(std::stop_token stop = {}) noexcept { return exit_awaiter(this, std::move(stop)); }
 
   /// Sends `signal` (SIGTERM by default; 0 checks the child is there). After the child was
   /// reaped this is `kill ESRCH`, and no signal is sent: its pid may belong to another process now.
@@ -108,8 +123,21 @@ class process {
     return detail::kill_native(child_, signal);
   }
 
+  /// Sends `signal` to the child once `token` is stopped, from whichever thread stops it (spawn
+  /// does this with options.stop_token and kill_signal: Node's `signal` option). At once if
+  /// stop was already requested.
+  void kill_on_stop(const std::stop_token& token, int signal = SIGTERM) {
+    unwatch();
+    if (!valid() || status_ || !token.stop_possible()) return;
+    stop_ = std::make_unique<detail::stop_kill>();
+    stop_->child = &child_;
+    stop_->signal = signal;
+    stop_->callback.emplace(token, detail::stop_kill::fn{stop_.get()});
+  }
+
   /// Lets the child run on its own: this object forgets it, the library still reaps it when it ends.
   void detach() noexcept {
+    unwatch();
     if (!valid()) return;
     if (!status_) detail::detach_native(std::move(child_));
     child_ = {};
@@ -130,28 +158,66 @@ class process {
  private:
   struct exit_awaiter : detail::exit_op {
     process* self;
+    std::stop_token stop;
+    detail::stop_link link;
     std::coroutine_handle<> h;
     error early;
-    explicit exit_awaiter(process* p) noexcept : self(p) {}
+    exit_awaiter(process* p, std::stop_token s) noexcept : self(p), stop(std::move(s)) {}
     bool await_ready() noexcept {
       if (auto e = self->check("wait")) early = std::move(e);
       else if (self->status_) return true;
       else if (!event_loop::current()) early = error(errc::no_event_loop, "wait");
+      else if (stop.stop_requested()) early = error(errc::cancelled, "wait: cancelled");
       else return false;
       return true;
     }
     void await_suspend(std::coroutine_handle<> awaiting) {
       h = awaiting;
       child = &self->child_;
-      complete = [](detail::reactor_op* op) { static_cast<exit_awaiter*>(op)->h.resume(); };
-      event_loop::current()->reactor().start_exit_wait(this);
+      complete = [](detail::reactor_op* op) {
+        auto* a = static_cast<exit_awaiter*>(op);
+        a->link.completed();
+        a->h.resume();
+      };
+      auto* loop = event_loop::current();
+      loop->reactor().start_exit_wait(this);
+      link.arm(stop, loop, this, [](detail::reactor& r, detail::reactor_op* op) { r.cancel_op(static_cast<exit_op*>(op)); });
     }
     result<exit_status> await_resume() {
       if (early) return early;
+      if (err == errc::cancelled) return error(errc::cancelled, "wait: cancelled");
       if (err) return err;
       return self->wait();  // it has ended: this reaps without blocking
     }
   };
+
+  void reaped(const exit_status& st) noexcept {
+    status_ = st;
+    unwatch();  // pidfd and Win32 handle: a late signal cannot reach another process
+  }
+
+  // Moves everything from `o` (this object owns nothing). The stop callback is held off meanwhile.
+  void take(process& o) noexcept {
+    std::unique_lock<std::mutex> lock;
+    if (o.stop_) lock = std::unique_lock(o.stop_->mutex);
+    child_ = std::move(o.child_);
+    o.child_.pid = 0;
+    stdio_ = std::move(o.stdio_);
+    status_ = o.status_;
+    detached_ = o.detached_;
+    stop_ = std::move(o.stop_);
+    if (stop_) stop_->child = &child_;
+  }
+
+  // Stops watching the stop token; waits for a callback that runs on another thread right now.
+  void unwatch() noexcept {
+    if (!stop_) return;
+    {
+      std::lock_guard lock(stop_->mutex);
+      stop_->child = nullptr;
+    }
+    stop_.reset();
+  }
 
   error check(const char* what) const {
     if (valid()) return {};
@@ -159,6 +225,7 @@ class process {
   }
 
   void release_child() noexcept {
+    unwatch();
     if (!valid() || status_) {
       child_ = {};
       return;
@@ -183,6 +250,7 @@ class process {
   std::vector<stream> stdio_;
   std::optional<exit_status> status_;
   bool detached_ = false;
+  std::unique_ptr<detail::stop_kill> stop_;  // kill_on_stop
 };
 
 }  // namespace childproc::inline v0

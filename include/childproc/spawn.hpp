@@ -39,19 +39,26 @@ inline result<process> spawn_strings(std::string_view program, std::vector<std::
   for (auto& h : s->stdio) streams.emplace_back(std::move(h));
   return process(std::move(s->child), std::move(streams), o.detached);
 }
+
+inline result<process> spawn_watched(std::string_view program, std::vector<std::string> args, const options& o) {
+  auto p = spawn_strings(program, std::move(args), o);
+  if (p && o.stop_token.stop_possible()) p->kill_on_stop(o.stop_token, o.kill_signal);
+  return p;
+}
 }  // namespace detail
 
 /// Starts `program` with `args` (no shell unless options.shell); the process owns the child.
+/// With options.stop_token, the child gets kill_signal once stop is requested (Node's `signal`).
 /// Errors say what failed in Node's words: "spawn nosuchprog ENOENT".
 template <argument_range Args>
 result<process> spawn(std::string_view program, const Args& args, const options& o = {}) {
-  return detail::spawn_strings(program, detail::to_strings(args), o);
+  return detail::spawn_watched(program, detail::to_strings(args), o);
 }
 
 /// Starts `program` with `args` given inline: spawn("ls", {"-l", "/tmp"}).
 inline result<process> spawn(std::string_view program, std::initializer_list<std::string_view> args = {},
                              const options& o = {}) {
-  return detail::spawn_strings(program, detail::to_strings(args), o);
+  return detail::spawn_watched(program, detail::to_strings(args), o);
 }
 
 }  // namespace childproc::inline v0

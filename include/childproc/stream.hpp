@@ -14,6 +14,7 @@
 #include <cstring>      // memcpy from the read-ahead buffer
 #include <memory>       // the weak reference to the reactor
 #include <span>         // buffers
+#include <stop_token>   // cancellation
 #include <string>       // read_all
 #include <string_view>  // write
 
@@ -50,7 +51,7 @@ class stream {
     return h_.release();
   }
   /// Closes the parent's end: for stdin, the child then sees end of file. A pending awaitable
-  /// on it completes with ECANCELED.
+  /// on it completes with errc::cancelled.
   void close() noexcept {
     forget();
     h_.reset();
@@ -92,18 +93,24 @@ class stream {
     return {};
   }
 
-  /// Awaitable: reads what is there (at least one byte) -> result<size_t>; errc::end_of_stream at the end.
-  auto async_read_some(std::span<char> buffer) noexcept { return io_awaiter(this, buffer.data(), buffer.size(), false, true); }
+  // Every awaitable takes an optional std::stop_token: triggered (from any thread) while the
+  // operation waits, it ends with errc::cancelled, nothing is lost and the stream stays usable.
 
-  /// Awaitable: writes some of `data` (at least one byte) -> result<size_t>; EPIPE if the reader is gone.
-  auto async_write_some(std::span<const char> data) noexcept {
-    return io_awaiter(this, const_cast<char*>(data.data()), data.size(), true, false);
+  /// Awaitable: reads what is there (at least one byte) -> result<size_t>; errc::end_of_stream at the end.
+  auto async_read_some(std::span<char> buffer, std::stop_token stop = {}) noexcept {
+    return io_awaiter(this, buffer.data(), buffer.size(), false, true, std::move(stop));
   }
 
-  /// Awaitable: writes all of `data` -> result<void>. `data` must stay alive until it completes.
-  task<result<void>> async_write(std::string_view data) {
+  /// Awaitable: writes some of `data` (at least one byte) -> result<size_t>; EPIPE if the reader is gone.
+  auto async_write_some(std::span<const char> data, std::stop_token stop = {}) noexcept {
+    return io_awaiter(this, const_cast<char*>(data.data()), data.size(), true, false, std::move(stop));
+  }
+
+  /// Awaitable: writes all of `data` -> result<void>, with backpressure (it waits while the pipe
+  /// is full). `data` must stay alive until it completes. A cancel may leave a prefix written.
+  task<result<void>> async_write(std::string_view data, std::stop_token stop = {}) {
     while (!data.empty()) {
-      auto r = co_await async_write_some({data.data(), data.size()});
+      auto r = co_await async_write_some({data.data(), data.size()}, stop);
       if (!r) co_return std::move(r).error();
       data.remove_prefix(*r);
     }
@@ -113,7 +120,7 @@ class stream {
   /// Awaitable: the text before the next `delim` (which is consumed) -> result<std::string>. At the
   /// end, the rest without delimiter, then errc::end_of_stream. More than `max` bytes without
   /// the delimiter is errc::line_too_long, and the bytes stay unread.
-  task<result<std::string>> read_until(std::string delim, std::size_t max = 1 << 20) {
+  task<result<std::string>> read_until(std::string delim, std::size_t max = 1 << 20, std::stop_token stop = {}) {
     std::size_t scanned = 0;
     for (;;) {
       const auto at = ahead_.find(delim, scanned);
@@ -125,7 +132,7 @@ class stream {
       if (ahead_.size() > max)
         co_return error(errc::line_too_long, "read: no delimiter within " + std::to_string(max) + " bytes");
       scanned = ahead_.size() >= delim.size() ? ahead_.size() - delim.size() + 1 : 0;
-      auto r = co_await fill_ahead();
+      auto r = co_await fill_ahead(stop);
       if (!r) {
         if (r.error() == errc::end_of_stream && !ahead_.empty()) co_return std::exchange(ahead_, {});
         co_return std::move(r).error();
@@ -135,19 +142,19 @@ class stream {
 
   /// Awaitable: the next line without its "\n" or "\r\n" -> result<std::string>; a last line
   /// without newline is returned, then errc::end_of_stream; a line over `max` is errc::line_too_long.
-  task<result<std::string>> read_line(std::size_t max = 1 << 20) {
-    auto line = co_await read_until("\n", max);
+  task<result<std::string>> read_line(std::size_t max = 1 << 20, std::stop_token stop = {}) {
+    auto line = co_await read_until("\n", max, std::move(stop));
     if (line && !line->empty() && line->back() == '\r') line->pop_back();
     co_return line;
   }
 
   /// Awaitable: everything to the end of the stream -> result<std::string>; more than `max`
   /// bytes is errc::max_buffer_exceeded.
-  task<result<std::string>> async_read_all(std::size_t max = unlimited) {
+  task<result<std::string>> async_read_all(std::size_t max = unlimited, std::stop_token stop = {}) {
     for (;;) {
       if (ahead_.size() > max)
         co_return error(errc::max_buffer_exceeded, "read: more than " + std::to_string(max) + " bytes");
-      auto r = co_await fill_ahead();
+      auto r = co_await fill_ahead(stop);
       if (!r) {
         if (r.error() == errc::end_of_stream) co_return std::exchange(ahead_, {});
         co_return std::move(r).error();
@@ -160,9 +167,12 @@ class stream {
   struct io_awaiter : detail::io_op {
     stream* self;
     bool from_ahead;  // serve read-ahead bytes first (not when filling the read-ahead buffer)
+    std::stop_token stop;
+    detail::stop_link link;
     std::coroutine_handle<> h;
     error early;
-    io_awaiter(stream* s, char* d, std::size_t n, bool w, bool ahead) noexcept : self(s), from_ahead(ahead) {
+    io_awaiter(stream* s, char* d, std::size_t n, bool w, bool ahead, std::stop_token st) noexcept
+        : self(s), from_ahead(ahead), stop(std::move(st)) {
       data = d;
       size = n;
       write = w;
@@ -170,6 +180,7 @@ class stream {
     bool await_ready() noexcept {
       if (!self->is_open()) early = error(errc::no_process, write ? "write: the stream is closed" : "read: the stream is closed");
       else if (!event_loop::current()) early = error(errc::no_event_loop, write ? "write" : "read");
+      else if (stop.stop_requested()) early = error(errc::cancelled, write ? "write: cancelled" : "read: cancelled");
       else if (from_ahead && !self->ahead_.empty()) bytes = self->take_ahead({data, size}).value();
       else return false;
       return true;
@@ -177,13 +188,19 @@ class stream {
     void await_suspend(std::coroutine_handle<> awaiting) {
       h = awaiting;
       handle = self->h_.get();
-      complete = [](detail::reactor_op* op) { static_cast<io_awaiter*>(op)->h.resume(); };
-      auto& r = event_loop::current()->reactor();
-      self->reactor_ = r.token();
-      r.start_io(this);
+      complete = [](detail::reactor_op* op) {
+        auto* a = static_cast<io_awaiter*>(op);
+        a->link.completed();
+        a->h.resume();
+      };
+      auto* loop = event_loop::current();
+      self->reactor_ = loop->reactor().token();
+      loop->reactor().start_io(this);
+      link.arm(stop, loop, this, [](detail::reactor& r, detail::reactor_op* op) { r.cancel_op(static_cast<io_op*>(op)); });
     }
     result<std::size_t> await_resume() {
       if (early) return early;
+      if (err == errc::cancelled) return error(errc::cancelled, write ? "write: cancelled" : "read: cancelled");
       if (err) return err;
       if (!write && bytes == 0 && size != 0) return errc::end_of_stream;
       return bytes;
@@ -191,10 +208,10 @@ class stream {
   };
 
   // Reads one chunk onto the read-ahead buffer.
-  task<result<void>> fill_ahead() {
+  task<result<void>> fill_ahead(std::stop_token stop) {
     const std::size_t old = ahead_.size();
     ahead_.resize(old + 65536);
-    auto r = co_await io_awaiter(this, ahead_.data() + old, 65536, false, false);
+    auto r = co_await io_awaiter(this, ahead_.data() + old, 65536, false, false, std::move(stop));
     ahead_.resize(old + (r ? *r : 0));
     if (!r) co_return std::move(r).error();
     co_return result<void>();

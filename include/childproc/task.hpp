@@ -3,10 +3,14 @@
 #define CHILDPROC_TASK_HPP
 
 #include "config.hpp"
+#include "error.hpp"
 
 #include <coroutine>    // the coroutine machinery
+#include <concepts>     // when_any of one type
 #include <exception>    // exceptions stored and rethrown at co_await
+#include <memory>       // when_any's shared state
 #include <optional>     // results of when_all
+#include <stop_token>   // when_any stops the losers
 #include <tuple>        // when_all of several tasks
 #include <type_traits>  // void results
 #include <utility>      // std::exchange
@@ -197,6 +201,114 @@ task<std::vector<std::conditional_t<std::is_void_v<T>, std::monostate, T>>> when
   out.reserve(slots.size());
   for (auto& s : slots) out.push_back(std::move(*s));
   co_return out;
+}
+
+/// What when_any gives: which task finished first (its position) and its value.
+template <class T>
+struct when_any_result {
+  std::size_t index = 0;
+  T value;
+};
+template <>
+struct when_any_result<void> {
+  std::size_t index = 0;
+};
+
+namespace detail {
+
+// Shared by when_any and its tasks; the last one to end frees it.
+template <class T>
+struct when_any_state {
+  std::optional<when_any_result<T>> winner;
+  std::exception_ptr error;
+  bool finished = false;
+  std::size_t running = 0;
+  bool wait_all = false;  // with a stop source: resume when every task has ended
+  std::coroutine_handle<> waiter;
+  std::stop_source stop;
+  bool ready() const noexcept { return finished && (!wait_all || running == 0); }
+};
+
+template <class T>
+eager_task run_any(task<T> t, std::shared_ptr<when_any_state<T>> state, std::size_t index) {
+  std::exception_ptr thrown;
+  std::optional<when_any_result<T>> mine;
+#if CHILDPROC_EXCEPTIONS
+  try {
+#endif
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(t);
+      mine.emplace(when_any_result<T>{index});
+    } else {
+      T value = co_await std::move(t);  // not inside the braces: g++ 12 mishandles co_await there
+      mine.emplace(when_any_result<T>{index, std::move(value)});
+    }
+#if CHILDPROC_EXCEPTIONS
+  } catch (...) {
+    thrown = std::current_exception();
+  }
+#endif
+  --state->running;
+  if (!state->finished) {  // the winner; a loser's result is dropped
+    state->finished = true;
+    state->winner = std::move(mine);
+    state->error = thrown;
+    state->stop.request_stop();
+  }
+  if (state->waiter && state->ready()) std::exchange(state->waiter, {}).resume();
+}
+
+template <class T>
+struct any_awaiter {
+  when_any_state<T>& state;
+  bool await_ready() noexcept { return state.ready(); }
+  void await_suspend(std::coroutine_handle<> h) noexcept { state.waiter = h; }
+  void await_resume() const noexcept {}
+};
+
+}  // namespace detail
+
+/// Runs the tasks concurrently (on the current loop); the first to end wins: its position and
+/// value (its exception is rethrown). Then `stop` is requested, and when_any completes once every
+/// other task has ended too: give them `stop`'s token so that they end at once (errc::cancelled).
+/// At least one task.
+template <class T>
+task<when_any_result<T>> when_any(std::stop_source stop, std::vector<task<T>> tasks) {
+  if (tasks.empty()) error(errc::invalid_argument, "when_any: no tasks").raise();
+  auto state = std::make_shared<detail::when_any_state<T>>();
+  state->wait_all = stop.stop_possible();
+  state->stop = std::move(stop);
+  state->running = tasks.size();
+  for (std::size_t i = 0; i < tasks.size(); ++i) detail::run_any(std::move(tasks[i]), state, i);
+  co_await detail::any_awaiter<T>{*state};
+  if (state->error) std::rethrow_exception(state->error);
+  co_return std::move(*state->winner);
+}
+
+/// when_any without a stop source: like Promise.race, it completes when the first task ends and
+/// the others run on by themselves (their results dropped); they must not use what the caller
+/// frees, and should end before the loop does (a task still waiting then is never freed).
+template <class T>
+task<when_any_result<T>> when_any(std::vector<task<T>> tasks) {
+  return when_any(std::stop_source(std::nostopstate), std::move(tasks));
+}
+
+/// when_any of tasks given one by one (of one type).
+template <class T, class... U>
+  requires(std::same_as<T, U> && ...)
+task<when_any_result<T>> when_any(std::stop_source stop, task<T> first, task<U>... rest) {
+  std::vector<task<T>> all;
+  all.reserve(1 + sizeof...(U));
+  all.push_back(std::move(first));
+  (all.push_back(std::move(rest)), ...);
+  return when_any(std::move(stop), std::move(all));
+}
+
+/// when_any of tasks given one by one, without a stop source.
+template <class T, class... U>
+  requires(std::same_as<T, U> && ...)
+task<when_any_result<T>> when_any(task<T> first, task<U>... rest) {
+  return when_any(std::stop_source(std::nostopstate), std::move(first), std::move(rest)...);
 }
 
 }  // namespace childproc::inline v0

@@ -26,9 +26,10 @@ struct reactor_op {
   void (*complete)(reactor_op*) = nullptr;
   bool fired = false;      ///< a timer that is due, its completion not run yet
   bool skip = false;       ///< a timer cancelled after it fired: its completion does not run
-  error err;               ///< the outcome: ECANCELED after cancel(), an OS error, or none
+  error err;               ///< the outcome: errc::cancelled after a cancel, an OS error, or none
   std::size_t bytes = 0;   ///< io: bytes moved; 0 on a read is end of stream
   reactor_op* next = nullptr;
+  void* pending = nullptr; ///< the backend's record of the operation in flight (Win32)
 };
 
 /// `now + d`, saturated: a duration too large for the clock means "never", not an overflow.
@@ -90,11 +91,21 @@ inline void start_io_native(reactor_state& s, io_op* op, op_queue& done);
 ///   Win32: RegisterWaitForSingleObject posting to the port.
 inline void start_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done);
 
-/// Completes every operation pending on `h` with ECANCELED; `closing` also forgets `h` (call it so
+/// Completes every operation pending on `h` with errc::cancelled; `closing` also forgets `h` (call it so
 /// before closing `h`, since a new handle may take its value).
 ///   POSIX: removes the fd from epoll.   Win32: CancelIoEx (completions then arrive as cancelled);
 ///   the handle stays bound to the port unless closing.
 inline void cancel_native(reactor_state& s, native_handle h, bool closing, op_queue& done);
+
+/// Cancels one pending read or write (others on the same handle go on); it completes with errc::cancelled.
+///   POSIX: at once, nothing was read or written.   Win32: CancelIoEx on its OVERLAPPED; one that
+///   already finished completes with its bytes, so no data is lost.
+inline void cancel_io_native(reactor_state& s, io_op* op, op_queue& done);
+
+/// Cancels one pending exit wait; it completes with errc::cancelled (or normally if the child had just ended).
+///   POSIX: the pidfd waiter or the polled entry is dropped.   Win32: UnregisterWaitEx, waiting
+///   for a callback that is running; a wake-up it already posted completes the wait normally.
+inline void cancel_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done);
 
 /// Waits up to `timeout_ms` (-1: no limit) for readiness or completions; finished operations go to `done`.
 ///   POSIX: epoll_wait or poll.   Win32: GetQueuedCompletionStatusEx.
@@ -143,6 +154,15 @@ class reactor {
   void cancel(native_handle h) { cancel_native(state_, h, false, done_); }
   /// Cancels and forgets `h`: call right before closing it.
   void forget(native_handle h) { cancel_native(state_, h, true, done_); }
+  /// Cancels one pending operation (a no-op for one that is not pending).
+  void cancel_op(io_op* op) { cancel_io_native(state_, op, done_); }
+  void cancel_op(exit_op* op) { cancel_exit_wait_native(state_, op, done_); }
+  void cancel_op(timer_op* op) {
+    if (!op->armed) return;  // already fired: it completes as due
+    cancel_timer(op);
+    op->err = error(errc::cancelled);
+    done_.push(op);
+  }
 
   /// Allows wake() from other threads.
   result<void> enable_wake() { return reactor_enable_wake_native(state_); }

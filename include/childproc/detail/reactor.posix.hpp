@@ -131,7 +131,7 @@ inline void cancel_native(reactor_state& s, native_handle h, bool, op_queue& don
   for (reactor_op* op : {static_cast<reactor_op*>(it->second.reader), static_cast<reactor_op*>(it->second.writer),
                          static_cast<reactor_op*>(it->second.exit)})
     if (op) {
-      op->err = error(std::error_code(ECANCELED, std::system_category()));
+      op->err = error(errc::cancelled);
       op->bytes = 0;
       done.push(op);
     }
@@ -139,6 +139,38 @@ inline void cancel_native(reactor_state& s, native_handle h, bool, op_queue& don
   if (it->second.registered) ::epoll_ctl(s.epoll_fd, EPOLL_CTL_DEL, h, nullptr);
 #endif
   s.fds.erase(it);
+}
+
+// Drops `op` from the waiters of `fd`; the fd leaves the poller once nobody waits on it.
+inline void unwait_posix(reactor_state& s, int fd, reactor_op* op, op_queue& done) {
+  auto it = s.fds.find(fd);
+  if (it == s.fds.end()) return;
+  fd_waiters& w = it->second;
+  if (w.reader == op) w.reader = nullptr;
+  else if (w.writer == op) w.writer = nullptr;
+  else if (w.exit == op) w.exit = nullptr;
+  else return;  // not pending: already completed
+  op->err = error(errc::cancelled);
+  op->bytes = 0;
+  done.push(op);
+  if (w.reader || w.writer || w.exit) {
+    if (auto r = arm_fd_posix(s, fd, w); !r) on_ready_posix(s, fd, true, true, done);  // let them see the error
+    return;
+  }
+#if CHILDPROC_HAS_EPOLL
+  if (w.registered) ::epoll_ctl(s.epoll_fd, EPOLL_CTL_DEL, fd, nullptr);
+#endif
+  s.fds.erase(it);
+}
+
+inline void cancel_io_native(reactor_state& s, io_op* op, op_queue& done) { unwait_posix(s, op->handle, op, done); }
+
+inline void cancel_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done) {
+  if (std::erase(s.polled_exits, op)) {
+    op->err = error(errc::cancelled);
+    return done.push(op);
+  }
+  if (op->child->handle) unwait_posix(s, op->child->handle.get(), op, done);
 }
 
 inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done) -> result<void> {

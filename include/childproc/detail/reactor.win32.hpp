@@ -6,6 +6,7 @@
 
 #include "os.win32.hpp"
 
+#include <atomic>         // an exit wait's callback runs on a pool thread
 #include <unordered_set>  // handles bound to the port
 #include <vector>         // pending exit waits
 
@@ -22,6 +23,8 @@ struct exit_wait_win32 {
   HANDLE wait = nullptr;
   HANDLE port = nullptr;
   exit_op* op = nullptr;
+  std::atomic<bool> posted{false};  // the callback ran: a packet for this wait is on the port
+  bool unregistered = false;        // UnregisterWaitEx already ran (a cancel)
 };
 
 inline constexpr ULONG_PTR exit_key_win32 = 1;
@@ -40,11 +43,12 @@ inline void finish_io_win32(io_op* op, DWORD err, DWORD bytes) {
   if (!err) return;
   op->bytes = 0;
   if (!op->write && (err == ERROR_BROKEN_PIPE || err == ERROR_HANDLE_EOF)) return;
-  op->err = win32_error(err, op->write ? "write" : "read");
+  op->err = err == ERROR_OPERATION_ABORTED ? error(errc::cancelled) : win32_error(err, op->write ? "write" : "read");
 }
 
 inline void CALLBACK on_exit_win32(void* context, BOOLEAN) {
   auto* w = static_cast<exit_wait_win32*>(context);
+  w->posted.store(true);
   ::PostQueuedCompletionStatus(w->port, 0, exit_key_win32, reinterpret_cast<LPOVERLAPPED>(w));
 }
 
@@ -62,11 +66,13 @@ inline void start_io_native(reactor_state& s, io_op* op, op_queue& done) {
   }
   auto* o = new overlapped_op_win32;
   o->op = op;
+  op->pending = o;
   const auto size = static_cast<DWORD>(std::min<std::size_t>(op->size, 1u << 30));
   const BOOL ok = op->write ? ::WriteFile(op->handle, op->data, size, nullptr, &o->ov)
                             : ::ReadFile(op->handle, op->data, size, nullptr, &o->ov);
   const DWORD err = ok ? 0 : ::GetLastError();
   if (ok || err == ERROR_IO_PENDING) return;  // the completion arrives on the port either way
+  op->pending = nullptr;
   delete o;
   finish_io_win32(op, err, 0);
   done.push(op);
@@ -78,19 +84,40 @@ inline void start_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done
     op->err = exited ? error() : std::move(exited).error();
     return done.push(op);
   }
-  auto* w = new exit_wait_win32{nullptr, s.port, op};
+  auto* w = new exit_wait_win32;
+  w->port = s.port;
+  w->op = op;
   if (!::RegisterWaitForSingleObject(&w->wait, op->child->handle.get(), on_exit_win32, w, INFINITE,
                                      WT_EXECUTEONLYONCE)) {
     op->err = last_win32_error("RegisterWaitForSingleObject");
     delete w;
     return done.push(op);
   }
+  op->pending = w;
   s.exits.push_back(w);
 }
 
 inline void cancel_native(reactor_state& s, native_handle h, bool closing, op_queue&) {
   if (s.bound.count(h)) ::CancelIoEx(h, nullptr);  // completions arrive, aborted, in a later round
   if (closing) s.bound.erase(h);  // a new handle may take this value: bind that one anew
+}
+
+inline void cancel_io_native(reactor_state&, io_op* op, op_queue&) {
+  // The completion arrives on the port: aborted, or with its bytes if it had already finished.
+  if (auto* o = static_cast<overlapped_op_win32*>(op->pending)) ::CancelIoEx(op->handle, &o->ov);
+}
+
+inline void cancel_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done) {
+  auto* w = static_cast<exit_wait_win32*>(op->pending);
+  if (!w || w->unregistered) return;
+  ::UnregisterWaitEx(w->wait, INVALID_HANDLE_VALUE);  // returns once a running callback has finished
+  w->unregistered = true;
+  if (w->posted.load()) return;  // its packet is on the port: the wait completes normally
+  std::erase(s.exits, w);
+  op->pending = nullptr;
+  op->err = error(errc::cancelled);
+  done.push(op);
+  delete w;
 }
 
 inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done) -> result<void> {
@@ -106,14 +133,16 @@ inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done
     if (entries[i].lpCompletionKey == wake_key_win32) continue;
     if (entries[i].lpCompletionKey == exit_key_win32) {
       auto* w = reinterpret_cast<exit_wait_win32*>(entries[i].lpOverlapped);
-      ::UnregisterWaitEx(w->wait, nullptr);
+      if (!w->unregistered) ::UnregisterWaitEx(w->wait, nullptr);
       std::erase(s.exits, w);
+      w->op->pending = nullptr;
       w->op->err = {};
       done.push(w->op);
       delete w;
       continue;
     }
     auto* o = reinterpret_cast<overlapped_op_win32*>(entries[i].lpOverlapped);
+    o->op->pending = nullptr;
     DWORD bytes = 0;
     const DWORD err = ::GetOverlappedResult(o->op->handle, &o->ov, &bytes, FALSE) ? 0 : ::GetLastError();
     finish_io_win32(o->op, err, bytes);
@@ -131,7 +160,7 @@ inline void reactor_wake_native(reactor_state& s) noexcept {
 
 inline void reactor_close_native(reactor_state& s) noexcept {
   for (auto* w : s.exits) {
-    ::UnregisterWaitEx(w->wait, INVALID_HANDLE_VALUE);  // waits for a callback that is running
+    if (!w->unregistered) ::UnregisterWaitEx(w->wait, INVALID_HANDLE_VALUE);  // waits for a running callback
     delete w;
   }
   s.exits.clear();

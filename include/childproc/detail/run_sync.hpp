@@ -9,8 +9,11 @@
 #include "../spawn.hpp"
 #include "reactor.hpp"
 
-#include <csignal>  // SIGKILL
-#include <string>   // captured output
+#include <atomic>      // the stop request, from any thread
+#include <csignal>     // SIGKILL
+#include <optional>    // the stop callback
+#include <stop_token>  // options.stop_token
+#include <string>      // captured output
 
 namespace childproc::inline v0::detail {
 
@@ -37,7 +40,15 @@ class sync_run {
     grace_.complete = [](reactor_op* op) { static_cast<timer_event*>(op)->self->on_grace(); };
     drain_.complete = [](reactor_op* op) { static_cast<timer_event*>(op)->self->on_drain(); };
     if (o_.timeout.count() > 0) reactor_.start_timer(&timeout_, deadline_after(now, o_.timeout));
+    if (o_.stop_token.stop_possible()) {
+      if (auto r = reactor_.enable_wake(); !r) return r;
+      stop_callback_.emplace(o_.stop_token, on_stop{this});  // runs at once if already requested
+    }
     while (!exited_ || reading_[1] || reading_[2] || writing_) {
+      if (stop_requested_.exchange(false) && !exited_) {
+        out_.cancelled = true;
+        kill_child();
+      }
       auto r = reactor_.run_once();
       if (!r) return std::move(r).error();
     }
@@ -54,6 +65,15 @@ class sync_run {
   };
   struct timer_event : timer_op {
     sync_run* self = nullptr;
+  };
+
+  // The stop callback may run on any thread: it only raises a flag and wakes the reactor.
+  struct on_stop {
+    sync_run* self;
+    void operator()() const noexcept {
+      self->stop_requested_.store(true);
+      self->reactor_.wake();
+    }
   };
 
   native_child& child() { return p_.native(); }
@@ -87,10 +107,13 @@ class sync_run {
     if (s.size() > o_.max_buffer) {
       s.resize(o_.max_buffer);
       if (!out_.max_buffer_exceeded) out_.max_buffer_exceeded = i;
+      // As Node: the child is killed and both streams destroyed. Kill first, so the child's
+      // status is the kill signal and not its own reaction to a broken pipe (Win32 has no SIGPIPE).
+      kill_child();
       end_read(i);
-      close_stream(1);  // as Node: both streams are destroyed and the child is killed
+      close_stream(1);
       close_stream(2);
-      return kill_child();
+      return;
     }
     start_read(i);
   }
@@ -177,6 +200,8 @@ class sync_run {
   bool writing_ = false;
   bool exited_ = false;
   bool killed_ = false;
+  std::atomic<bool> stop_requested_{false};
+  std::optional<std::stop_callback<on_stop>> stop_callback_;  // last: deregistered first
 };
 
 }  // namespace childproc::inline v0::detail

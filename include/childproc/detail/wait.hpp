@@ -50,7 +50,7 @@ inline auto wait_for_native(native_child& c, std::chrono::milliseconds timeout)
 inline auto has_exited_native(native_child& c) -> result<bool>;
 
 /// Sends `signal` to the child (0 checks that it is there).
-///   POSIX: kill(2); the child is not reaped yet, so the pid cannot have been reused.
+///   POSIX: pidfd_send_signal with a pidfd (Linux 5.1), else kill(2) (the owner has not reaped the child yet).
 ///   Win32: TerminateProcess for SIGTERM, SIGKILL, SIGINT and SIGQUIT (as libuv); 0 checks liveness.
 inline auto kill_native(native_child& c, int signal) -> result<void>;
 

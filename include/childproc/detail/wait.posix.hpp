@@ -87,6 +87,14 @@ inline auto has_exited_native(native_child& c) -> result<bool> {
 }
 
 inline auto kill_native(native_child& c, int signal) -> result<void> {
+#ifdef SYS_pidfd_send_signal
+  // Through the pidfd the signal can never reach a recycled pid, even from another thread
+  // racing with the reap (options.stop_token); ENOSYS falls back to kill(2).
+  if (c.handle) {
+    if (::syscall(SYS_pidfd_send_signal, c.handle.get(), signal, nullptr, 0) == 0) return {};
+    if (errno != ENOSYS) return last_os_error(errno, "kill");
+  }
+#endif
   if (::kill(c.pid, signal) != 0) return last_os_error(errno, "kill");
   return {};
 }
