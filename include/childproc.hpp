@@ -10,6 +10,7 @@
 #include "childproc/exit_status.hpp"
 #include "childproc/options.hpp"
 #include "childproc/output.hpp"
+#include "childproc/pipeline.hpp"
 #include "childproc/process.hpp"
 #include "childproc/result.hpp"
 #include "childproc/spawn.hpp"

@@ -4,6 +4,7 @@
 
 #include <childproc.hpp>
 
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include <csignal>
 #if defined(_WIN32)
 #  include <windows.h>
+#  include <psapi.h>  // K32GetProcessMemoryInfo
 #else
 #  include <dirent.h>
 #  include <unistd.h>
@@ -114,5 +116,21 @@ inline int zombie_children() {
 /// Whether a pid still exists (running or zombie).
 inline bool pid_exists(int pid) { return ::kill(pid, 0) == 0; }
 #endif
+
+/// This process's resident memory in bytes (working set on Win32).
+inline std::size_t resident_bytes() {
+#if defined(_WIN32)
+  PROCESS_MEMORY_COUNTERS pmc{};
+  pmc.cb = sizeof pmc;
+  return K32GetProcessMemoryInfo(GetCurrentProcess(), &pmc, sizeof pmc) ? pmc.WorkingSetSize : 0;
+#else
+  long pages = 0, resident = 0;
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+  std::fclose(f);
+  return static_cast<std::size_t>(resident) * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+#endif
+}
 
 #endif

@@ -163,8 +163,8 @@ TEST_CASE("200 children at once on one loop, all reaped") {
   for (int i = 0; i < n; ++i) CHECK(codes[static_cast<std::size_t>(i)] == i % 5);
 }
 
-TEST_CASE("a large stream is read with constant memory") {
-  constexpr long long total = 256LL << 20;  // 256 MiB through a 64 KiB buffer
+TEST_CASE("a 1 GiB stream is read with constant memory") {
+  constexpr long long total = 1LL << 30;  // 1 GiB through a 64 KiB buffer
   auto p = cp::spawn(child_path(), {"write-out", std::to_string(total)}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}}).value();
   auto run = [&]() -> cp::task<long long> {
     std::vector<char> buf(65536);
@@ -176,6 +176,10 @@ TEST_CASE("a large stream is read with constant memory") {
     }
     co_return got;
   };
+  const std::size_t before = resident_bytes();
   CHECK(cp::sync_wait(run()) == total);
+  const std::size_t after = resident_bytes();
   CHECK(p.wait()->success());
+  REQUIRE(before > 0);
+  CHECK(after < before + (16u << 20));  // grew by less than 16 MiB while 1 GiB went through
 }

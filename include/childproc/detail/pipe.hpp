@@ -27,6 +27,11 @@ inline auto create_pipe_native(bool child_reads) -> result<pipe_pair>;
 ///   Win32: a duplex overlapped named pipe.
 inline auto create_duplex_native() -> result<pipe_pair>;
 
+/// A pipe whose two ends are blocking (synchronous) and not inheritable, to hand to two children
+/// (a pipeline); `parent` is the read end, `child` the write end.
+///   POSIX: pipe2(O_CLOEXEC).   Win32: CreatePipe without inheritance.
+inline auto create_plain_pipe_native() -> result<pipe_pair>;
+
 /// Reads at least one byte, blocking as needed; 0 means end of stream.
 ///   POSIX: read(2), and poll(2) while it would block.
 ///   Win32: ReadFile with an OVERLAPPED and a wait; ERROR_BROKEN_PIPE is end of stream.

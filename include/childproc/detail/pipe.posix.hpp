@@ -31,6 +31,12 @@ inline auto create_duplex_native() -> result<pipe_pair> {
   return p;
 }
 
+inline auto create_plain_pipe_native() -> result<pipe_pair> {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return last_os_error(errno, "pipe");
+  return pipe_pair{unique_handle(fds[0]), unique_handle(fds[1])};
+}
+
 // One read(2) attempt; EAGAIN comes back as an error for the caller to wait on.
 inline auto try_read_posix(int fd, std::span<char> buffer) -> result<std::size_t> {
   for (;;) {

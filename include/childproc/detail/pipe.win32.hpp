@@ -37,6 +37,15 @@ inline auto create_duplex_native() -> result<pipe_pair> {
   return make_named_pipe_win32(PIPE_ACCESS_DUPLEX, GENERIC_READ | GENERIC_WRITE);
 }
 
+inline auto create_plain_pipe_native() -> result<pipe_pair> {
+  HANDLE read = nullptr, write = nullptr;
+  if (!::CreatePipe(&read, &write, nullptr, 0)) return last_win32_error("pipe");
+  pipe_pair p;
+  p.parent.reset(read);
+  p.child.reset(write);
+  return p;
+}
+
 // One overlapped ReadFile/WriteFile waited for on an event. The event's low bit set keeps the
 // completion out of any I/O completion port the handle is bound to.
 inline auto overlapped_io_win32(HANDLE h, void* data, DWORD size, bool write) -> result<std::size_t> {
