@@ -29,12 +29,13 @@ class stream {
   /// Takes ownership of a descriptor or HANDLE.
   explicit stream(detail::unique_handle h) noexcept : h_(std::move(h)) {}
   stream(stream&& o) noexcept
-      : h_(std::move(o.h_)), ahead_(std::move(o.ahead_)), reactor_(std::move(o.reactor_)) {}
+      : h_(std::move(o.h_)), ahead_(std::move(o.ahead_)), head_(std::exchange(o.head_, 0)), reactor_(std::move(o.reactor_)) {}
   stream& operator=(stream&& o) noexcept {
     if (this != &o) {
       close();
       h_ = std::move(o.h_);
       ahead_ = std::move(o.ahead_);
+      head_ = std::exchange(o.head_, 0);
       reactor_ = std::move(o.reactor_);
     }
     return *this;
@@ -60,7 +61,7 @@ class stream {
   /// Reads what is there (at least one byte), blocking; errc::end_of_stream at the end.
   result<std::size_t> read_some(std::span<char> buffer) {
     if (!is_open()) return error(errc::no_process, "read: the stream is closed");
-    if (!ahead_.empty()) return take_ahead(buffer);
+    if (!ahead().empty()) return take_ahead(buffer);
     auto r = detail::read_some_native(h_.get(), buffer);
     if (r && *r == 0 && !buffer.empty()) return errc::end_of_stream;
     return r;
@@ -68,7 +69,7 @@ class stream {
 
   /// Reads to the end of the stream; more than `max` bytes is errc::max_buffer_exceeded.
   result<std::string> read_all(std::size_t max = unlimited) {
-    std::string data = std::exchange(ahead_, {});
+    std::string data = take_all_ahead();
     for (;;) {
       if (data.size() > max) return error(errc::max_buffer_exceeded, "read: more than " + std::to_string(max) + " bytes");
       const std::size_t old = data.size();
@@ -123,18 +124,19 @@ class stream {
   task<result<std::string>> read_until(std::string delim, std::size_t max = 1 << 20, std::stop_token stop = {}) {
     std::size_t scanned = 0;
     for (;;) {
-      const auto at = ahead_.find(delim, scanned);
-      if (at != std::string::npos && at <= max) {
-        std::string line = ahead_.substr(0, at);
-        ahead_.erase(0, at + delim.size());
+      const std::string_view have = ahead();
+      const auto at = have.find(delim, scanned);
+      if (at != std::string_view::npos && at <= max) {
+        std::string line(have.substr(0, at));
+        consume(at + delim.size());
         co_return line;
       }
-      if (ahead_.size() > max)
+      if (have.size() > max)
         co_return error(errc::line_too_long, "read: no delimiter within " + std::to_string(max) + " bytes");
-      scanned = ahead_.size() >= delim.size() ? ahead_.size() - delim.size() + 1 : 0;
+      scanned = have.size() >= delim.size() ? have.size() - delim.size() + 1 : 0;
       auto r = co_await fill_ahead(stop);
       if (!r) {
-        if (r.error() == errc::end_of_stream && !ahead_.empty()) co_return std::exchange(ahead_, {});
+        if (r.error() == errc::end_of_stream && !ahead().empty()) co_return take_all_ahead();
         co_return std::move(r).error();
       }
     }
@@ -152,11 +154,11 @@ class stream {
   /// bytes is errc::max_buffer_exceeded.
   task<result<std::string>> async_read_all(std::size_t max = unlimited, std::stop_token stop = {}) {
     for (;;) {
-      if (ahead_.size() > max)
+      if (ahead().size() > max)
         co_return error(errc::max_buffer_exceeded, "read: more than " + std::to_string(max) + " bytes");
       auto r = co_await fill_ahead(stop);
       if (!r) {
-        if (r.error() == errc::end_of_stream) co_return std::exchange(ahead_, {});
+        if (r.error() == errc::end_of_stream) co_return take_all_ahead();
         co_return std::move(r).error();
       }
     }
@@ -181,7 +183,7 @@ class stream {
       if (!self->is_open()) early = error(errc::no_process, write ? "write: the stream is closed" : "read: the stream is closed");
       else if (!event_loop::current()) early = error(errc::no_event_loop, write ? "write" : "read");
       else if (stop.stop_requested()) early = error(errc::cancelled, write ? "write: cancelled" : "read: cancelled");
-      else if (from_ahead && !self->ahead_.empty()) bytes = self->take_ahead({data, size}).value();
+      else if (from_ahead && !self->ahead().empty()) bytes = self->take_ahead({data, size}).value();
       else return false;
       return true;
     }
@@ -209,6 +211,10 @@ class stream {
 
   // Reads one chunk onto the read-ahead buffer.
   task<result<void>> fill_ahead(std::stop_token stop) {
+    if (head_) {  // drop what was consumed: once per refill, not once per line
+      ahead_.erase(0, head_);
+      head_ = 0;
+    }
     const std::size_t old = ahead_.size();
     ahead_.resize(old + 65536);
     auto r = co_await io_awaiter(this, ahead_.data() + old, 65536, false, false, std::move(stop));
@@ -218,9 +224,9 @@ class stream {
   }
 
   result<std::size_t> take_ahead(std::span<char> buffer) {
-    const std::size_t n = std::min(buffer.size(), ahead_.size());
-    std::memcpy(buffer.data(), ahead_.data(), n);
-    ahead_.erase(0, n);
+    const std::size_t n = std::min(buffer.size(), ahead().size());
+    std::memcpy(buffer.data(), ahead().data(), n);
+    consume(n);
     return n;
   }
 
@@ -231,7 +237,24 @@ class stream {
   }
 
   detail::unique_handle h_;
-  std::string ahead_;                    // read ahead by read_line / read_until
+  // Bytes read ahead by read_line / read_until not yet consumed.
+  std::string_view ahead() const noexcept { return std::string_view(ahead_).substr(head_); }
+  void consume(std::size_t n) noexcept {
+    head_ += n;
+    if (head_ == ahead_.size()) {
+      ahead_.clear();
+      head_ = 0;
+    }
+  }
+  std::string take_all_ahead() {
+    std::string rest = head_ ? ahead_.substr(head_) : std::move(ahead_);
+    ahead_.clear();
+    head_ = 0;
+    return rest;
+  }
+
+  std::string ahead_;                    // read ahead by read_line / read_until; valid from head_
+  std::size_t head_ = 0;
   std::weak_ptr<detail::reactor*> reactor_;  // where async operations ran, while it lives
 };
 

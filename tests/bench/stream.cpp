@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: BSL-1.0
+// How fast does a child's stdout reach the parent? A writer child sends N bytes down its stdout
+// pipe; each figure reads them all, and the figures take turns for `reps` rounds. Printed: GB/s
+// (median, min-max) and the ratio to a raw posix_spawn + read(2) loop over the same kind of pipe.
+// Also lines per second through read_line, against a raw memchr splitter, and Node.js's
+// 'data' events and readline when `node` is on PATH (skipped with a note otherwise).
+//
+//   usage: bench_stream [MiB=1024] [reps=5]
+//   CHILDPROC_BENCH_QUICK=1   a short run for CI (64 MiB, 2 rounds) unless given
+//
+// Informational only: it fails when a child cannot be run or bytes go missing, never on a time.
+#include <childproc.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef CHILDPROC_BENCH_WRITER
+#  define CHILDPROC_BENCH_WRITER "bench_writer"
+#endif
+
+extern char** environ;
+
+namespace cp = childproc;
+
+namespace {
+
+const char* writer = CHILDPROC_BENCH_WRITER;
+long long total = 0;
+
+[[noreturn]] void die(const char* what, const std::string& why) {
+  std::fprintf(stderr, "bench_stream: %s: %s\n", what, why.c_str());
+  std::exit(1);
+}
+
+void expect(long long got, const char* what) {
+  if (got != total) die(what, "read " + std::to_string(got) + " bytes, expected " + std::to_string(total));
+}
+
+// posix_spawn of the writer with stdout on a fresh pipe (of `pipe_size` bytes if non-zero), a
+// blocking read(2) loop of 64 KiB, waitpid: the floor for this transport.
+void raw(bool lines, int pipe_size) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) die("pipe2", std::strerror(errno));
+  if (pipe_size) ::fcntl(fds[0], F_SETPIPE_SZ, pipe_size);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  const std::string n = std::to_string(total);
+  char* argv[] = {const_cast<char*>(writer), const_cast<char*>(lines ? "lines" : n.c_str()),
+                  lines ? const_cast<char*>(n.c_str()) : nullptr, nullptr};
+  pid_t pid = 0;
+  if (int e = ::posix_spawn(&pid, writer, &fa, nullptr, argv, environ)) die("posix_spawn", std::strerror(e));
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(fds[1]);
+  static char buf[65536];
+  long long got = 0, count = 0;
+  for (;;) {
+    const ssize_t r = ::read(fds[0], buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += r;
+    if (lines)
+      for (const char* p = buf; (p = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(buf + r - p)))); ++p) ++count;
+  }
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  expect(got, "raw");
+  if (lines && count != total / 32) die("raw", "wrong line count");
+}
+
+cp::process start(bool lines) {
+  const std::string n = std::to_string(total);
+  auto p = lines ? cp::spawn(writer, {"lines", n}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}})
+                 : cp::spawn(writer, {n}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}});
+  if (!p) die("spawn", p.error().message());
+  return std::move(*p);
+}
+
+void finish(cp::process& p) {
+  auto st = p.wait();
+  if (!st || !st->success()) die("writer", st ? st->to_string() : st.error().message());
+}
+
+// cp::spawn, then the blocking stream::read_some.
+void sync_read() {
+  auto p = start(false);
+  static char buf[65536];
+  long long got = 0;
+  while (auto r = p.out().read_some(buf)) got += static_cast<long long>(*r);
+  finish(p);
+  expect(got, "read_some");
+}
+
+// cp::spawn, then co_await async_read_some on an event loop.
+void async_read() {
+  auto p = start(false);
+  auto run = [&]() -> cp::task<long long> {
+    std::vector<char> buf(65536);
+    long long got = 0;
+    while (auto r = co_await p.out().async_read_some(buf)) got += static_cast<long long>(*r);
+    co_return got;
+  };
+  const long long got = cp::sync_wait(run());
+  finish(p);
+  expect(got, "async_read_some");
+}
+
+// cp::spawn, then co_await read_line for every 32-byte line.
+void lines_read() {
+  auto p = start(true);
+  auto run = [&]() -> cp::task<long long> {
+    long long count = 0;
+    while (auto line = co_await p.out().read_line()) ++count;
+    co_return count;
+  };
+  const long long count = cp::sync_wait(run());
+  finish(p);
+  if (count != total / 32) die("read_line", "counted " + std::to_string(count) + " lines");
+}
+
+bool have_node() {
+  auto r = cp::exec_file("node", {"--version"});
+  return r && r->ok();
+}
+
+// Node: spawn the writer, count bytes in 'data' events (or lines with readline). The script
+// reports its own elapsed time, so node's start-up is not counted against it.
+void node(bool lines, double& seconds) {
+  const std::string script = std::string(R"(
+const { spawn } = require('child_process');
+const t0 = process.hrtime.bigint();
+const c = spawn(process.argv[1], process.argv.slice(2), { stdio: ['ignore', 'pipe', 'inherit'] });
+let n = 0;
+)") + (lines ? R"(require('readline').createInterface({ input: c.stdout }).on('line', () => n++);
+)"
+              : R"(c.stdout.on('data', (d) => { n += d.length; });
+)") + R"(c.on('close', () => console.log(n, Number(process.hrtime.bigint() - t0) / 1e9));
+)";
+  const std::string n = std::to_string(total);
+  auto r = lines ? cp::exec_file("node", {"-e", script, writer, "lines", n}) : cp::exec_file("node", {"-e", script, writer, n});
+  if (!r || !r->ok()) die("node", r ? r->err : r.error().message());
+  long long got = 0;
+  if (std::sscanf(r->out.c_str(), "%lld %lf", &got, &seconds) != 2) die("node", "unexpected output: " + r->out);
+  if (got != (lines ? total / 32 : total)) die("node", "wrong count " + std::to_string(got));
+}
+
+struct figure {
+  const char* name;
+  std::function<void()> run;
+  bool lines = false;
+  bool is_node = false;
+  std::vector<double> seconds = {};
+  double median() const {
+    auto v = seconds;
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* quick_env = std::getenv("CHILDPROC_BENCH_QUICK");
+  const bool quick = quick_env && *quick_env && std::strcmp(quick_env, "0") != 0;
+  const long long mib = argc > 1 ? std::atoll(argv[1]) : quick ? 64 : 1024;
+  const int reps = argc > 2 ? std::atoi(argv[2]) : quick ? 2 : 5;
+  if (mib < 1 || reps < 1) die("usage", "bench_stream [MiB=1024] [reps=5]");
+  total = mib << 20;
+  if (::access(writer, X_OK) != 0) die(writer, "not an executable file");
+  const bool node_ok = have_node();
+
+  std::printf("childproc streaming benchmark: %lld MiB per run, %d rounds, figures interleaved%s\n", mib, reps,
+              quick ? " (CHILDPROC_BENCH_QUICK)" : "");
+  std::vector<figure> figs = {
+      {"(a) raw posix_spawn + read(2), 64 KiB pipe", [] { raw(false, 0); }},
+      {"(b) raw, pipe grown to 1 MiB (F_SETPIPE_SZ)", [] { raw(false, 1 << 20); }},
+      {"(c) cp::spawn + stream::read_some", sync_read},
+      {"(d) cp::spawn + co_await async_read_some", async_read},
+  };
+  if (node_ok) figs.push_back({"(e) Node.js spawn, 'data' events", nullptr, false, true});
+  figs.push_back({"(f) raw read(2) + memchr lines", [] { raw(true, 0); }, true});
+  figs.push_back({"(g) cp co_await read_line", lines_read, true});
+  if (node_ok) figs.push_back({"(h) Node.js readline 'line' events", nullptr, true, true});
+
+  for (int rep = 0; rep < reps; ++rep)
+    for (auto& f : figs) {
+      if (f.is_node) {
+        double s = 0;
+        node(f.lines, s);
+        f.seconds.push_back(s);
+        continue;
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      f.run();
+      f.seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+
+  std::printf("\n%-46s %14s %10s\n", "figure", "median", "vs raw");
+  const double raw_bytes = figs[0].median(), raw_lines = figs[node_ok ? 5 : 4].median();
+  for (const auto& f : figs) {
+    const double s = f.median();
+    if (f.lines)
+      std::printf("%-46s %9.1f M/s %9.2fx\n", f.name, static_cast<double>(total / 32) / s / 1e6, raw_lines / s);
+    else
+      std::printf("%-46s %9.2f GB/s %8.2fx\n", f.name, static_cast<double>(total) / s / 1e9, raw_bytes / s);
+  }
+  if (!node_ok) std::printf("(Node.js figures skipped: `node` is not on PATH)\n");
+  std::printf("\nvs raw: raw seconds / these seconds (1.00x = as fast as the raw loop over a 64 KiB pipe).\n");
+  return 0;
+}
