@@ -3,11 +3,13 @@
 #ifndef CHILDPROC_HPP
 #define CHILDPROC_HPP
 
+#include "childproc/channel.hpp"
 #include "childproc/config.hpp"
 #include "childproc/error.hpp"
 #include "childproc/event_loop.hpp"
 #include "childproc/exec.hpp"
 #include "childproc/exit_status.hpp"
+#include "childproc/fork.hpp"
 #include "childproc/options.hpp"
 #include "childproc/output.hpp"
 #include "childproc/pipeline.hpp"

@@ -24,6 +24,9 @@ enum class errc {
   no_process,           ///< the process object owns no child (moved from, detached or reaped)
   no_event_loop,        ///< an awaitable was awaited on a thread where no event_loop runs
   line_too_long,        ///< read_line / read_until found no delimiter within the limit
+  channel_closed,       ///< the message channel was disconnected by this side, or never opened
+  message_too_large,    ///< a message (sent or received) longer than the channel's max_message_size
+  bad_frame,            ///< the channel's byte stream is not a sequence of frames (e.g. cut inside one)
 };
 
 namespace detail {
@@ -41,6 +44,9 @@ class errc_category final : public std::error_category {
       case errc::no_process: return "no child process";
       case errc::no_event_loop: return "no event loop runs on this thread";
       case errc::line_too_long: return "line too long";
+      case errc::channel_closed: return "channel closed";
+      case errc::message_too_large: return "message too large";
+      case errc::bad_frame: return "bad frame";
     }
     return "unknown childproc error";
   }
@@ -52,6 +58,9 @@ class errc_category final : public std::error_category {
       case errc::timed_out: return std::errc::timed_out;
       case errc::max_buffer_exceeded: return std::errc::no_buffer_space;
       case errc::no_process: return std::errc::no_child_process;
+      case errc::channel_closed: return std::errc::not_connected;
+      case errc::message_too_large: return std::errc::message_size;
+      case errc::bad_frame: return std::errc::bad_message;
       default: return {value, *this};
     }
   }

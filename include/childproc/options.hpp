@@ -29,6 +29,7 @@ struct stdio_spec {
     file_append,  ///< a file created or appended to
     handle,       ///< an existing descriptor or HANDLE of the parent (duplicated; the parent keeps its own)
     same_as_stdout,  ///< the child's stdout (stderr only: `2>&1`)
+    ipc,          ///< the message channel (Node's 'ipc'): process::channel() in the parent, parent_channel() in the child
   };
   kind how = kind::pipe;
   std::string path = {};        // file_*
@@ -41,6 +42,8 @@ inline const stdio_spec pipe{stdio_spec::kind::pipe};
 inline const stdio_spec inherit{stdio_spec::kind::inherit};
 /// The null device: Node's 'ignore'.
 inline const stdio_spec ignore{stdio_spec::kind::ignore};
+/// The message channel at this index (Node's 'ipc'); at most one per child. fork() adds one.
+inline const stdio_spec ipc{stdio_spec::kind::ipc};
 /// For stderr: whatever stdout is (`2>&1`).
 inline const stdio_spec same_as_stdout{stdio_spec::kind::same_as_stdout};
 /// A file: read for stdin, created or truncated for an output.
@@ -108,6 +111,9 @@ struct options {
   /// Node's `signal` (AbortSignal): once stop is requested (from any thread) the child gets
   /// kill_signal. exec & co. then report output::cancelled (and SIGKILL follows after kill_grace).
   std::stop_token stop_token = {};
+
+  /// fork and `ipc`: the largest message the parent's channel accepts, either way (64 MiB).
+  std::size_t max_message_size = std::size_t{64} << 20;
 
   bool windows_hide = false;                 ///< Win32: no console window
   bool windows_verbatim_arguments = false;   ///< Win32: pass the arguments unquoted

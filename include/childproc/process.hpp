@@ -2,6 +2,7 @@
 #ifndef CHILDPROC_PROCESS_HPP
 #define CHILDPROC_PROCESS_HPP
 
+#include "channel.hpp"
 #include "detail/wait.hpp"
 #include "event_loop.hpp"
 #include "exit_status.hpp"
@@ -53,8 +54,8 @@ class process {
 
   process() noexcept = default;
   /// Used by spawn(); `stdio` holds the parent's end of each stdio entry.
-  process(detail::native_child child, std::vector<stream> stdio, bool detached) noexcept
-      : child_(std::move(child)), stdio_(std::move(stdio)), detached_(detached) {}
+  process(detail::native_child child, std::vector<stream> stdio, bool detached, childproc::channel ch = {}) noexcept
+      : child_(std::move(child)), stdio_(std::move(stdio)), channel_(std::move(ch)), detached_(detached) {}
   process(process&& o) noexcept { take(o); }
   process& operator=(process&& o) noexcept {
     if (this != &o) {
@@ -155,6 +156,34 @@ class process {
   /// The child's stderr, when it is a pipe.
   stream& err() { return stdio(2); }
 
+  /// The message channel of a child started by fork() (or with an `ipc` stdio entry); an
+  /// unconnected channel otherwise. Node's child.send / 'message' / disconnect.
+  childproc::channel& channel() noexcept { return channel_; }
+  /// channel().send(msg): queued, written in the background on a loop, else before it returns.
+  template <class T>
+  result<void> send(const T& msg) {
+    return channel_.send(msg);
+  }
+  /// channel().send_async(msg): completes when written.
+  template <class T>
+  task<result<void>> send_async(const T& msg) {
+    return channel_.send_async(msg);
+  }
+  /// channel().receive(): awaitable, the next message; errc::end_of_stream once the child disconnected or exited.
+  template <class T = message>
+  task<result<T>> receive(std::stop_token stop = {}) {
+    return channel_.receive<T>(std::move(stop));
+  }
+  /// channel().receive_sync(): the next message, blocking.
+  template <class T = message>
+  result<T> receive_sync() {
+    return channel_.receive_sync<T>();
+  }
+  /// Closes the channel: the child's receive ends with errc::end_of_stream (Node's disconnect()).
+  void disconnect() noexcept { channel_.disconnect(); }
+  /// Whether the channel is open (Node's child.connected).
+  bool connected() const noexcept { return channel_.connected(); }
+
  private:
   struct exit_awaiter : detail::exit_op {
     process* self;
@@ -203,6 +232,7 @@ class process {
     child_ = std::move(o.child_);
     o.child_.pid = 0;
     stdio_ = std::move(o.stdio_);
+    channel_ = std::move(o.channel_);
     status_ = o.status_;
     detached_ = o.detached_;
     stop_ = std::move(o.stop_);
@@ -248,6 +278,7 @@ class process {
 
   detail::native_child child_;
   std::vector<stream> stdio_;
+  childproc::channel channel_;
   std::optional<exit_status> status_;
   bool detached_ = false;
   std::unique_ptr<detail::stop_kill> stop_;  // kill_on_stop

@@ -2,13 +2,16 @@
 #ifndef CHILDPROC_SPAWN_HPP
 #define CHILDPROC_SPAWN_HPP
 
+#include "detail/ipc.hpp"
 #include "detail/spawn.hpp"
 #include "options.hpp"
 #include "process.hpp"
 #include "result.hpp"
 
+#include <algorithm>         // the ipc entry
 #include <concepts>          // argument_range
 #include <initializer_list>  // spawn("ls", {"-l"})
+#include <optional>          // options with the channel's variable
 #include <ranges>            // argument_range
 #include <string>            // arguments
 #include <string_view>       // program
@@ -30,14 +33,23 @@ std::vector<std::string> to_strings(const R& args) {
 }
 
 inline result<process> spawn_strings(std::string_view program, std::vector<std::string> args, const options& o) {
-  auto req = make_spawn_request(std::string(program), std::move(args), o);
+  const auto ipc_at = std::find_if(o.stdio.begin(), o.stdio.end(), [](const stdio_spec& s) { return s.how == stdio_spec::kind::ipc; });
+  const auto ipc_index = static_cast<std::size_t>(ipc_at - o.stdio.begin());
+  std::optional<options> with_channel;  // the request points into it: it lives until the spawn is done
+  if (ipc_at != o.stdio.end()) {        // the child finds its channel's fd in the environment
+    with_channel.emplace(o);
+    with_channel->env.set.emplace_back(channel_env, std::to_string(ipc_index));
+  }
+  auto req = make_spawn_request(std::string(program), std::move(args), with_channel ? *with_channel : o);
   if (!req) return std::move(req).error();
   auto s = spawn_native(*req);
   if (!s) return std::move(s).error();
   std::vector<stream> streams;
   streams.reserve(s->stdio.size());
   for (auto& h : s->stdio) streams.emplace_back(std::move(h));
-  return process(std::move(s->child), std::move(streams), o.detached);
+  channel ch;
+  if (ipc_at != o.stdio.end()) ch = channel(std::move(streams[ipc_index]), o.max_message_size);
+  return process(std::move(s->child), std::move(streams), o.detached, std::move(ch));
 }
 
 inline result<process> spawn_watched(std::string_view program, std::vector<std::string> args, const options& o) {

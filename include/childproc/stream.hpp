@@ -58,6 +58,10 @@ class stream {
     h_.reset();
   }
 
+  /// Notes the reactor that runs operations on this stream, so close() cancels them there (for
+  /// the library's own operations, such as a channel's background writes).
+  void attach(detail::reactor& r) { reactor_ = r.token(); }
+
   /// Reads what is there (at least one byte), blocking; errc::end_of_stream at the end.
   result<std::size_t> read_some(std::span<char> buffer) {
     if (!is_open()) return error(errc::no_process, "read: the stream is closed");

@@ -12,7 +12,7 @@ namespace childproc::inline v0::detail {
 
 // An overlapped server end for the parent and a synchronous client end for the child, neither
 // inheritable: spawn duplicates the child's end into an inheritable handle for the one child.
-inline auto make_named_pipe_win32(DWORD server_access, DWORD client_access) -> result<pipe_pair> {
+inline auto make_named_pipe_win32(DWORD server_access, DWORD client_access, DWORD client_flags = 0) -> result<pipe_pair> {
   static std::atomic<unsigned long> counter{0};
   const std::wstring name = L"\\\\.\\pipe\\childproc-" + std::to_wstring(::GetCurrentProcessId()) + L"-" +
                             std::to_wstring(counter.fetch_add(1)) + L"-" + std::to_wstring(::GetTickCount64());
@@ -22,7 +22,7 @@ inline auto make_named_pipe_win32(DWORD server_access, DWORD client_access) -> r
   if (server == INVALID_HANDLE_VALUE) return last_win32_error("pipe");
   pipe_pair p;
   p.parent.reset(server);
-  HANDLE client = ::CreateFileW(name.c_str(), client_access, 0, nullptr, OPEN_EXISTING, 0, nullptr);
+  HANDLE client = ::CreateFileW(name.c_str(), client_access, 0, nullptr, OPEN_EXISTING, client_flags, nullptr);
   if (client == INVALID_HANDLE_VALUE) return last_win32_error("pipe");
   p.child.reset(client);
   return p;

@@ -11,6 +11,7 @@
 #include "pipe.hpp"
 #include "wait.hpp"
 
+#include <algorithm>  // count_if
 #include <string>  // program, arguments
 #include <vector>  // argv, environment, stdio
 
@@ -86,6 +87,8 @@ inline auto make_spawn_request(std::string program, std::vector<std::string> arg
   for (std::size_t i = 0; i < o.stdio.size(); ++i)
     if (o.stdio[i].how == stdio_spec::kind::same_as_stdout && i != 2)
       return error(errc::invalid_argument, req.context + ": same_as_stdout is only for stderr (stdio[2])");
+  if (std::count_if(o.stdio.begin(), o.stdio.end(), [](const stdio_spec& s) { return s.how == stdio_spec::kind::ipc; }) > 1)
+    return error(errc::invalid_argument, req.context + ": more than one ipc entry in stdio");
 
   auto env = build_env_block(o.env.inherit ? parent_environment_native() : std::vector<std::string>(), o.env,
                              CHILDPROC_WIN32, req.context);

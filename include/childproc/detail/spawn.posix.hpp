@@ -3,6 +3,7 @@
 #ifndef CHILDPROC_DETAIL_SPAWN_POSIX_HPP
 #define CHILDPROC_DETAIL_SPAWN_POSIX_HPP
 
+#include "ipc.hpp"
 #include "os.posix.hpp"
 
 #include <atomic>  // the pidfd_open probe
@@ -80,8 +81,11 @@ inline auto plan_stdio_posix(const spawn_request& req) -> result<stdio_plan> {
     int source = -1;
     auto take = [&](int fd) { plan.keep.emplace_back(fd); source = fd; };
     switch (spec.how) {
-      case stdio_spec::kind::pipe: {
-        auto p = i < 3 ? create_pipe_native(i == 0) : create_duplex_native();
+      case stdio_spec::kind::pipe:
+      case stdio_spec::kind::ipc: {
+        auto p = spec.how == stdio_spec::kind::ipc ? create_channel_native()
+                 : i < 3                           ? create_pipe_native(i == 0)
+                                                   : create_duplex_native();
         if (!p) return error(p.error().code(), where + " " + p.error().context());
         plan.parent[static_cast<std::size_t>(i)] = std::move(p->parent);
         take(p->child.release());

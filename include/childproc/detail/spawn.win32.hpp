@@ -3,6 +3,7 @@
 #ifndef CHILDPROC_DETAIL_SPAWN_WIN32_HPP
 #define CHILDPROC_DETAIL_SPAWN_WIN32_HPP
 
+#include "ipc.hpp"
 #include "os.win32.hpp"
 #include "utf.hpp"
 
@@ -153,8 +154,11 @@ inline auto plan_stdio_win32(const spawn_request& req) -> result<stdio_handles_w
     const std::string where = req.context + ": stdio[" + std::to_string(i) + "]";
     HANDLE source = nullptr;
     switch (spec.how) {
-      case stdio_spec::kind::pipe: {
-        auto p = i < 3 ? create_pipe_native(i == 0) : create_duplex_native();
+      case stdio_spec::kind::pipe:
+      case stdio_spec::kind::ipc: {
+        auto p = spec.how == stdio_spec::kind::ipc ? create_channel_native()
+                 : i < 3                           ? create_pipe_native(i == 0)
+                                                   : create_duplex_native();
         if (!p) return error(p.error().code(), where + " " + p.error().context());
         plan.parent[i] = std::move(p->parent);
         auto c = inheritable_copy_win32(p->child.get(), where);

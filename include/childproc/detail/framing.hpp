@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: BSL-1.0
+// Platform-free: the channel's wire formats. A codec turns one message payload into bytes on
+// the stream and finds whole frames in what was received.
+#ifndef CHILDPROC_DETAIL_FRAMING_HPP
+#define CHILDPROC_DETAIL_FRAMING_HPP
+
+#include <cstddef>      // std::size_t
+#include <cstdint>      // std::uint32_t
+#include <string>       // the send buffer
+#include <string_view>  // payloads
+
+namespace childproc::inline v0 {
+
+/// What a codec found at the start of the received bytes.
+struct frame_scan {
+  enum class kind {
+    need_more,  ///< no whole frame yet; `want` is how many bytes the frame needs in all, if known (else 0)
+    frame,      ///< a whole frame: its payload is `size` bytes at offset `header`; it spans `header + size + trailer`
+    too_large,  ///< the frame announces `size` bytes, more than the limit
+    garbage,    ///< not a frame
+  };
+  kind what = kind::need_more;
+  std::size_t header = 0;
+  std::size_t size = 0;
+  std::size_t trailer = 0;
+  std::size_t want = 0;
+};
+
+/// The default wire format: a 4-byte unsigned big-endian length, then the payload (the length
+/// header of Node's 'advanced' serialization). Any bytes may be sent, zero-length too.
+struct length_prefixed {
+  static constexpr std::size_t header_size = 4;
+
+  /// Whether `payload` can be framed (any bytes can).
+  static bool can_encode(std::string_view) noexcept { return true; }
+
+  /// Appends one frame holding `payload` to `out` (payload.size() < 2^32, checked by the channel).
+  static void encode(std::string& out, std::string_view payload) {
+    const auto n = static_cast<std::uint32_t>(payload.size());
+    const char header[header_size] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8),
+                                      static_cast<char>(n)};
+    out.append(header, header_size);
+    out.append(payload);
+  }
+
+  /// Looks for one whole frame at the start of `in`; frames longer than `max` are too_large.
+  static frame_scan scan(std::string_view in, std::size_t max) noexcept {
+    frame_scan s;
+    if (in.size() < header_size) return s;
+    const auto byte = [&](std::size_t i) { return static_cast<std::uint32_t>(static_cast<unsigned char>(in[i])); };
+    const std::size_t n = (byte(0) << 24) | (byte(1) << 16) | (byte(2) << 8) | byte(3);
+    s.size = n;
+    if (n > max) {
+      s.what = frame_scan::kind::too_large;
+      return s;
+    }
+    s.header = header_size;
+    s.want = header_size + n;
+    if (in.size() - header_size >= n) s.what = frame_scan::kind::frame;
+    return s;
+  }
+};
+
+/// Node's 'json' serialization: one message per line (the payload is a JSON text without a raw
+/// newline, which JSON never needs). With it a C++ parent and a Node child (or the reverse) talk
+/// over NODE_CHANNEL_FD; payloads with a newline cannot be sent.
+struct json_lines {
+  static bool can_encode(std::string_view payload) noexcept { return payload.find('\n') == std::string_view::npos; }
+
+  static void encode(std::string& out, std::string_view payload) {
+    out.append(payload);
+    out.push_back('\n');
+  }
+
+  static frame_scan scan(std::string_view in, std::size_t max) noexcept {
+    frame_scan s;
+    const auto at = in.substr(0, max < in.size() ? max + 1 : in.size()).find('\n');
+    if (at == std::string_view::npos) {
+      if (in.size() > max) {
+        s.what = frame_scan::kind::too_large;
+        s.size = in.size();
+      }
+      return s;
+    }
+    s.what = frame_scan::kind::frame;
+    s.size = at;
+    s.trailer = 1;
+    return s;
+  }
+};
+
+}  // namespace childproc::inline v0
+
+#endif

@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: BSL-1.0
+#ifndef CHILDPROC_FORK_HPP
+#define CHILDPROC_FORK_HPP
+
+#include "channel.hpp"
+#include "detail/ipc.hpp"
+#include "options.hpp"
+#include "process.hpp"
+#include "result.hpp"
+#include "spawn.hpp"
+
+#include <algorithm>         // the ipc entry
+#include <cstdio>            // the child's message for an unknown entry
+#include <cstdlib>           // getenv, exit
+#include <initializer_list>  // fork("./worker", {"--jobs", "4"})
+#include <map>               // registered entry points
+#include <optional>          // the child's channel
+#include <string>            // names
+#include <string_view>       // program
+#include <vector>            // arguments
+
+namespace childproc::inline v0 {
+
+/// The exit code of a fork_self child asked for an entry point it does not have.
+inline constexpr int unknown_entry_exit_code = 127;
+
+namespace detail {
+
+inline constexpr const char* entry_env = "CHILDPROC_ENTRY";
+
+// fork's stdio: the caller's, plus the channel after it; Node's [0, 1, 2, 'ipc'] (inherit) when
+// the caller left stdio at spawn's default of three pipes nobody would read.
+inline options fork_options(const options& o) {
+  options f = o;
+  const bool has_ipc = std::any_of(f.stdio.begin(), f.stdio.end(), [](const stdio_spec& s) { return s.how == stdio_spec::kind::ipc; });
+  if (has_ipc) return f;
+  const bool spawn_default = f.stdio.size() == 3 && std::all_of(f.stdio.begin(), f.stdio.end(), [](const stdio_spec& s) {
+                               return s.how == stdio_spec::kind::pipe;
+                             });
+  if (spawn_default) f.stdio = {inherit, inherit, inherit};
+  if (f.stdio.size() < 3) f.stdio.resize(3, inherit);
+  f.stdio.push_back(ipc);
+  return f;
+}
+
+inline std::map<std::string, int (*)(channel&)>& entries() {
+  static std::map<std::string, int (*)(channel&)> registered;
+  return registered;
+}
+
+inline std::vector<std::string>& entry_arguments() {
+  static std::vector<std::string> args;
+  return args;
+}
+
+/// What CHILDPROC_ENTRY expands to: registers `fn` under `name` before main runs.
+struct entry_registration {
+  entry_registration(const char* name, int (*fn)(channel&)) { entries()[name] = fn; }
+};
+
+}  // namespace detail
+
+/// Starts `program` with a message channel to it (Node's fork): the child finds it with
+/// parent_channel(). Everything spawn offers applies; stdio defaults to Node's fork default
+/// (inherit 0-2, the channel as fd 3) unless it names an `ipc` entry or is not spawn's default.
+template <argument_range Args>
+result<process> fork(std::string_view program, const Args& args, const options& o = {}) {
+  return detail::spawn_watched(program, detail::to_strings(args), detail::fork_options(o));
+}
+
+/// fork with arguments given inline: fork("./worker", {"--jobs", "4"}).
+inline result<process> fork(std::string_view program, std::initializer_list<std::string_view> args = {},
+                            const options& o = {}) {
+  return detail::spawn_watched(program, detail::to_strings(args), detail::fork_options(o));
+}
+
+/// In a child started by fork: the channel to the parent (made once, on the first call; the
+/// CHILDPROC_CHANNEL variable is then removed so grandchildren do not see it). nullptr in a
+/// process that was not forked, or whose channel could not be taken.
+inline channel* parent_channel() {
+  static std::optional<channel> ch = []() -> std::optional<channel> {
+    const char* value = std::getenv(detail::channel_env);
+    if (!value || !*value) return std::nullopt;
+    const std::string number = value;
+    detail::unset_env_native(detail::channel_env);
+    char* end = nullptr;
+    const long fd = std::strtol(number.c_str(), &end, 10);
+    if (end == number.c_str() || *end != '\0' || fd < 0 || fd > 1 << 20) return std::nullopt;
+    auto h = detail::adopt_channel_native(static_cast<int>(fd));
+    if (!h) return std::nullopt;
+    return channel(stream(std::move(*h)));
+  }();
+  return ch ? &*ch : nullptr;
+}
+
+/// In a fork_self child: the arguments given to fork_self (argv without the program).
+inline const std::vector<std::string>& entry_args() { return detail::entry_arguments(); }
+
+/// Call first in main: in a child started by fork_self, runs the requested entry point with its
+/// channel and exits with what it returns; in any other process it returns at once. An unknown
+/// name prints the names it knows to stderr and exits with unknown_entry_exit_code.
+inline void dispatch_entry(int argc, char** argv) {
+  const char* requested = std::getenv(detail::entry_env);
+  if (!requested) return;
+  const std::string name = requested;
+  detail::unset_env_native(detail::entry_env);
+  for (int i = 1; i < argc; ++i) detail::entry_arguments().emplace_back(argv[i]);
+  const auto& known = detail::entries();
+  const auto it = known.find(name);
+  if (it == known.end()) {
+    std::string names;
+    for (const auto& [n, fn] : known) names += (names.empty() ? "" : ", ") + n;
+    std::fprintf(stderr, "childproc: fork_self: no entry point named \"%s\" in %s (known: %s)\n", name.c_str(),
+                 argc > 0 ? argv[0] : "this program", names.empty() ? "none" : names.c_str());
+    std::exit(unknown_entry_exit_code);
+  }
+  channel* parent = parent_channel();
+  if (!parent) {
+    std::fprintf(stderr, "childproc: fork_self: entry point \"%s\" started without a channel\n", name.c_str());
+    std::exit(unknown_entry_exit_code);
+  }
+  const int code = it->second(*parent);
+  (void)parent->flush();
+  std::exit(code);
+}
+
+/// Runs the entry point `entry` (registered with CHILDPROC_ENTRY) of this very executable in a
+/// child with a channel: "fork without fork", safe with threads, and the same on Win32.
+/// The executable must call dispatch_entry(argc, argv) at the top of main.
+template <argument_range Args>
+result<process> fork_self(std::string_view entry, const Args& args, const options& o = {}) {
+  auto self = detail::self_exe_native();
+  if (!self) return std::move(self).error();
+  options with_entry = o;
+  with_entry.env.set.emplace_back(detail::entry_env, std::string(entry));
+  return fork(*self, args, with_entry);
+}
+
+/// fork_self with arguments given inline (or none).
+inline result<process> fork_self(std::string_view entry, std::initializer_list<std::string_view> args = {},
+                                 const options& o = {}) {
+  return fork_self(entry, detail::to_strings(args), o);
+}
+
+}  // namespace childproc::inline v0
+
+/// Registers an entry point for fork_self: `CHILDPROC_ENTRY(square) (cp::channel& parent) { ... return 0; }`.
+/// The function returns the child's exit code.
+#define CHILDPROC_ENTRY(name)                                                                             \
+  static int childproc_entry_##name(::childproc::channel&);                                              \
+  static const ::childproc::detail::entry_registration childproc_entry_registration_##name{#name,         \
+                                                                                          &childproc_entry_##name}; \
+  static int childproc_entry_##name
+
+#endif
