@@ -235,7 +235,9 @@ class basic_channel {
     std::uint64_t written = 0;
     write_job* job = nullptr;    // the background write, while one is in flight
     std::vector<written_awaiter*> writers;
-    std::size_t want = 0;        // bytes still missing from a large frame
+    std::size_t want = 0;        // bytes still missing from a frame
+    std::string big;             // a large frame's payload, read straight into place
+    std::size_t big_fill = 0;
     bool eof = false;
     bool failed = false;
     error failure;
@@ -275,16 +277,18 @@ class basic_channel {
   result<void> queue(const T& msg) {
     if (!c_ || !c_->io.is_open()) return closed_error("send");
     if (c_->failed) return c_->failure;
-    const std::size_t before = c_->out.size();
-    std::string payload;
-    if constexpr (std::is_convertible_v<const T&, std::string_view>) payload.assign(std::string_view(msg));
-    else message_traits<T>::encode(msg, payload);
-    if (payload.size() > c_->max || payload.size() > 0xFFFFFFFFu)
-      return error(errc::message_too_large, "send: a message of " + std::to_string(payload.size()) +
+    std::string& out = c_->out;
+    const std::size_t at = Codec::begin(out);  // encoded in place: one copy of the payload
+    if constexpr (std::is_convertible_v<const T&, std::string_view>) out.append(std::string_view(msg));
+    else message_traits<T>::encode(msg, out);
+    const std::size_t size = Codec::payload_size(out, at);
+    if (size > c_->max) {
+      out.resize(at);
+      return error(errc::message_too_large, "send: a message of " + std::to_string(size) +
                                                 " bytes, more than max_message_size " + std::to_string(c_->max));
-    if (!Codec::can_encode(payload)) return error(errc::invalid_argument, "send: this codec cannot carry the message");
-    Codec::encode(c_->out, payload);
-    c_->queued += c_->out.size() - before;
+    }
+    if (!Codec::finish(out, at)) return error(errc::invalid_argument, "send: the channel's codec cannot carry this message");
+    c_->queued += out.size() - at;
     return {};
   }
 
@@ -364,6 +368,7 @@ class basic_channel {
   result<std::optional<message>> take_frame() {
     if (!c_) return closed_error("receive");
     if (c_->failed) return c_->failure;
+    if (!c_->big.empty() || c_->big_fill) return take_big();
     const std::string_view have(c_->in.data() + c_->head, c_->fill - c_->head);
     const frame_scan s = Codec::scan(have, c_->max);
     switch (s.what) {
@@ -386,15 +391,41 @@ class basic_channel {
           return fail(error(errc::bad_frame, "receive: the stream ended inside a frame (" + std::to_string(have.size()) +
                                                  " bytes of " + (s.want ? std::to_string(s.want) : std::string("?")) + ")"));
         }
+        if (s.header && s.size >= big_frame && s.trailer == 0) {  // read the rest straight into its own buffer
+          auto& c = *c_;
+          const std::size_t part = have.size() - s.header;
+          c.big.resize(s.size);
+          std::memcpy(c.big.data(), have.data() + s.header, part);
+          c.big_fill = part;
+          c.head = c.fill = 0;
+          return take_big();
+        }
         c_->want = s.want > have.size() ? s.want - have.size() : 0;
         return std::optional<message>();
     }
     return std::optional<message>();
   }
 
-  // Room to read into: at least 64 KiB, or the rest of a large frame in one piece.
+  // Frames from this size on are read into their own buffer, not through the receive buffer.
+  static constexpr std::size_t big_frame = 256 * 1024;
+
+  result<std::optional<message>> take_big() {
+    auto& c = *c_;
+    if (c.big_fill == c.big.size()) {
+      message m(std::exchange(c.big, {}));
+      c.big_fill = 0;
+      return std::optional<message>(std::move(m));
+    }
+    if (c.eof)
+      return fail(error(errc::bad_frame, "receive: the stream ended inside a frame (" + std::to_string(c.big_fill) +
+                                             " bytes of " + std::to_string(c.big.size()) + ")"));
+    return std::optional<message>();
+  }
+
+  // Room to read into: at least 64 KiB, or the rest of a frame in one piece.
   std::span<char> spare() {
     auto& c = *c_;
+    if (!c.big.empty()) return {c.big.data() + c.big_fill, c.big.size() - c.big_fill};
     if (c.head > 0 && (c.head == c.fill || c.fill + 65536 > c.in.size())) {  // move the unread bytes to the front
       std::memmove(c.in.data(), c.in.data() + c.head, c.fill - c.head);
       c.fill -= c.head;
@@ -408,7 +439,7 @@ class basic_channel {
   // Takes the outcome of a read into spare().
   result<void> received(const result<std::size_t>& r) {
     if (r) {
-      c_->fill += *r;
+      (c_->big.empty() ? c_->fill : c_->big_fill) += *r;
       return {};
     }
     if (r.error() == errc::end_of_stream) {

@@ -31,16 +31,36 @@ struct frame_scan {
 struct length_prefixed {
   static constexpr std::size_t header_size = 4;
 
-  /// Whether `payload` can be framed (any bytes can).
-  static bool can_encode(std::string_view) noexcept { return true; }
+  /// Starts a frame at the end of `out`; the payload is then appended to `out`. Returns where the frame starts.
+  static std::size_t begin(std::string& out) {
+    const std::size_t at = out.size();
+    out.append(header_size, '\0');
+    return at;
+  }
 
-  /// Appends one frame holding `payload` to `out` (payload.size() < 2^32, checked by the channel).
-  static void encode(std::string& out, std::string_view payload) {
-    const auto n = static_cast<std::uint32_t>(payload.size());
-    const char header[header_size] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8),
-                                      static_cast<char>(n)};
-    out.append(header, header_size);
+  /// Ends the frame begun at `at`: false (and the frame removed) if its payload cannot be framed.
+  static bool finish(std::string& out, std::size_t at) {
+    const std::size_t size = out.size() - at - header_size;
+    if (size > 0xFFFFFFFFu) {
+      out.resize(at);
+      return false;
+    }
+    const auto n = static_cast<std::uint32_t>(size);
+    out[at] = static_cast<char>(n >> 24);
+    out[at + 1] = static_cast<char>(n >> 16);
+    out[at + 2] = static_cast<char>(n >> 8);
+    out[at + 3] = static_cast<char>(n);
+    return true;
+  }
+
+  /// The payload's length in a frame begun at `at`.
+  static std::size_t payload_size(const std::string& out, std::size_t at) noexcept { return out.size() - at - header_size; }
+
+  /// Appends one frame holding `payload` to `out`.
+  static bool encode(std::string& out, std::string_view payload) {
+    const std::size_t at = begin(out);
     out.append(payload);
+    return finish(out, at);
   }
 
   /// Looks for one whole frame at the start of `in`; frames longer than `max` are too_large.
@@ -65,11 +85,23 @@ struct length_prefixed {
 /// newline, which JSON never needs). With it a C++ parent and a Node child (or the reverse) talk
 /// over NODE_CHANNEL_FD; payloads with a newline cannot be sent.
 struct json_lines {
-  static bool can_encode(std::string_view payload) noexcept { return payload.find('\n') == std::string_view::npos; }
+  static std::size_t begin(std::string& out) { return out.size(); }
 
-  static void encode(std::string& out, std::string_view payload) {
-    out.append(payload);
+  static bool finish(std::string& out, std::size_t at) {
+    if (out.find('\n', at) != std::string::npos) {
+      out.resize(at);
+      return false;
+    }
     out.push_back('\n');
+    return true;
+  }
+
+  static std::size_t payload_size(const std::string& out, std::size_t at) noexcept { return out.size() - at; }
+
+  static bool encode(std::string& out, std::string_view payload) {
+    const std::size_t at = begin(out);
+    out.append(payload);
+    return finish(out, at);
   }
 
   static frame_scan scan(std::string_view in, std::size_t max) noexcept {
