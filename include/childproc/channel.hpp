@@ -3,6 +3,7 @@
 #define CHILDPROC_CHANNEL_HPP
 
 #include "detail/framing.hpp"
+#include "detail/pipe.hpp"
 #include "event_loop.hpp"
 #include "result.hpp"
 #include "stream.hpp"
@@ -211,7 +212,7 @@ class basic_channel {
   /// yet written are dropped (flush() or send_async() first to be sure they left).
   void disconnect() noexcept {
     if (!c_) return;
-    if (c_->job) c_->job->owner = nullptr;  // it frees itself when its cancelled write completes
+    if (c_->job) c_->job->owner = nullptr;  // it frees itself when its (cancelled) write completes or starts
     c_->job = nullptr;
     c_->io.close();
     c_->out.clear();
@@ -250,6 +251,7 @@ class basic_channel {
     std::string buffer;  // the frames being written
     std::size_t done = 0;
     event_loop* loop = nullptr;
+    bool issued = false;  // handed to the reactor (before: scheduled for the end of the round)
   };
 
   struct written_awaiter {
@@ -292,19 +294,49 @@ class basic_channel {
     return {};
   }
 
-  // Hands the queue to a background write on `loop`, unless one is in flight already.
+  // Sends made in one round of the loop leave together: the first schedules a write for the end
+  // of the round; by then the others have joined the queue. A queue that reaches 64 KiB before
+  // that is written at once (where the OS can say what fits without waiting), so a sender that
+  // never yields does not pile up memory.
   void start_writing(event_loop& loop) {
-    if (c_->job || c_->out.empty()) return;
+    if (c_->out.empty()) return;
+    if (c_->job) {
+      if (!c_->job->issued && c_->out.size() >= 65536) write_now();
+      return;
+    }
     auto* job = new write_job;
     job->owner = c_.get();
     job->loop = &loop;
     job->handle = c_->io.handle();
     job->write = true;
     job->complete = &on_written;
-    job->buffer = std::exchange(c_->out, {});
     c_->job = job;
     c_->io.attach(loop.reactor());  // closing the stream cancels the write
-    issue(job);
+    loop.post([job] {
+      if (!job->owner) {  // disconnected before it started
+        delete job;
+        return;
+      }
+      job->issued = true;
+      job->buffer = std::exchange(job->owner->out, {});
+      if (job->buffer.empty()) {
+        job->owner->job = nullptr;
+        delete job;
+        return;
+      }
+      issue(job);
+    });
+  }
+
+  // One write of the queue without waiting (nothing of it is in flight).
+  void write_now() {
+    auto r = detail::write_now_native(c_->io.handle(), {c_->out.data(), c_->out.size()});
+    if (!r) {
+      (void)fail(std::move(r).error());
+      return;
+    }
+    c_->out.erase(0, *r);
+    c_->written += *r;
   }
 
   static void issue(write_job* job) {

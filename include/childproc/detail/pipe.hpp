@@ -42,6 +42,11 @@ inline auto read_some_native(native_handle h, std::span<char> buffer) -> result<
 ///   Win32: WriteFile with an OVERLAPPED and a wait; ERROR_NO_DATA is reported as EPIPE.
 inline auto write_some_native(native_handle h, std::span<const char> data) -> result<std::size_t>;
 
+/// Writes what fits now, without waiting: 0 when nothing fits (a channel coalescing many sends).
+///   POSIX: one write(2) on the non-blocking end, EAGAIN as 0.   Win32: always 0 (no such write on
+///   an overlapped handle: the completion port does the writing).
+inline auto write_now_native(native_handle h, std::span<const char> data) -> result<std::size_t>;
+
 }  // namespace childproc::inline v0::detail
 
 #if CHILDPROC_WIN32

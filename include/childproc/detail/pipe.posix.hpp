@@ -91,6 +91,12 @@ inline auto write_some_native(native_handle h, std::span<const char> data) -> re
   }
 }
 
+inline auto write_now_native(native_handle h, std::span<const char> data) -> result<std::size_t> {
+  auto r = try_write_posix(h, data);
+  if (!r && r.error().value() == EAGAIN) return std::size_t{0};
+  return r;
+}
+
 }  // namespace childproc::inline v0::detail
 
 #endif

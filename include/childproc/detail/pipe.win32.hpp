@@ -73,6 +73,8 @@ inline auto write_some_native(native_handle h, std::span<const char> data) -> re
   return overlapped_io_win32(h, const_cast<char*>(data.data()), size, true);
 }
 
+inline auto write_now_native(native_handle, std::span<const char>) -> result<std::size_t> { return std::size_t{0}; }
+
 }  // namespace childproc::inline v0::detail
 
 #endif

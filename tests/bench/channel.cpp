@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: BSL-1.0
+// How fast is the message channel? Three figures, each against a raw socketpair program doing
+// the same framing by hand (fork + read/write loops) and against Node's fork() + send() when
+// `node` is on PATH:
+//   small: N one-way 32-byte messages (a send() per message, a receive() per message), msgs/s
+//   round trip: ping-pong of 32-byte messages, µs per round trip
+//   1 MiB: one-way 1 MiB messages, GB/s
+//
+//   usage: bench_channel [small=1000000] [rounds=5]
+//   CHILDPROC_BENCH_QUICK=1   a short run for CI
+//
+// Informational only: it fails when a child cannot run or a count is wrong, never on a time.
+#include <childproc.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace cp = childproc;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+long small_count = 1000000, rtt_count = 20000, big_count = 256;
+constexpr std::size_t big_size = 1 << 20;
+
+[[noreturn]] void die(const char* what, const std::string& why) {
+  std::fprintf(stderr, "bench_channel: %s: %s\n", what, why.c_str());
+  std::exit(1);
+}
+
+// ---- childproc children (entry points of this program) ----
+
+// Counts `n` messages, then answers with the count.
+int count_messages(cp::channel& parent, long n) {
+  long got = 0;
+  while (got < n && parent.receive_sync()) ++got;
+  return parent.send(std::int64_t{got}) ? 0 : 1;
+}
+
+}  // namespace
+
+CHILDPROC_ENTRY(bench_count_small)(cp::channel& parent) { return count_messages(parent, small_count); }
+CHILDPROC_ENTRY(bench_count_big)(cp::channel& parent) {
+  parent.set_max_message_size(big_size);
+  return count_messages(parent, big_count);
+}
+CHILDPROC_ENTRY(bench_echo)(cp::channel& parent) {
+  while (auto m = parent.receive_sync())
+    if (!parent.send(m->bytes())) return 1;
+  return 0;
+}
+
+namespace {
+
+// ---- the childproc figures ----
+
+double cp_small() {
+  auto w = cp::fork_self("bench_count_small", {}, {.stdio = {cp::inherit, cp::inherit, cp::inherit}}).value();
+  const std::string payload(32, 'm');
+  const auto t0 = clock_type::now();
+  const auto got = cp::sync_wait([&]() -> cp::task<std::int64_t> {
+    for (long i = 0; i < small_count; ++i) (void)w.send(payload);
+    co_return (co_await w.receive<std::int64_t>()).value();
+  }());
+  const double s = std::chrono::duration<double>(clock_type::now() - t0).count();
+  if (got != small_count) die("small", "count " + std::to_string(got));
+  (void)w.wait();
+  return s;
+}
+
+double cp_rtt() {
+  auto w = cp::fork_self("bench_echo").value();
+  const std::string payload(32, 'p');
+  const auto t0 = clock_type::now();
+  cp::sync_wait([&]() -> cp::task<> {
+    for (long i = 0; i < rtt_count; ++i) {
+      (void)w.send(payload);
+      if (!co_await w.receive()) die("rtt", "no reply");
+    }
+  }());
+  const double s = std::chrono::duration<double>(clock_type::now() - t0).count();
+  w.disconnect();
+  (void)w.wait();
+  return s;
+}
+
+double cp_big() {
+  auto w = cp::fork_self("bench_count_big", {}, {.max_message_size = big_size}).value();
+  const std::string payload(big_size, 'b');
+  const auto t0 = clock_type::now();
+  const auto got = cp::sync_wait([&]() -> cp::task<std::int64_t> {
+    for (long i = 0; i < big_count; ++i)
+      if (!co_await w.send_async(payload)) die("1 MiB", "send failed");
+    co_return (co_await w.receive<std::int64_t>()).value();
+  }());
+  const double s = std::chrono::duration<double>(clock_type::now() - t0).count();
+  if (got != big_count) die("1 MiB", "count " + std::to_string(got));
+  (void)w.wait();
+  return s;
+}
+
+// ---- the raw baselines: socketpair, fork, hand-written framing ----
+
+void write_all(int fd, const char* p, std::size_t n) {
+  while (n) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) die("raw write", std::strerror(errno));
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+void append_frame(std::string& out, const char* p, std::uint32_t n) {
+  const char h[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8), static_cast<char>(n)};
+  out.append(h, 4);
+  out.append(p, n);
+}
+
+// Reads frames from `fd` until `n` have arrived or the stream ends; `each` sees every payload.
+long read_frames(int fd, long n, const std::function<void(std::string_view)>& each) {
+  std::string buf(1 << 16, '\0');
+  std::size_t head = 0, fill = 0;
+  long got = 0;
+  while (got < n) {
+    while (fill - head >= 4) {
+      const auto* u = reinterpret_cast<const unsigned char*>(buf.data() + head);
+      const std::size_t len = (std::size_t{u[0]} << 24) | (std::size_t{u[1]} << 16) | (std::size_t{u[2]} << 8) | u[3];
+      if (fill - head < 4 + len) {
+        if (buf.size() < 4 + len) buf.resize(4 + len);
+        break;
+      }
+      each({buf.data() + head + 4, len});
+      head += 4 + len;
+      if (++got == n) return got;
+    }
+    if (head == fill) head = fill = 0;
+    if (head && fill == buf.size()) {
+      std::memmove(buf.data(), buf.data() + head, fill - head);
+      fill -= head;
+      head = 0;
+    }
+    const ssize_t r = ::read(fd, buf.data() + fill, buf.size() - fill);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return got;
+    fill += static_cast<std::size_t>(r);
+  }
+  return got;
+}
+
+// Runs `child(fd)` in a forked child on one end of a socketpair and `parent(fd)` here.
+double raw_pair(const std::function<void(int)>& child, const std::function<void(int)>& parent) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair", std::strerror(errno));
+  const pid_t pid = ::fork();
+  if (pid < 0) die("fork", std::strerror(errno));
+  if (pid == 0) {
+    ::close(sv[0]);
+    child(sv[1]);
+    ::_exit(0);
+  }
+  ::close(sv[1]);
+  const auto t0 = clock_type::now();
+  parent(sv[0]);
+  const double s = std::chrono::duration<double>(clock_type::now() - t0).count();
+  ::close(sv[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return s;
+}
+
+void raw_count_child(int fd, long n) {
+  long got = read_frames(fd, n, [](std::string_view) {});
+  std::string out;
+  append_frame(out, reinterpret_cast<const char*>(&got), sizeof got);
+  write_all(fd, out.data(), out.size());
+}
+
+long raw_read_count(int fd) {
+  long count = 0;
+  read_frames(fd, 1, [&](std::string_view p) { std::memcpy(&count, p.data(), sizeof count); });
+  return count;
+}
+
+double raw_small() {
+  return raw_pair([](int fd) { raw_count_child(fd, small_count); },
+                  [](int fd) {
+                    const std::string payload(32, 'm');
+                    std::string out;
+                    for (long i = 0; i < small_count; ++i) {  // frames gathered, written 64 KiB at a time
+                      append_frame(out, payload.data(), 32);
+                      if (out.size() >= 65536) {
+                        write_all(fd, out.data(), out.size());
+                        out.clear();
+                      }
+                    }
+                    write_all(fd, out.data(), out.size());
+                    if (raw_read_count(fd) != small_count) die("raw small", "wrong count");
+                  });
+}
+
+double raw_rtt() {
+  return raw_pair(
+      [](int fd) {
+        std::string out;
+        read_frames(fd, rtt_count, [&](std::string_view p) {
+          out.clear();
+          append_frame(out, p.data(), static_cast<std::uint32_t>(p.size()));
+          write_all(fd, out.data(), out.size());
+        });
+      },
+      [](int fd) {
+        const std::string payload(32, 'p');
+        std::string out;
+        append_frame(out, payload.data(), 32);
+        for (long i = 0; i < rtt_count; ++i) {
+          write_all(fd, out.data(), out.size());
+          if (read_frames(fd, 1, [](std::string_view) {}) != 1) die("raw rtt", "no reply");
+        }
+      });
+}
+
+double raw_big() {
+  return raw_pair([](int fd) { raw_count_child(fd, big_count); },
+                  [](int fd) {
+                    const std::string payload(big_size, 'b');
+                    const std::uint32_t n = big_size;
+                    const char h[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8),
+                                       static_cast<char>(n)};
+                    for (long i = 0; i < big_count; ++i) {
+                      iovec iov[2] = {{const_cast<char*>(h), 4}, {const_cast<char*>(payload.data()), payload.size()}};
+                      std::size_t left = 4 + payload.size();
+                      int at = 0;
+                      while (left) {
+                        const ssize_t w = ::writev(fd, iov + at, 2 - at);
+                        if (w < 0 && errno == EINTR) continue;
+                        if (w <= 0) die("raw writev", std::strerror(errno));
+                        left -= static_cast<std::size_t>(w);
+                        std::size_t k = static_cast<std::size_t>(w);
+                        while (at < 2 && k >= iov[at].iov_len) k -= iov[at++].iov_len;
+                        if (at < 2) {
+                          iov[at].iov_base = static_cast<char*>(iov[at].iov_base) + k;
+                          iov[at].iov_len -= k;
+                        }
+                      }
+                    }
+                    if (raw_read_count(fd) != big_count) die("raw 1 MiB", "wrong count");
+                  });
+}
+
+// ---- Node.js: fork() + send(), json serialization (its default) ----
+
+std::string node_dir;
+
+bool setup_node() {
+  auto v = cp::exec_file("node", {"--version"});
+  if (!v || !v->ok()) return false;
+  char tmpl[] = "/tmp/childproc-bench-XXXXXX";
+  if (!::mkdtemp(tmpl)) return false;
+  node_dir = tmpl;
+  std::ofstream(node_dir + "/child.js") << R"(
+let n = 0; const want = Number(process.argv[2]); const mode = process.argv[3];
+process.on('message', (m) => {
+  if (mode === 'echo') { process.send(m); return; }
+  if (++n === want) process.send(n, () => process.disconnect());
+});
+)";
+  std::ofstream(node_dir + "/parent.js") << R"(
+const { fork } = require('child_process');
+const [mode, count, size] = [process.argv[2], Number(process.argv[3]), Number(process.argv[4])];
+const payload = 'x'.repeat(size);
+const c = fork(__dirname + '/child.js', [String(count), mode]);
+const t0 = process.hrtime.bigint();
+const done = () => { console.log(Number(process.hrtime.bigint() - t0) / 1e9); c.disconnect(); };
+if (mode === 'echo') {
+  let left = count;
+  c.on('message', () => { if (--left === 0) done(); else c.send(payload); });
+  c.send(payload);
+} else {
+  c.on('message', () => done());
+  for (let i = 0; i < count; ++i) c.send(payload);
+}
+)";
+  return true;
+}
+
+double node_run(const char* mode, long count, std::size_t size) {
+  auto r = cp::exec_file("node", {node_dir + "/parent.js", mode, std::to_string(count), std::to_string(size)},
+                         {.max_buffer = cp::unlimited});
+  if (!r || !r->ok()) die("node", r ? r->err : r.error().message());
+  return std::stod(r->out);
+}
+
+struct figure {
+  std::string name;
+  std::function<double()> run;
+  std::vector<double> s = {};
+  double median() const {
+    auto v = s;
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cp::dispatch_entry(argc, argv);
+  const char* quick_env = std::getenv("CHILDPROC_BENCH_QUICK");
+  const bool quick = quick_env && *quick_env && std::strcmp(quick_env, "0") != 0;
+  if (argc > 1) small_count = std::atol(argv[1]);
+  else if (quick) small_count = 100000;
+  const int rounds = argc > 2 ? std::atoi(argv[2]) : quick ? 2 : 5;
+  if (quick) {
+    rtt_count = 2000;
+    big_count = 32;
+  }
+  if (small_count < 1 || rounds < 1) die("usage", "bench_channel [small=1000000] [rounds=5]");
+  const bool node = setup_node();
+  // Node's json channel is far slower: it gets fewer messages, and its rate is scaled.
+  const long node_small = std::max(1L, small_count / 10), node_rtt = std::max(1L, rtt_count / 4), node_big = std::max(1L, big_count / 8);
+
+  std::vector<figure> figs = {
+      {"small: raw socketpair, 64 KiB writes", raw_small},
+      {"small: cp send() + receive()", cp_small},
+      {"round trip: raw", raw_rtt},
+      {"round trip: cp send() + co_await receive()", cp_rtt},
+      {"1 MiB: raw writev", raw_big},
+      {"1 MiB: cp co_await send_async()", cp_big},
+  };
+  if (node) {
+    figs.push_back({"small: Node fork() + send()", [&] { return node_run("count", node_small, 32) * small_count / node_small; }});
+    figs.push_back({"round trip: Node", [&] { return node_run("echo", node_rtt, 32) * rtt_count / node_rtt; }});
+    figs.push_back({"1 MiB: Node", [&] { return node_run("count", node_big, big_size) * big_count / node_big; }});
+  }
+  for (int r = 0; r < rounds; ++r)
+    for (auto& f : figs) f.s.push_back(f.run());
+
+  std::printf("childproc channel benchmark: %ld small messages, %ld round trips, %ld x 1 MiB; %d rounds%s\n\n",
+              small_count, rtt_count, big_count, rounds, quick ? " (CHILDPROC_BENCH_QUICK)" : "");
+  std::printf("%-44s %16s %10s\n", "figure", "median", "vs raw");
+  auto line = [&](const figure& f, const figure& raw, int kind) {
+    const double s = f.median();
+    if (kind == 0) std::printf("%-44s %11.2f M/s %9.2fx\n", f.name.c_str(), small_count / s / 1e6, raw.median() / s);
+    if (kind == 1) std::printf("%-44s %12.1f us %9.2fx\n", f.name.c_str(), s / rtt_count * 1e6, s / raw.median());
+    if (kind == 2) std::printf("%-44s %10.2f GB/s %9.2fx\n", f.name.c_str(), big_count * double(big_size) / s / 1e9, raw.median() / s);
+  };
+  for (std::size_t i = 0; i < 6; ++i) line(figs[i], figs[i / 2 * 2], static_cast<int>(i / 2));
+  if (node)
+    for (std::size_t i = 6; i < 9; ++i) line(figs[i], figs[(i - 6) * 2], static_cast<int>(i - 6));
+  else
+    std::printf("(Node.js figures skipped: `node` is not on PATH)\n");
+  std::printf("\nvs raw: msgs/s and GB/s as raw time / this time (higher is better); round trip as this time / raw time (lower is better).\n");
+  if (node) {
+    std::printf("Node ran %ld small messages, %ld round trips and %ld x 1 MiB, scaled to the same counts.\n", node_small,
+                node_rtt, node_big);
+    std::filesystem::remove_all(node_dir);
+  }
+  return 0;
+}
