@@ -115,7 +115,7 @@ class event_loop {
       std::lock_guard lock(post_mutex_);
       posted_.push_back(std::move(fn));
     }
-    reactor_.wake();
+    if (current() != this) reactor_.wake();  // on the loop's own thread, the round ends soon anyway
   }
 
   /// Awaitable: resumes after `d` (result<void>); errc::cancelled if `stop` is triggered first.
@@ -141,7 +141,13 @@ class event_loop {
   }
 
   result<void> step() {
-    auto r = reactor_.run_once();
+    bool pending;
+    {
+      std::lock_guard lock(post_mutex_);
+      pending = !posted_.empty();
+    }
+    // With work posted, the reactor only collects what is ready: it must not sleep on it.
+    auto r = reactor_.run_once(pending ? std::optional(detail::reactor_clock::now()) : std::nullopt);
     if (!r) return std::move(r).error();
     std::vector<std::function<void()>> batch;
     {
