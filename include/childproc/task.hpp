@@ -44,18 +44,31 @@ struct task_result<void> {
   }
 };
 
+// Where a task stands relative to the co_await that started it. A task that ends before the
+// resume() that started it returns hands control back through that call (the awaiter then does
+// not suspend), instead of resuming its awaiter from deeper in the stack: a loop of awaits that
+// complete at once (frames already buffered, say) keeps a flat stack even where the compiler
+// makes no tail calls (sanitizers, -O0 on some compilers). A task that ends later, from the
+// event loop, resumes its awaiter by symmetric transfer.
+enum class task_state : unsigned char { idle, started_inline, ended_inline, suspended };
+
 template <class T>
 struct task_promise : task_result<T> {
   std::coroutine_handle<> continuation = std::noop_coroutine();
+  task_state state = task_state::idle;
 
   task<T> get_return_object() noexcept;
   std::suspend_always initial_suspend() noexcept { return {}; }  // lazy: runs when awaited
 
   struct final_awaiter {
     bool await_ready() noexcept { return false; }
-    // Symmetric transfer: the awaiting coroutine resumes without growing the stack.
     std::coroutine_handle<> await_suspend(std::coroutine_handle<task_promise> h) noexcept {
-      return h.promise().continuation;
+      auto& p = h.promise();
+      if (p.state == task_state::started_inline) {  // still inside the awaiter's resume(): return there
+        p.state = task_state::ended_inline;
+        return std::noop_coroutine();
+      }
+      return p.continuation;
     }
     void await_resume() noexcept {}
   };
@@ -101,9 +114,14 @@ class [[nodiscard]] task {
     struct awaiter {
       std::coroutine_handle<promise_type> h;
       bool await_ready() noexcept { return !h || h.done(); }
-      std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) noexcept {
-        h.promise().continuation = awaiting;
-        return h;
+      bool await_suspend(std::coroutine_handle<> awaiting) {
+        auto& p = h.promise();
+        p.continuation = awaiting;
+        p.state = detail::task_state::started_inline;
+        h.resume();
+        if (p.state == detail::task_state::ended_inline) return false;  // ended already: go on here
+        p.state = detail::task_state::suspended;  // it will resume `awaiting` when it ends
+        return true;
       }
       T await_resume() { return h.promise().take(); }
     };
