@@ -54,10 +54,11 @@ int count_messages(cp::channel& parent, long n) {
 
 }  // namespace
 
-CHILDPROC_ENTRY(bench_count_small)(cp::channel& parent) { return count_messages(parent, small_count); }
+// The counts come as the entry's argument: the child does not see the parent's settings.
+CHILDPROC_ENTRY(bench_count_small)(cp::channel& parent) { return count_messages(parent, std::stol(cp::entry_args().at(0))); }
 CHILDPROC_ENTRY(bench_count_big)(cp::channel& parent) {
   parent.set_max_message_size(big_size);
-  return count_messages(parent, big_count);
+  return count_messages(parent, std::stol(cp::entry_args().at(0)));
 }
 CHILDPROC_ENTRY(bench_echo)(cp::channel& parent) {
   while (auto m = parent.receive_sync())
@@ -70,7 +71,7 @@ namespace {
 // ---- the childproc figures ----
 
 double cp_small() {
-  auto w = cp::fork_self("bench_count_small", {}, {.stdio = {cp::inherit, cp::inherit, cp::inherit}}).value();
+  auto w = cp::fork_self("bench_count_small", {std::to_string(small_count)}).value();
   const std::string payload(32, 'm');
   const auto t0 = clock_type::now();
   const auto got = cp::sync_wait([&]() -> cp::task<std::int64_t> {
@@ -100,7 +101,7 @@ double cp_rtt() {
 }
 
 double cp_big() {
-  auto w = cp::fork_self("bench_count_big", {}, {.max_message_size = big_size}).value();
+  auto w = cp::fork_self("bench_count_big", {std::to_string(big_count)}, {.max_message_size = big_size}).value();
   const std::string payload(big_size, 'b');
   const auto t0 = clock_type::now();
   const auto got = cp::sync_wait([&]() -> cp::task<std::int64_t> {

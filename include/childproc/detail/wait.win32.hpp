@@ -58,15 +58,19 @@ inline auto kill_native(native_child& c, int signal) -> result<void> {
   // An ended child is not killed again: TerminateJobObject would succeed on its empty job and the
   // natural exit code would be reported as this signal.
   if (auto gone = has_exited_native(c); gone && *gone) return errno_error(ESRCH, "kill");
+  // Recorded before the child dies: a waiter on another thread (options.stop_token) that sees the
+  // end must also see which signal it was.
+  const int before = c.term_signal;
+  if (!before) c.term_signal = signal;
   // The job holds the child's whole tree: killing it leaves no grandchild holding our pipes.
   const BOOL ok = c.job ? ::TerminateJobObject(c.job.get(), killed_exit_code_win32)
                         : ::TerminateProcess(c.handle.get(), killed_exit_code_win32);
   if (!ok) {
     const DWORD err = ::GetLastError();
+    c.term_signal = before;
     if (auto gone = has_exited_native(c); gone && *gone) return errno_error(ESRCH, "kill");
     return win32_error(err, "kill");
   }
-  if (!c.term_signal) c.term_signal = signal;
   return {};
 }
 
