@@ -103,6 +103,16 @@ TEST_CASE("when_all rethrows the first exception once every task has ended") {
   CHECK(finished == 2);
 }
 
+TEST_CASE("run_until(task) runs the loop until the task ends, with its value") {
+  cp::event_loop loop;
+  auto later = [&]() -> cp::task<int> {
+    (void)co_await loop.sleep(std::chrono::milliseconds(10));
+    co_return 7;
+  };
+  CHECK(loop.run_until(later()) == 7);
+  CHECK(loop.run(later()) == 7);
+}
+
 TEST_CASE("post from another thread runs on the loop; stop ends run()") {
   cp::event_loop loop;
   int ran_on_loop = 0;

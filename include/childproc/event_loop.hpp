@@ -103,6 +103,12 @@ class event_loop {
     if constexpr (!std::is_void_v<T>) return std::move(*slot);
   }
 
+  /// The same as run(t): runs the loop until `t` has ended.
+  template <class T>
+  T run_until(task<T> t) {
+    return run(std::move(t));
+  }
+
   /// Makes run() return after the current round. Safe from any thread.
   void stop() noexcept {
     stopped_.store(true);
