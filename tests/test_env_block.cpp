@@ -56,3 +56,16 @@ TEST_CASE("bad names and values are errors that say what is wrong") {
   REQUIRE(!unset);
   CHECK(unset.error() == cp::errc::invalid_argument);
 }
+
+// Found by tests/fuzz/fuzz_env_block, input (hex) 020a3d30410a300a3142: an empty entry of the
+// parent's (POSIX environ can hold one) was dropped when anything was set and kept otherwise.
+// It is always dropped now.
+TEST_CASE("an empty entry of the parent's is dropped, whatever is set") {
+  const std::vector<std::string> with_empty = {"A=1", "", "B=2"};
+  auto untouched = build_env_block(with_empty, {}, false, "spawn x");
+  auto extended = build_env_block(with_empty, cp::environment::extend({{"C", "3"}}), false, "spawn x");
+  REQUIRE(untouched);
+  REQUIRE(extended);
+  CHECK(*untouched == std::vector<std::string>{"A=1", "B=2"});
+  CHECK(*extended == std::vector<std::string>{"A=1", "B=2", "C=3"});
+}

@@ -61,6 +61,9 @@ inline auto build_env_block(std::vector<std::string> parent, const environment& 
                             std::string_view context) -> result<std::vector<std::string>> {
   std::vector<std::string> block;
   if (env.inherit) block = std::move(parent);
+  // An empty entry means nothing (and would end a Win32 block early); dropping it here also
+  // frees "" to mark the duplicates removed below.
+  std::erase(block, std::string());
   for (const auto& [key, value] : env.set) {
     if (auto r = env_check(key, value, context); !r) return std::move(r).error();
     std::string entry = key + "=" + value;
