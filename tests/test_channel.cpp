@@ -1,6 +1,7 @@
 // The message channel, fork and fork_self: the children are entry points of this very test
 // program (fork_self), so each test's child is written next to it.
 #define DOCTEST_CONFIG_IMPLEMENT
+#include "raw_handles.hpp"  // first: on Win32 it needs winsock2.h before windows.h
 #include "helpers.hpp"
 
 #include <doctest/doctest.h>
@@ -10,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -135,6 +137,35 @@ CHILDPROC_ENTRY(disconnect_and_sleep)(cp::channel& parent) {
 
 CHILDPROC_ENTRY(exit_now)(cp::channel&) { return 0; }
 
+// Uses the handles that come with the parent's messages, as each message says, and answers:
+//   "read" -> the handle's contents;  "write:TEXT" / "sock:TEXT" -> TEXT written to it (a socket
+//   with send), "ok";  "none" -> whether a handle came;  "drop" -> nothing (the handle closes
+//   with the message);  "give" -> a pipe's read end back to the parent, "from the child" in it.
+CHILDPROC_ENTRY(handle_user)(cp::channel& parent) {
+  raw::start_sockets();
+  for (;;) {
+    auto m = parent.receive_sync();
+    if (!m) return m.error() == cp::errc::end_of_stream ? 0 : 3;
+    const std::string what = m->str();
+    if (what == "read") {
+      cp::unique_handle h = m->take_handle();
+      if (!parent.send(h ? raw::read_all(h.get()) : std::string("(no handle)"))) return 4;
+    } else if (what.rfind("write:", 0) == 0 || what.rfind("sock:", 0) == 0) {
+      const bool socket = what[0] == 's';
+      const bool ok = m->has_handle() && raw::write(m->handle(), what.substr(what.find(':') + 1), socket);
+      if (socket) raw::close(m->take_handle().release(), true);
+      if (!parent.send(std::string(ok ? "ok" : "write failed"))) return 4;
+    } else if (what == "none") {
+      if (!parent.send(std::string(m->has_handle() ? "a handle" : "no handle"))) return 4;
+    } else if (what == "give") {
+      auto p = cp::make_pipe().value();
+      if (!parent.send(std::string("pipe"), p.read.handle())) return 5;
+      p.read.close();
+      if (!p.write.write("from the child")) return 6;
+    }
+  }
+}
+
 // ---- the tests ----
 
 TEST_CASE("fork_self: a message there and back, sync on both sides") {
@@ -244,6 +275,41 @@ TEST_CASE("a 256 MiB message") {
   CHECK(w.wait()->success());
 }
 
+TEST_CASE("messages sent just before the loop's task ends still leave") {
+  auto w = cp::fork_self("echo").value();
+  cp::sync_wait([&]() -> cp::task<void> {
+    CHECK(w.send(std::string("one")));
+    CHECK(w.send(std::string("two")));  // queued for the end of the round, which comes after the task
+    co_return;
+  }());
+  CHECK(w.receive_sync().value() == "one");
+  CHECK(w.receive_sync().value() == "two");
+  w.disconnect();
+  CHECK(w.wait()->success());
+}
+
+TEST_CASE("large messages leave from the caller's memory; what is sent meanwhile follows, in order") {
+  auto w = cp::fork_self("echo").value();
+  const std::string big(std::size_t{1} << 20, 'x');
+  std::string second(300 * 1024, 'y');
+  second[0] = 'z';
+  cp::sync_wait([&]() -> cp::task<void> {
+    auto large = [&]() -> cp::task<bool> { co_return static_cast<bool>(co_await w.send_async(big)); };
+    auto small = [&]() -> cp::task<bool> { co_return static_cast<bool>(w.send(std::string("after"))); };
+    auto [a, b] = co_await cp::when_all(large(), small());  // `small` runs while `large` waits to write
+    CHECK(a);
+    CHECK(b);
+  }());
+  CHECK(w.receive_sync().value() == big);  // (the echo blocks until it is read)
+  CHECK(w.receive_sync().value() == "after");
+  CHECK(w.send(second));  // no loop: written before send returns, straight from `second`
+  CHECK(w.send(std::string("last")));
+  CHECK(w.receive_sync().value() == second);
+  CHECK(w.receive_sync().value() == "last");
+  w.disconnect();
+  CHECK(w.wait()->success());
+}
+
 TEST_CASE("max_message_size + 1: refused when sending; when received, an error after the earlier messages") {
   auto w = cp::fork_self("send_n", {"1001"}, {.max_message_size = 1000}).value();
   auto too_big = w.send(std::string(1001, 'x'));
@@ -273,7 +339,8 @@ TEST_CASE("a peer that announces a 4 GiB frame is cut off, nobody crashes") {
   auto w = cp::fork_self("huge_length").value();
   auto r = cp::sync_wait(w.receive());
   REQUIRE(!r);
-  CHECK(r.error() == cp::errc::message_too_large);
+  CHECK(r.error() == cp::errc::bad_frame);  // 0xFFFFFFFF: a control frame of 2 GiB, which cannot be
+  CHECK(r.error().message() == "receive: not a frame");
   CHECK(!w.connected());  // the channel was closed: the child sees its end and exits 0
   CHECK(w.wait()->success());
 }
@@ -331,7 +398,7 @@ TEST_CASE("fork_self with an unknown entry: a clear error in the child, its stat
 }
 
 TEST_CASE("fork of a program by path, and an ipc entry at any stdio index") {
-  const std::string self = cp::detail::self_exe_native().value();
+  const std::string self = cp::detail::self_exe_native({}).value();
   auto w = cp::fork(self, {"x"}, {.env = cp::environment::extend({{"CHILDPROC_ENTRY", "env_check"}})}).value();
   CHECK(w.receive_sync().value() == "channel unset, entry unset, args [x]");
   CHECK(w.wait()->success());
@@ -347,6 +414,200 @@ TEST_CASE("fork of a program by path, and an ipc entry at any stdio index") {
   CHECK(two.error().message().find("more than one ipc entry") != std::string::npos);
 }
 
+TEST_CASE("handles pass with messages: a pipe, a file and a socket, each way") {
+  auto w = cp::fork_self("handle_user").value();
+  SUBCASE("a pipe: the child reads what the parent writes after sending the read end") {
+    auto p = cp::make_pipe().value();
+    REQUIRE(w.send(std::string("read"), p.read.handle()));
+    p.read.close();  // the child's duplicate is the only read end now
+    REQUIRE(p.write.write("through a pipe"));
+    p.write.close();
+    CHECK(w.receive_sync().value() == "through a pipe");
+  }
+  SUBCASE("a file: the child writes into the parent's file") {
+    const std::string path = "childproc-handle-test-" + std::to_string(w.pid()) + ".txt";
+    const raw::handle f = raw::open_file(path);
+    REQUIRE(f != cp::detail::invalid_handle());
+    REQUIRE(w.send(std::string("write:written by the child"), f));
+    raw::close(f);
+    CHECK(w.receive_sync().value() == "ok");
+    CHECK(raw::file_contents(path) == "written by the child");
+    std::remove(path.c_str());
+  }
+  SUBCASE("a socket: the child sends on it, the parent reads the other end") {
+    raw::handle a{}, b{};
+    REQUIRE(raw::socket_pair(a, b));
+    REQUIRE(w.send(std::string("sock:over a socket"), a));
+    raw::close(a, true);
+    CHECK(w.receive_sync().value() == "ok");
+    CHECK(raw::read_all(b, true) == "over a socket");
+    raw::close(b, true);
+  }
+  SUBCASE("the child passes a pipe to the parent") {
+    REQUIRE(w.send(std::string("give")));
+    auto m = w.receive_sync().value();
+    CHECK(m == "pipe");
+    REQUIRE(m.has_handle());
+    cp::stream from(m.take_handle());
+    CHECK(!m.has_handle());
+    CHECK(from.read_all().value() == "from the child");
+  }
+  SUBCASE("in order, among messages without handles, on a loop") {
+    auto p1 = cp::make_pipe().value();
+    auto p2 = cp::make_pipe().value();
+    cp::sync_wait([&]() -> cp::task<void> {
+      CHECK(w.send(std::string("none")));
+      CHECK(w.send(std::string("read"), p1.read.handle()));
+      CHECK(w.send(std::string("none"), p2.write.handle()));  // arrives, reported, and closed in the child
+      CHECK(co_await w.send_async(std::string("read"), p2.read.handle()));
+      co_return;
+    }());
+    p1.read.close();
+    p2.read.close();
+    (void)p1.write.write("one");
+    p1.write.close();
+    (void)p2.write.write("two");
+    p2.write.close();
+    CHECK(w.receive_sync().value() == "no handle");
+    CHECK(w.receive_sync().value() == "one");
+    CHECK(w.receive_sync().value() == "a handle");
+    CHECK(w.receive_sync().value() == "two");
+  }
+  w.disconnect();
+  CHECK(w.wait()->success());
+}
+
+TEST_CASE("a handle whose message is dropped is closed on both sides") {
+  auto w = cp::fork_self("handle_user").value();
+  SUBCASE("the child never takes it: closed with the message") {
+    auto p = cp::make_pipe().value();
+    REQUIRE(w.send(std::string("drop"), p.write.handle()));
+    p.write.close();
+    REQUIRE(w.send(std::string("none")));
+    CHECK(w.receive_sync().value() == "no handle");  // the child is alive and has handled "drop"
+    CHECK(p.read.read_all().value().empty());        // so no write end is left anywhere
+  }
+  SUBCASE("the channel closes before the message is written: never sent, closed") {
+    auto p = cp::make_pipe().value();
+    cp::sync_wait([&]() -> cp::task<void> {
+      CHECK(w.send(std::string("read"), p.write.handle()));  // queued for the end of the loop's round
+      w.disconnect();
+      co_return;
+    }());
+    p.write.close();
+    CHECK(p.read.read_all().value().empty());
+  }
+  w.disconnect();
+  CHECK(w.wait()->success());
+}
+
+TEST_CASE("handle passing errors") {
+  auto w = cp::fork_self("handle_user").value();
+  auto bad = w.send(std::string("read"), cp::detail::invalid_handle());
+  REQUIRE(!bad);
+  CHECK(bad.error() == std::errc::bad_file_descriptor);
+#if defined(_WIN32)
+  CHECK(bad.error().message() == "send: DuplicateHandle EBADF");
+#else
+  CHECK(bad.error().message() == "send: fd -1 EBADF");
+#endif
+  REQUIRE(w.send(std::string("none")));  // nothing of the refused message was sent
+  CHECK(w.receive_sync().value() == "no handle");
+  auto p = cp::make_pipe().value();
+  cp::basic_channel<cp::json_lines> json(std::move(p.write));
+  auto refused = json.send(std::string("{}"), p.read.handle());
+  CHECK(refused.error() == cp::errc::invalid_argument);
+  CHECK(refused.error().message() == "send: this channel's codec cannot pass handles");
+  cp::channel none;
+  CHECK(none.send(std::string("x"), p.read.handle()).error() == cp::errc::channel_closed);
+  cp::message plain("text");
+  CHECK(!plain.has_handle());
+  CHECK(!plain.take_handle());
+  w.disconnect();
+  CHECK(w.wait()->success());
+}
+
+TEST_CASE("fork_self's fallback where the OS cannot name the executable: argv[0], resolved at startup") {
+  CHECK(cp::detail::resolve_argv0("", nullptr).empty());
+#if !defined(_WIN32)  // Win32 always has GetModuleFileNameW
+  const std::string self = cp::detail::self_exe_native({}).value();
+  const auto slash = self.find_last_of('/');
+  const std::string dir = self.substr(0, slash), name = self.substr(slash + 1);
+  namespace fs = std::filesystem;
+  // With a slash: against the working directory.
+  CHECK(cp::detail::resolve_argv0("./x/../prog", nullptr) == fs::current_path().string() + "/prog");
+  CHECK(cp::detail::resolve_argv0(self, nullptr) == self);
+  // Without: the first PATH entry holding a regular file of that name.
+  const std::string path = "/nonexistent:" + dir + ":/usr/bin";
+  CHECK(cp::detail::resolve_argv0(name, path.c_str()) == self);
+  CHECK(cp::detail::resolve_argv0("no-such-program-here", path.c_str()).empty());
+  // dispatch_entry recorded this program's path from argv[0].
+  CHECK(fs::equivalent(cp::detail::recorded_self(), self));
+#endif
+}
+
+#if !defined(_WIN32)  // Node is not installed under Wine here
+// Where `node` is, or empty.
+static std::string find_node() {
+  auto r = cp::exec("command -v node");
+  if (!r || !r->ok()) return {};
+  std::string path = r->out;
+  while (!path.empty() && path.back() == '\n') path.pop_back();
+  return path;
+}
+
+static std::string write_script(const std::string& name, const std::string& text) {
+  const std::string path = (std::filesystem::temp_directory_path() / name).string();
+  FILE* f = std::fopen(path.c_str(), "w");
+  REQUIRE(f);
+  std::fputs(text.c_str(), f);
+  std::fclose(f);
+  return path;
+}
+
+TEST_CASE("Node's own channel, json lines: a C++ parent and a Node child, a Node parent and a C++ child") {
+  const std::string node = find_node();
+  if (node.empty()) {
+    MESSAGE("node is not installed: the Node interop test did not run");
+    return;
+  }
+  SUBCASE("C++ forks a Node script: NODE_CHANNEL_FD at the ipc entry") {
+    const std::string script = write_script("childproc-node-child.js", R"(
+process.on('message', (m) => {
+  process.send({echo: m});
+  if (m === 'bye') process.disconnect();
+});
+)");
+    auto p = cp::spawn(node, {script}, {.env = cp::environment::extend({{"NODE_CHANNEL_FD", "3"}}),
+                                        .stdio = {cp::inherit, cp::inherit, cp::inherit, cp::ipc}})
+                 .value();
+    cp::basic_channel<cp::json_lines> js(std::move(p.channel().transport()));
+    REQUIRE(js.send(std::string(R"({"hello":[1,2,"three"]})")));
+    CHECK(js.receive_sync().value() == R"({"echo":{"hello":[1,2,"three"]}})");
+    REQUIRE(js.send(std::string(R"("bye")")));
+    CHECK(js.receive_sync().value() == R"({"echo":"bye"})");
+    CHECK(js.receive_sync().error() == cp::errc::end_of_stream);  // Node disconnected
+    CHECK(p.wait()->success());
+    std::remove(script.c_str());
+  }
+  SUBCASE("Node forks this C++ program: node_parent_channel()") {
+    const std::string script = write_script("childproc-node-parent.js", R"(
+const { fork } = require('child_process');
+const c = fork('unused', [], { execPath: process.argv[2], env: { ...process.env, CHILDPROC_TEST_NODE_CHILD: '1' } });
+c.on('message', (m) => { console.log(JSON.stringify(m)); c.disconnect(); });
+c.on('exit', (code) => console.log('exit ' + code));
+c.send({ n: 21 });
+)");
+    const std::string self = cp::detail::self_exe_native({}).value();
+    auto out = cp::exec_file(node, {script, self}).value();
+    CHECK(out.err == "");
+    CHECK(out.out == "{\"doubled\":42,\"got\":{\"n\":21}}\nexit 0\n");
+    CHECK(out.ok());
+    std::remove(script.c_str());
+  }
+}
+#endif
+
 TEST_CASE("a process without a channel") {
   auto p = cp::spawn(child_path(), {"exit", "0"}).value();
   CHECK(!p.connected());
@@ -356,6 +617,14 @@ TEST_CASE("a process without a channel") {
 
 int main(int argc, char** argv) {
   cp::dispatch_entry(argc, argv);  // a fork_self child runs its entry point and exits here
+  if (std::getenv("CHILDPROC_TEST_NODE_CHILD")) {  // forked by Node (the interop test): answer once
+    auto* node = cp::node_parent_channel();
+    if (!node) return 2;
+    auto m = node->receive_sync();
+    if (!m) return 3;
+    if (!node->send("{\"doubled\":42,\"got\":" + m->str() + "}")) return 4;
+    return node->receive_sync().error() == cp::errc::end_of_stream ? 0 : 5;
+  }
   doctest::Context context(argc, argv);
   return context.run();
 }

@@ -28,30 +28,34 @@ static std::vector<std::string> parse(const std::string& wire, std::size_t step,
 
 TEST_CASE("length_prefixed: big-endian length, then the payload") {
   std::string wire;
-  CHECK(cp::length_prefixed::encode(wire, "hi"));
+  CHECK(cp::encode_frame<cp::length_prefixed>(wire, "hi"));
   CHECK(wire == std::string("\0\0\0\2hi", 6));
   wire.clear();
-  CHECK(cp::length_prefixed::encode(wire, std::string(0x01020304 & 0xFFFF, 'x')));
+  CHECK(cp::encode_frame<cp::length_prefixed>(wire, std::string(0x01020304 & 0xFFFF, 'x')));
   CHECK(wire.substr(0, 4) == std::string("\0\0\x03\x04", 4));
 }
 
 TEST_CASE("length_prefixed: every split of a stream of frames gives the same frames") {
   const std::vector<std::string> messages = {"", "a", std::string("\0\n\xff", 3), std::string(300, 'z'), "", "end"};
   std::string wire;
-  for (const auto& m : messages) CHECK(cp::length_prefixed::encode(wire, m));
+  for (const auto& m : messages) CHECK(cp::encode_frame<cp::length_prefixed>(wire, m));
   for (std::size_t step = 1; step <= wire.size(); ++step) CHECK(parse<cp::length_prefixed>(wire, step) == messages);
 }
 
 TEST_CASE("length_prefixed: a frame at the limit passes, one byte more is too_large, before its payload arrives") {
   std::string wire;
-  CHECK(cp::length_prefixed::encode(wire, std::string(100, 'x')));
+  CHECK(cp::encode_frame<cp::length_prefixed>(wire, std::string(100, 'x')));
   CHECK(cp::length_prefixed::scan(wire, 100).what == cp::frame_scan::kind::frame);
   const auto over = cp::length_prefixed::scan(wire.substr(0, 4), 99);
   CHECK(over.what == cp::frame_scan::kind::too_large);
   CHECK(over.size == 100);
-  const auto huge = cp::length_prefixed::scan(std::string("\xff\xff\xff\xff", 4), 1 << 30);
+  const auto huge = cp::length_prefixed::scan(std::string("\x7f\xff\xff\xff", 4), 1 << 30);
   CHECK(huge.what == cp::frame_scan::kind::too_large);
-  CHECK(huge.size == 0xFFFFFFFFu);
+  CHECK(huge.size == 0x7FFFFFFFu);
+  // 4 GiB - 1: the top bit marks a control frame, which is 8 bytes long or not a frame at all.
+  const auto four = cp::length_prefixed::scan(std::string("\xff\xff\xff\xff", 4), std::size_t{1} << 40);
+  CHECK(four.what == cp::frame_scan::kind::garbage);
+  CHECK(four.handle);
   const auto partial = cp::length_prefixed::scan(wire.substr(0, 50), 1000);
   CHECK(partial.what == cp::frame_scan::kind::need_more);
   CHECK(partial.want == 104);
@@ -60,14 +64,50 @@ TEST_CASE("length_prefixed: a frame at the limit passes, one byte more is too_la
 
 TEST_CASE("json_lines: Node's 'json' serialization, one text per line") {
   std::string wire;
-  CHECK(cp::json_lines::encode(wire, R"({"a":1})"));
-  CHECK(cp::json_lines::encode(wire, R"("x")"));
+  CHECK(cp::encode_frame<cp::json_lines>(wire, R"({"a":1})"));
+  CHECK(cp::encode_frame<cp::json_lines>(wire, R"("x")"));
   CHECK(wire == "{\"a\":1}\n\"x\"\n");
   for (std::size_t step = 1; step <= wire.size(); ++step)
     CHECK(parse<cp::json_lines>(wire, step) == std::vector<std::string>{R"({"a":1})", R"("x")"});
   std::string bad;
-  CHECK(!cp::json_lines::encode(bad, "two\nlines"));  // refused, nothing appended
+  CHECK(!cp::encode_frame<cp::json_lines>(bad, "two\nlines"));  // refused, nothing appended
   CHECK(bad.empty());
   CHECK(cp::json_lines::scan(std::string(11, 'x'), 10).what == cp::frame_scan::kind::too_large);
   CHECK(cp::json_lines::scan(std::string(10, 'x') + "\n", 10).what == cp::frame_scan::kind::frame);
+}
+
+TEST_CASE("length_prefixed: control frames carry 8 to 1024 bytes and are marked by the length's top bit") {
+  std::string wire;
+  const std::size_t at = cp::length_prefixed::begin(wire);
+  wire.append("\1\0\0\0\0\0\0\0", 8);
+  CHECK(cp::length_prefixed::finish(wire, at, true));
+  CHECK(wire.substr(0, 4) == std::string("\x80\0\0\x08", 4));
+  CHECK(cp::encode_frame<cp::length_prefixed>(wire, "msg"));
+  const auto control = cp::length_prefixed::scan(wire, 1);  // the limit is for messages, not control frames
+  CHECK(control.what == cp::frame_scan::kind::frame);
+  CHECK(control.handle);
+  CHECK(control.size == 8);
+  const auto next = cp::length_prefixed::scan(std::string_view(wire).substr(12), 10);
+  CHECK(next.what == cp::frame_scan::kind::frame);
+  CHECK(!next.handle);
+  CHECK(next.size == 3);
+  // A control frame of another size cannot be made and is not a frame when received.
+  for (std::size_t size : {0, 7, 1025}) {
+    std::string bad;
+    const std::size_t b = cp::length_prefixed::begin(bad);
+    bad.append(size, 'x');
+    CHECK(!cp::length_prefixed::finish(bad, b, true));
+    CHECK(bad.empty());
+  }
+  CHECK(cp::length_prefixed::scan(std::string("\x80\0\0\x04" "1234", 8), 100).what == cp::frame_scan::kind::garbage);
+  CHECK(cp::length_prefixed::scan(std::string("\x80\0\x04\x01", 4), 1 << 20).what == cp::frame_scan::kind::garbage);
+  std::string largest;
+  const std::size_t l = cp::length_prefixed::begin(largest);
+  largest.append(1024, 'x');
+  CHECK(cp::length_prefixed::finish(largest, l, true));
+  CHECK(cp::length_prefixed::scan(largest, 10).what == cp::frame_scan::kind::frame);
+  // Node's json lines carry no handles.
+  CHECK(!cp::json_lines::carries_handles);
+  std::string j;
+  CHECK(!cp::json_lines::finish(j, cp::json_lines::begin(j), true));
 }

@@ -3,6 +3,7 @@
 #define CHILDPROC_CHANNEL_HPP
 
 #include "detail/framing.hpp"
+#include "detail/ipc.hpp"
 #include "detail/pipe.hpp"
 #include "event_loop.hpp"
 #include "result.hpp"
@@ -11,10 +12,12 @@
 
 #include <array>        // decoding trivially copyable messages
 #include <bit>          // std::bit_cast
+#include <concepts>     // std::convertible_to
 #include <coroutine>    // send_async's awaiter
 #include <cstddef>      // std::byte
 #include <cstdint>      // byte counters
 #include <cstring>      // memcpy
+#include <deque>        // handles on their way
 #include <memory>       // the channel's state
 #include <optional>     // a frame, or not yet
 #include <span>         // byte spans
@@ -22,7 +25,7 @@
 #include <string>       // buffers
 #include <string_view>  // payloads
 #include <type_traits>  // message_traits
-#include <utility>      // std::move
+#include <utility>      // std::move, std::pair
 #include <vector>       // byte vectors, waiters
 
 namespace childproc::inline v0 {
@@ -47,6 +50,13 @@ struct message_traits {
 };
 
 namespace detail {
+// Byte vectors and spans: what a large send writes from the caller's memory.
+template <class T>
+concept contiguous_bytes = requires(const T& m) {
+  { m.data() } -> std::convertible_to<const void*>;
+  { m.size() } -> std::convertible_to<std::size_t>;
+} && sizeof(*std::declval<const T&>().data()) == 1;
+
 template <class Bytes>
 struct byte_sequence_traits {
   static void encode(const Bytes& m, std::string& out) {
@@ -80,11 +90,14 @@ struct message_traits<std::span<B, N>> {
   static void encode(std::span<B, N> m, std::string& out) { out.append(reinterpret_cast<const char*>(m.data()), m.size()); }
 };
 
-/// One received message: its bytes, decoded on demand.
+/// The owner of a descriptor (POSIX) or HANDLE (Win32): closes it when destroyed.
+using unique_handle = detail::unique_handle;
+
+/// One received message: its bytes, decoded on demand, and the handle sent with it, if any.
 class message {
  public:
   message() = default;
-  explicit message(std::string bytes) noexcept : bytes_(std::move(bytes)) {}
+  explicit message(std::string bytes, unique_handle h = {}) noexcept : bytes_(std::move(bytes)), handle_(std::move(h)) {}
 
   /// The payload.
   std::string_view bytes() const noexcept { return bytes_; }
@@ -102,8 +115,16 @@ class message {
   operator std::string_view() const noexcept { return bytes_; }
   friend bool operator==(const message& m, std::string_view s) noexcept { return m.bytes_ == s; }
 
+  /// Whether a handle came with the message (send(msg, handle) on the other side).
+  bool has_handle() const noexcept { return handle_.valid(); }
+  /// The handle that came with the message, still owned by it (closed with the message).
+  native_handle handle() const noexcept { return handle_.get(); }
+  /// Takes the handle that came with the message: it is the caller's to keep or close.
+  unique_handle take_handle() noexcept { return std::move(handle_); }
+
  private:
   std::string bytes_;
+  unique_handle handle_;
 };
 
 /// A framed, duplex message channel over a byte stream (a socketpair or a named pipe): what
@@ -113,6 +134,10 @@ class message {
 /// (many small messages coalesce into one write); without a loop on this thread it writes
 /// before it returns. send_async() also waits until its bytes are written (backpressure).
 /// receive() parses every whole frame already buffered before it reads again.
+///
+/// send(msg, handle) passes a descriptor or HANDLE along (Node's send(message, sendHandle)): the
+/// peer's message owns a duplicate (message::take_handle()). A handle whose message is dropped
+/// (the channel closes before it is written, or the receiver never takes it) is closed.
 template <class Codec = length_prefixed>
 class basic_channel {
   struct core;
@@ -124,6 +149,7 @@ class basic_channel {
       : c_(std::make_unique<core>()) {
     c_->io = std::move(transport);
     c_->max = max_message_size;
+    if constexpr (Codec::carries_handles) c_->io.collect_handles(&c_->arrived);
   }
   basic_channel(basic_channel&&) noexcept = default;
   basic_channel& operator=(basic_channel&& o) noexcept {
@@ -150,23 +176,34 @@ class basic_channel {
   /// failure (EPIPE: the peer is gone) is reported here; a message over the limit is refused.
   template <class T>
   result<void> send(const T& msg) {
+    if (!event_loop::current())
+      if (auto bytes = direct_bytes(msg); bytes && can_write_direct(*bytes)) return send_direct_sync(*bytes);
     if (auto e = queue(msg); !e) return e;
-    if (event_loop* loop = event_loop::current()) {
-      start_writing(*loop);
-      return {};
-    }
-    return flush();
+    return sent();
+  }
+
+  /// Sends `msg` with a duplicate of `h` (a descriptor or HANDLE: a pipe, a file, a socket...);
+  /// `h` stays the caller's. The peer finds it in the message (message::take_handle()).
+  template <class T>
+  result<void> send(const T& msg, native_handle h) {
+    if (auto e = queue_with_handle(msg, h); !e) return e;
+    return sent();
   }
 
   /// Awaitable: queues `msg` and completes when it has been written -> result<void>.
   template <class T>
   task<result<void>> send_async(const T& msg) {
+    if (event_loop::current())
+      if (auto bytes = direct_bytes(msg); bytes && can_write_direct(*bytes)) co_return co_await send_direct(*bytes);
     if (auto e = queue(msg); !e) co_return e;
-    event_loop* loop = event_loop::current();
-    if (!loop) co_return error(errc::no_event_loop, "send");
-    start_writing(*loop);
-    written_awaiter until(c_.get(), c_->queued);  // a named awaiter: g++ 12 mishandles braced temporaries in co_await
-    co_return co_await until;
+    co_return co_await until_written();
+  }
+
+  /// Awaitable: send(msg, h), completing when it has been written -> result<void>.
+  template <class T>
+  task<result<void>> send_async(const T& msg, native_handle h) {
+    if (auto e = queue_with_handle(msg, h); !e) co_return e;
+    co_return co_await until_written();
   }
 
   /// Writes everything queued, blocking (for code without an event loop).
@@ -175,10 +212,98 @@ class basic_channel {
     if (c_->failed) return c_->failure;
     if (c_->job) return {};  // a background write on a loop owns the queue; it goes on there
     std::string pending = std::exchange(c_->out, {});
-    if (auto r = c_->io.write(pending); !r) return fail(std::move(r).error());
+    std::string_view left = pending;
+    while (!left.empty()) {
+      const auto [size, attach] = next_write(left.size());
+      auto r = detail::write_some_native(c_->io.handle(), {left.data(), size}, attach);
+      if (!r) return fail(std::move(r).error());
+      wrote(*r, attach);
+      left.remove_prefix(*r);
+    }
+    return {};
+  }
+
+  /// Tells the channel which process is at the other end (the library does, at spawn): handles
+  /// are duplicated into it on Win32.
+  void set_peer(result<unique_handle> peer) {
+    if (!c_) return;
+    c_->peer_known = true;
+    if (peer) c_->peer = std::move(*peer);
+    else c_->peer_error = std::move(peer).error();
+  }
+
+ private:
+  task<result<void>> until_written() {
+    event_loop* loop = event_loop::current();
+    if (!loop) co_return error(errc::no_event_loop, "send");
+    start_writing(*loop);
+    written_awaiter until(c_.get(), c_->queued);  // a named awaiter: g++ 12 mishandles braced temporaries in co_await
+    co_return co_await until;
+  }
+
+  // Large payloads are written from the caller's memory, not copied into the queue, when nothing
+  // is queued or being written ahead of them (the caller's bytes live until send returns or
+  // send_async completes).
+  static constexpr std::size_t direct_size = 256 * 1024;
+
+  template <class T>
+  static std::optional<std::string_view> direct_bytes(const T& msg) noexcept {
+    if constexpr (!std::is_same_v<Codec, length_prefixed>) return std::nullopt;  // a header, no trailer or escaping
+    else if constexpr (std::is_convertible_v<const T&, std::string_view>) return std::string_view(msg);
+    else if constexpr (detail::contiguous_bytes<T>) return std::string_view(reinterpret_cast<const char*>(msg.data()), msg.size());
+    else return std::nullopt;
+  }
+
+  bool can_write_direct(std::string_view payload) const noexcept {
+    return c_ && payload.size() >= direct_size && payload.size() <= c_->max && payload.size() < length_prefixed::handle_flag &&
+           c_->io.is_open() && !c_->failed && !c_->job && !c_->direct && c_->out.empty() && c_->outgoing.empty();
+  }
+
+  static std::array<char, 4> frame_header(std::size_t n) noexcept {
+    return {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8), static_cast<char>(n)};
+  }
+
+  result<void> send_direct_sync(std::string_view payload) {
+    const auto header = frame_header(payload.size());
+    c_->queued += header.size() + payload.size();
+    for (std::string_view part : {std::string_view(header.data(), header.size()), payload})
+      if (auto r = c_->io.write(part); !r) return fail(std::move(r).error());
     c_->written = c_->queued;
     return {};
   }
+
+  task<result<void>> send_direct(std::string_view payload) {
+    core* c = c_.get();
+    std::weak_ptr<int> alive = c->alive;  // the channel may be destroyed while the write waits
+    const auto header = frame_header(payload.size());
+    c->direct = true;
+    c->queued += header.size() + payload.size();
+    auto r = co_await c->io.async_write({header.data(), header.size()});
+    if (r && !alive.expired()) r = co_await c->io.async_write(payload);
+    if (alive.expired()) co_return closed_error("send");
+    c->direct = false;
+    if (!r) {
+      if (r.error() == errc::cancelled || !c->io.is_open()) co_return closed_error("send");
+      auto e = fail(c, std::move(r).error());
+      drop_outgoing(c);
+      wake_writers(c, e);
+      co_return e;
+    }
+    c->written += header.size() + payload.size();
+    if (event_loop* loop = event_loop::current()) start_writing(c, *loop);  // what was queued meanwhile
+    wake_writers(c, {});
+    co_return result<void>();
+  }
+
+  result<void> sent() {
+    if (event_loop* loop = event_loop::current()) {
+      start_writing(*loop);
+      return {};
+    }
+    return flush();
+  }
+
+ public:
 
   /// Awaitable: the next message -> result<T> (T = message by default); errc::end_of_stream
   /// when the peer disconnected cleanly. A triggered `stop` ends the wait with errc::cancelled
@@ -216,6 +341,7 @@ class basic_channel {
     c_->job = nullptr;
     c_->io.close();
     c_->out.clear();
+    drop_outgoing();
     wake_writers(closed_error("send"));
   }
 
@@ -242,6 +368,20 @@ class basic_channel {
     bool eof = false;
     bool failed = false;
     error failure;
+    // Handle passing.
+    struct pending_handle {
+      std::uint64_t at;  // where its control frame starts in the stream
+      detail::outgoing_handle h;
+    };
+    std::deque<pending_handle> outgoing;      // handles queued, not yet written, in stream order
+    std::uint64_t in_flight_end = 0;          // the end of the background write in flight
+    std::vector<unique_handle> arrived;       // descriptors received with the bytes (POSIX)
+    unique_handle incoming;                   // announced by a control frame, for the next message
+    unique_handle peer;                       // the peer process (Win32)
+    bool peer_known = false;
+    error peer_error;
+    bool direct = false;                      // a large payload is being written from the caller's memory
+    std::shared_ptr<int> alive = std::make_shared<int>();  // expires with the channel (send_direct checks)
   };
 
   // A background write, on the heap: it outlives a channel that is destroyed while it is in
@@ -252,6 +392,10 @@ class basic_channel {
     std::size_t done = 0;
     event_loop* loop = nullptr;
     bool issued = false;  // handed to the reactor (before: scheduled for the end of the round)
+    explicit write_job(event_loop& l) : loop(&l) { l.hold(); }  // run(task) waits for it to end
+    write_job(const write_job&) = delete;
+    write_job& operator=(const write_job&) = delete;
+    ~write_job() { loop->release(); }
   };
 
   struct written_awaiter {
@@ -294,24 +438,88 @@ class basic_channel {
     return {};
   }
 
+  // A control frame announcing (a duplicate of) `h`, then the message.
+  template <class T>
+  result<void> queue_with_handle(const T& msg, native_handle h) {
+    if constexpr (!Codec::carries_handles) {
+      return error(errc::invalid_argument, "send: this channel's codec cannot pass handles");
+    } else {
+      if (!c_ || !c_->io.is_open()) return closed_error("send");
+      if (c_->failed) return c_->failure;
+      if (!c_->peer_known) set_peer(detail::channel_peer_native(c_->io.handle(), nullptr));
+      if (c_->peer_error) return c_->peer_error;
+      auto copy = detail::prepare_handle_native(h, c_->peer.get());
+      if (!copy) return std::move(copy).error();
+      std::string& out = c_->out;
+      const std::size_t at = Codec::begin(out);
+      out.append(copy->payload);
+      if (!Codec::finish(out, at, true)) {
+        detail::drop_handle_native(*copy);
+        return error(errc::invalid_argument, "send: the handle's description does not fit a control frame");
+      }
+      const std::uint64_t offset = c_->queued;
+      const std::uint64_t control = out.size() - at;
+      c_->queued += control;
+      if (auto e = queue(msg); !e) {  // the message was refused: so is its handle
+        out.resize(at);
+        c_->queued -= control;
+        detail::drop_handle_native(*copy);
+        return e;
+      }
+      c_->outgoing.push_back({offset, std::move(*copy)});
+      return {};
+    }
+  }
+
+  // How much of the `avail` bytes queued from offset `written` the next write may take, and the
+  // handle that goes with it: a write that carries a handle starts at its control frame, and no
+  // write runs into the next one.
+  std::pair<std::size_t, native_handle> next_write(std::size_t avail) const noexcept { return next_write(c_.get(), avail); }
+  static std::pair<std::size_t, native_handle> next_write(const core* c, std::size_t avail) noexcept {
+    const auto& q = c->outgoing;
+    if (q.empty()) return {avail, detail::invalid_handle()};
+    const std::uint64_t at = c->written;
+    if (q.front().at > at) return {std::min<std::uint64_t>(avail, q.front().at - at), detail::invalid_handle()};
+    const std::size_t size = q.size() > 1 ? std::min<std::uint64_t>(avail, q[1].at - at) : avail;
+    return {size, q.front().h.own.valid() ? q.front().h.own.get() : detail::invalid_handle()};
+  }
+
+  // Accounts for `n` bytes written from offset `written`: a handle sent with them is on its way
+  // (POSIX: the kernel holds it now, our duplicate closes; Win32: the peer owns it).
+  void wrote(std::size_t n, native_handle attach) { wrote(c_.get(), n, attach); }
+  static void wrote(core* c, std::size_t n, native_handle) {
+    if (n > 0 && !c->outgoing.empty() && c->outgoing.front().at == c->written) c->outgoing.pop_front();
+    c->written += n;
+  }
+
+  // The channel closed or failed: handles not yet handed to a write are closed (on Win32 in the
+  // peer, where they were duplicated to); those in a write in flight may still arrive and are
+  // the peer's.
+  static void drop_outgoing(core* c) noexcept {
+    for (auto& p : c->outgoing)
+      if (p.at >= c->in_flight_end) detail::drop_handle_native(p.h);
+    c->outgoing.clear();
+  }
+  void drop_outgoing() noexcept { drop_outgoing(c_.get()); }
+
   // Sends made in one round of the loop leave together: the first schedules a write for the end
   // of the round; by then the others have joined the queue. A queue that reaches 64 KiB before
   // that is written at once (where the OS can say what fits without waiting), so a sender that
   // never yields does not pile up memory.
-  void start_writing(event_loop& loop) {
-    if (c_->out.empty()) return;
-    if (c_->job) {
-      if (!c_->job->issued && c_->out.size() >= 65536) write_now();
+  void start_writing(event_loop& loop) { start_writing(c_.get(), loop); }
+  static void start_writing(core* c, event_loop& loop) {
+    if (c->out.empty() || c->direct) return;  // a direct write restarts the queue when it ends
+    if (c->job) {
+      if (!c->job->issued && c->out.size() >= 65536) write_now(c);
       return;
     }
-    auto* job = new write_job;
-    job->owner = c_.get();
-    job->loop = &loop;
-    job->handle = c_->io.handle();
+    auto* job = new write_job(loop);
+    job->owner = c;
+    job->handle = c->io.handle();
     job->write = true;
     job->complete = &on_written;
-    c_->job = job;
-    c_->io.attach(loop.reactor());  // closing the stream cancels the write
+    c->job = job;
+    c->io.attach(loop.reactor());  // closing the stream cancels the write
     loop.post([job] {
       if (!job->owner) {  // disconnected before it started
         delete job;
@@ -329,19 +537,25 @@ class basic_channel {
   }
 
   // One write of the queue without waiting (nothing of it is in flight).
-  void write_now() {
-    auto r = detail::write_now_native(c_->io.handle(), {c_->out.data(), c_->out.size()});
+  static void write_now(core* c) {
+    const auto [size, attach] = next_write(c, c->out.size());
+    auto r = detail::write_now_native(c->io.handle(), {c->out.data(), size}, attach);
     if (!r) {
-      (void)fail(std::move(r).error());
+      (void)fail(c, std::move(r).error());
+      drop_outgoing(c);
       return;
     }
-    c_->out.erase(0, *r);
-    c_->written += *r;
+    c->out.erase(0, *r);
+    wrote(c, *r, attach);
   }
 
   static void issue(write_job* job) {
+    core* c = job->owner;
+    const auto [size, attach] = next_write(c, job->buffer.size() - job->done);
     job->data = job->buffer.data() + job->done;
-    job->size = job->buffer.size() - job->done;
+    job->size = size;
+    job->attach = attach;
+    c->in_flight_end = c->written + size;
     job->loop->reactor().start_io(job);
   }
 
@@ -352,16 +566,18 @@ class basic_channel {
       delete job;
       return;
     }
+    c->in_flight_end = c->written;
     if (job->err) {
       c->job = nullptr;
       c->failed = true;
       c->failure = job->err;
       delete job;
+      drop_outgoing(c);
       wake_writers(c, c->failure);
       return;
     }
     job->done += job->bytes;
-    c->written += job->bytes;
+    wrote(c, job->bytes, job->attach);
     if (job->done == job->buffer.size()) {
       job->buffer.clear();
       job->done = 0;
@@ -390,9 +606,10 @@ class basic_channel {
   }
   void wake_writers(const error& e) { wake_writers(c_.get(), e); }
 
-  error fail(error e) {
-    c_->failed = true;
-    c_->failure = e;
+  error fail(error e) { return fail(c_.get(), std::move(e)); }
+  static error fail(core* c, error e) {
+    c->failed = true;
+    c->failure = e;
     return e;
   }
 
@@ -405,7 +622,12 @@ class basic_channel {
     const frame_scan s = Codec::scan(have, c_->max);
     switch (s.what) {
       case frame_scan::kind::frame: {
-        message m(std::string(have.substr(s.header, s.size)));
+        if (s.handle) {
+          c_->head += s.header + s.size + s.trailer;
+          if (auto e = announced(have.substr(s.header, s.size)); !e) return std::move(e).error();
+          return take_frame();  // the message it belongs to
+        }
+        message m(std::string(have.substr(s.header, s.size)), std::move(c_->incoming));
         c_->head += s.header + s.size + s.trailer;
         if (c_->head == c_->fill) c_->head = c_->fill = 0;
         return std::optional<message>(std::move(m));
@@ -426,7 +648,11 @@ class basic_channel {
         if (s.header && s.size >= big_frame && s.trailer == 0) {  // read the rest straight into its own buffer
           auto& c = *c_;
           const std::size_t part = have.size() - s.header;
+#if defined(__cpp_lib_string_resize_and_overwrite)
+          c.big.resize_and_overwrite(s.size, [](char*, std::size_t n) { return n; });  // the reads below fill it
+#else
           c.big.resize(s.size);
+#endif
           std::memcpy(c.big.data(), have.data() + s.header, part);
           c.big_fill = part;
           c.head = c.fill = 0;
@@ -438,13 +664,28 @@ class basic_channel {
     return std::optional<message>();
   }
 
+  // A control frame: the handle it announces waits for the next message.
+  result<void> announced(std::string_view payload) {
+    auto h = detail::take_received_handle_native(payload, c_->arrived);
+    if (!h) {
+      c_->io.close();
+      return fail(std::move(h).error());
+    }
+    if (c_->incoming) {
+      c_->io.close();
+      return fail(error(errc::bad_frame, "receive: two handles announced for one message"));
+    }
+    c_->incoming = std::move(*h);
+    return {};
+  }
+
   // Frames from this size on are read into their own buffer, not through the receive buffer.
   static constexpr std::size_t big_frame = 256 * 1024;
 
   result<std::optional<message>> take_big() {
     auto& c = *c_;
     if (c.big_fill == c.big.size()) {
-      message m(std::exchange(c.big, {}));
+      message m(std::exchange(c.big, {}), std::move(c.incoming));
       c.big_fill = 0;
       return std::optional<message>(std::move(m));
     }
@@ -493,7 +734,24 @@ class basic_channel {
   void release() noexcept {
     if (!c_) return;
     disconnect();
+    drop_buffered_handles();
     c_.reset();
+  }
+
+  // Handles announced in frames received but never taken are closed with the channel (on Win32
+  // they are already in this process's handle table).
+  void drop_buffered_handles() noexcept {
+    if constexpr (Codec::carries_handles) {
+      auto& c = *c_;
+      if (!c.big.empty()) return;
+      std::string_view have(c.in.data() + c.head, c.fill - c.head);
+      for (;;) {
+        const frame_scan s = Codec::scan(have, c.max);
+        if (s.what != frame_scan::kind::frame) return;
+        if (s.handle) (void)detail::take_received_handle_native(have.substr(s.header, s.size), c.arrived);
+        have.remove_prefix(s.header + s.size + s.trailer);
+      }
+    }
   }
 
   std::unique_ptr<core> c_;

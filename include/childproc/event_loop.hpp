@@ -88,7 +88,8 @@ class event_loop {
   }
 
   /// Runs `t` to its end (and whatever else is ready meanwhile) and returns its value; an
-  /// exception from the task is rethrown here, an OS failure of the poller is raised.
+  /// exception from the task is rethrown here, an OS failure of the poller is raised. Messages
+  /// that channels queued on this loop are written before it returns (while the peer reads).
   template <class T>
   T run(task<T> t) {
     if (!open_) open_.error().raise();
@@ -96,7 +97,7 @@ class event_loop {
     detail::when_all_slot<T> slot;
     detail::when_all_latch latch{1, {}, {}};
     detail::run_into(std::move(t), slot, latch);
-    while (latch.remaining) {
+    while (latch.remaining || background_ > 0) {
       if (auto r = step(); !r) r.error().raise();
     }
     if (latch.error) std::rethrow_exception(latch.error);
@@ -134,6 +135,11 @@ class event_loop {
   /// The reactor, for the library's awaitables.
   detail::reactor& reactor() noexcept { return reactor_; }
 
+  /// For the library: work in the background (a channel's queued writes) that run(task) finishes
+  /// before it returns. Loop thread only.
+  void hold() noexcept { ++background_; }
+  void release() noexcept { --background_; }
+
  private:
   struct scope {
     event_loop* previous;
@@ -167,6 +173,7 @@ class event_loop {
   detail::reactor reactor_;
   result<void> open_;
   std::atomic<bool> stopped_{false};
+  std::size_t background_ = 0;  // hold() - release()
   std::mutex post_mutex_;
   std::vector<std::function<void()>> posted_;
 };

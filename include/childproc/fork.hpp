@@ -12,6 +12,7 @@
 #include <algorithm>         // the ipc entry
 #include <cstdio>            // the child's message for an unknown entry
 #include <cstdlib>           // getenv, exit
+#include <filesystem>        // argv[0] resolved, for fork_self without /proc
 #include <initializer_list>  // fork("./worker", {"--jobs", "4"})
 #include <map>               // registered entry points
 #include <optional>          // the child's channel
@@ -53,10 +54,57 @@ inline std::vector<std::string>& entry_arguments() {
   return args;
 }
 
+/// This executable's path as dispatch_entry found it from argv[0]: fork_self's fallback where
+/// the OS cannot say (POSIX without /proc).
+inline std::string& recorded_self() {
+  static std::string path;
+  return path;
+}
+
+/// argv[0] as an absolute path: made absolute against the working directory when it has a '/',
+/// else the first regular file of that name in `path_env` (as the shell found it); empty when
+/// nothing matches. Call it early, before the working directory changes.
+inline std::string resolve_argv0(std::string_view argv0, const char* path_env) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (argv0.empty()) return {};
+  if (argv0.find('/') != std::string_view::npos) {
+    const fs::path p = fs::absolute(fs::path(argv0), ec);
+    return ec ? std::string() : p.lexically_normal().string();
+  }
+  std::string_view dirs = path_env ? path_env : "";
+  while (true) {
+    const auto colon = dirs.find(':');
+    const std::string_view dir = dirs.substr(0, colon);
+    const fs::path candidate = fs::path(dir.empty() ? std::string_view(".") : dir) / argv0;
+    if (fs::is_regular_file(candidate, ec)) {
+      const fs::path p = fs::absolute(candidate, ec);
+      return ec ? std::string() : p.lexically_normal().string();
+    }
+    if (colon == std::string_view::npos) return {};
+    dirs.remove_prefix(colon + 1);
+  }
+}
+
 /// What CHILDPROC_ENTRY expands to: registers `fn` under `name` before main runs.
 struct entry_registration {
   entry_registration(const char* name, int (*fn)(channel&)) { entries()[name] = fn; }
 };
+
+/// The channel end whose descriptor number the variable `var` holds, taken out of reach of
+/// grandchildren (the variable is removed, the descriptor made close-on-exec / non-inheritable).
+inline std::optional<stream> adopt_channel_from_env(const char* var) {
+  const char* value = std::getenv(var);
+  if (!value || !*value) return std::nullopt;
+  const std::string number = value;
+  unset_env_native(var);
+  char* end = nullptr;
+  const long fd = std::strtol(number.c_str(), &end, 10);
+  if (end == number.c_str() || *end != '\0' || fd < 0 || fd > 1 << 20) return std::nullopt;
+  auto h = adopt_channel_native(static_cast<int>(fd));
+  if (!h) return std::nullopt;
+  return stream(std::move(*h));
+}
 
 }  // namespace detail
 
@@ -79,16 +127,24 @@ inline result<process> fork(std::string_view program, std::initializer_list<std:
 /// process that was not forked, or whose channel could not be taken.
 inline channel* parent_channel() {
   static std::optional<channel> ch = []() -> std::optional<channel> {
-    const char* value = std::getenv(detail::channel_env);
-    if (!value || !*value) return std::nullopt;
-    const std::string number = value;
-    detail::unset_env_native(detail::channel_env);
-    char* end = nullptr;
-    const long fd = std::strtol(number.c_str(), &end, 10);
-    if (end == number.c_str() || *end != '\0' || fd < 0 || fd > 1 << 20) return std::nullopt;
-    auto h = detail::adopt_channel_native(static_cast<int>(fd));
-    if (!h) return std::nullopt;
-    return channel(stream(std::move(*h)));
+    auto transport = detail::adopt_channel_from_env(detail::channel_env);
+    if (!transport) return std::nullopt;
+    return channel(std::move(*transport));
+  }();
+  return ch ? &*ch : nullptr;
+}
+
+/// In a program started by Node's child_process.fork() (its default 'json' serialization): the
+/// channel to the Node parent (NODE_CHANNEL_FD, then removed), else nullptr. Messages are JSON
+/// texts: what Node's process.send() / child.send() carry.
+inline basic_channel<json_lines>* node_parent_channel() {
+  static std::optional<basic_channel<json_lines>> ch = []() -> std::optional<basic_channel<json_lines>> {
+    const char* mode = std::getenv("NODE_CHANNEL_SERIALIZATION_MODE");
+    if (mode && std::string_view(mode) != "json") return std::nullopt;  // 'advanced' is V8's format
+    auto transport = detail::adopt_channel_from_env("NODE_CHANNEL_FD");
+    detail::unset_env_native("NODE_CHANNEL_SERIALIZATION_MODE");
+    if (!transport) return std::nullopt;
+    return basic_channel<json_lines>(std::move(*transport));
   }();
   return ch ? &*ch : nullptr;
 }
@@ -100,6 +156,7 @@ inline const std::vector<std::string>& entry_args() { return detail::entry_argum
 /// channel and exits with what it returns; in any other process it returns at once. An unknown
 /// name prints the names it knows to stderr and exits with unknown_entry_exit_code.
 inline void dispatch_entry(int argc, char** argv) {
+  if (argc > 0 && argv[0]) detail::recorded_self() = detail::resolve_argv0(argv[0], std::getenv("PATH"));
   const char* requested = std::getenv(detail::entry_env);
   if (!requested) return;
   const std::string name = requested;
@@ -129,7 +186,7 @@ inline void dispatch_entry(int argc, char** argv) {
 /// The executable must call dispatch_entry(argc, argv) at the top of main.
 template <argument_range Args>
 result<process> fork_self(std::string_view entry, const Args& args, const options& o = {}) {
-  auto self = detail::self_exe_native();
+  auto self = detail::self_exe_native(detail::recorded_self());
   if (!self) return std::move(self).error();
   options with_entry = o;
   with_entry.env.set.emplace_back(detail::entry_env, std::string(entry));

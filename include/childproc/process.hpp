@@ -169,6 +169,16 @@ class process {
   task<result<void>> send_async(const T& msg) {
     return channel_.send_async(msg);
   }
+  /// channel().send(msg, h): `msg` with a duplicate of the descriptor or HANDLE `h` (Node's sendHandle).
+  template <class T>
+  result<void> send(const T& msg, native_handle h) {
+    return channel_.send(msg, h);
+  }
+  /// channel().send_async(msg, h): completes when written.
+  template <class T>
+  task<result<void>> send_async(const T& msg, native_handle h) {
+    return channel_.send_async(msg, h);
+  }
   /// channel().receive(): awaitable, the next message; errc::end_of_stream once the child disconnected or exited.
   template <class T = message>
   task<result<T>> receive(std::stop_token stop = {}) {

@@ -48,7 +48,10 @@ inline result<process> spawn_strings(std::string_view program, std::vector<std::
   streams.reserve(s->stdio.size());
   for (auto& h : s->stdio) streams.emplace_back(std::move(h));
   channel ch;
-  if (ipc_at != o.stdio.end()) ch = channel(std::move(streams[ipc_index]), o.max_message_size);
+  if (ipc_at != o.stdio.end()) {
+    ch = channel(std::move(streams[ipc_index]), o.max_message_size);
+    ch.set_peer(channel_peer_native(ch.transport().handle(), &s->child));  // where handles sent to it go
+  }
   return process(std::move(s->child), std::move(streams), o.detached, std::move(ch));
 }
 

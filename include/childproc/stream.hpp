@@ -17,6 +17,7 @@
 #include <stop_token>   // cancellation
 #include <string>       // read_all
 #include <string_view>  // write
+#include <vector>       // descriptors received on a channel
 
 namespace childproc::inline v0 {
 
@@ -29,7 +30,11 @@ class stream {
   /// Takes ownership of a descriptor or HANDLE.
   explicit stream(detail::unique_handle h) noexcept : h_(std::move(h)) {}
   stream(stream&& o) noexcept
-      : h_(std::move(o.h_)), ahead_(std::move(o.ahead_)), head_(std::exchange(o.head_, 0)), reactor_(std::move(o.reactor_)) {}
+      : h_(std::move(o.h_)),
+        ahead_(std::move(o.ahead_)),
+        head_(std::exchange(o.head_, 0)),
+        reactor_(std::move(o.reactor_)),
+        received_(std::exchange(o.received_, nullptr)) {}
   stream& operator=(stream&& o) noexcept {
     if (this != &o) {
       close();
@@ -37,6 +42,7 @@ class stream {
       ahead_ = std::move(o.ahead_);
       head_ = std::exchange(o.head_, 0);
       reactor_ = std::move(o.reactor_);
+      received_ = std::exchange(o.received_, nullptr);
     }
     return *this;
   }
@@ -62,11 +68,15 @@ class stream {
   /// the library's own operations, such as a channel's background writes).
   void attach(detail::reactor& r) { reactor_ = r.token(); }
 
+  /// Keeps the descriptors that arrive with the bytes in `into` (a channel passing handles; POSIX
+  /// sockets only, elsewhere nothing arrives). Without it they are closed on arrival.
+  void collect_handles(std::vector<detail::unique_handle>* into) noexcept { received_ = into; }
+
   /// Reads what is there (at least one byte), blocking; errc::end_of_stream at the end.
   result<std::size_t> read_some(std::span<char> buffer) {
     if (!is_open()) return error(errc::no_process, "read: the stream is closed");
     if (!ahead().empty()) return take_ahead(buffer);
-    auto r = detail::read_some_native(h_.get(), buffer);
+    auto r = detail::read_some_native(h_.get(), buffer, received_);
     if (r && *r == 0 && !buffer.empty()) return errc::end_of_stream;
     return r;
   }
@@ -194,6 +204,7 @@ class stream {
     void await_suspend(std::coroutine_handle<> awaiting) {
       h = awaiting;
       handle = self->h_.get();
+      if (!write) received = self->received_;
       complete = [](detail::reactor_op* op) {
         auto* a = static_cast<io_awaiter*>(op);
         a->link.completed();
@@ -260,6 +271,7 @@ class stream {
   std::string ahead_;                    // read ahead by read_line / read_until; valid from head_
   std::size_t head_ = 0;
   std::weak_ptr<detail::reactor*> reactor_;  // where async operations ran, while it lives
+  std::vector<detail::unique_handle>* received_ = nullptr;  // collect_handles()
 };
 
 }  // namespace childproc::inline v0

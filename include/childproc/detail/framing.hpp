@@ -24,12 +24,19 @@ struct frame_scan {
   std::size_t size = 0;
   std::size_t trailer = 0;
   std::size_t want = 0;
+  bool handle = false;  ///< a control frame: its payload announces a handle for the next message
 };
 
 /// The default wire format: a 4-byte unsigned big-endian length, then the payload (the length
-/// header of Node's 'advanced' serialization). Any bytes may be sent, zero-length too.
+/// header of Node's 'advanced' serialization). Any bytes may be sent, zero-length too, up to
+/// 2 GiB - 1: the length's top bit marks a control frame, whose payload (8 to 1024 bytes)
+/// announces a handle (a descriptor, HANDLE or socket) that belongs to the next message.
 struct length_prefixed {
   static constexpr std::size_t header_size = 4;
+  static constexpr bool carries_handles = true;
+  static constexpr std::uint32_t handle_flag = 0x80000000u;
+  static constexpr std::size_t min_control = 8;     ///< a control frame's payload: at least a 64-bit value,
+  static constexpr std::size_t max_control = 1024;  ///< and at most this (a socket's description on Win32)
 
   /// Starts a frame at the end of `out`; the payload is then appended to `out`. Returns where the frame starts.
   static std::size_t begin(std::string& out) {
@@ -39,13 +46,14 @@ struct length_prefixed {
   }
 
   /// Ends the frame begun at `at`: false (and the frame removed) if its payload cannot be framed.
-  static bool finish(std::string& out, std::size_t at) {
+  /// `control` marks a control frame.
+  static bool finish(std::string& out, std::size_t at, bool control = false) {
     const std::size_t size = out.size() - at - header_size;
-    if (size > 0xFFFFFFFFu) {
+    if (size >= handle_flag || (control && (size < min_control || size > max_control))) {
       out.resize(at);
       return false;
     }
-    const auto n = static_cast<std::uint32_t>(size);
+    const auto n = static_cast<std::uint32_t>(size) | (control ? handle_flag : 0u);
     out[at] = static_cast<char>(n >> 24);
     out[at + 1] = static_cast<char>(n >> 16);
     out[at + 2] = static_cast<char>(n >> 8);
@@ -56,21 +64,21 @@ struct length_prefixed {
   /// The payload's length in a frame begun at `at`.
   static std::size_t payload_size(const std::string& out, std::size_t at) noexcept { return out.size() - at - header_size; }
 
-  /// Appends one frame holding `payload` to `out`.
-  static bool encode(std::string& out, std::string_view payload) {
-    const std::size_t at = begin(out);
-    out.append(payload);
-    return finish(out, at);
-  }
-
-  /// Looks for one whole frame at the start of `in`; frames longer than `max` are too_large.
+  /// Looks for one whole frame at the start of `in`; frames longer than `max` are too_large, and
+  /// a control frame of another size than min_control..max_control is garbage.
   static frame_scan scan(std::string_view in, std::size_t max) noexcept {
     frame_scan s;
     if (in.size() < header_size) return s;
     const auto byte = [&](std::size_t i) { return static_cast<std::uint32_t>(static_cast<unsigned char>(in[i])); };
-    const std::size_t n = (byte(0) << 24) | (byte(1) << 16) | (byte(2) << 8) | byte(3);
+    const std::uint32_t word = (byte(0) << 24) | (byte(1) << 16) | (byte(2) << 8) | byte(3);
+    const std::size_t n = word & ~handle_flag;
     s.size = n;
-    if (n > max) {
+    s.handle = (word & handle_flag) != 0;
+    if (s.handle && (n < min_control || n > max_control)) {
+      s.what = frame_scan::kind::garbage;
+      return s;
+    }
+    if (n > max && !s.handle) {
       s.what = frame_scan::kind::too_large;
       return s;
     }
@@ -85,10 +93,12 @@ struct length_prefixed {
 /// newline, which JSON never needs). With it a C++ parent and a Node child (or the reverse) talk
 /// over NODE_CHANNEL_FD; payloads with a newline cannot be sent.
 struct json_lines {
+  static constexpr bool carries_handles = false;  // Node's NODE_HANDLE protocol is not spoken
+
   static std::size_t begin(std::string& out) { return out.size(); }
 
-  static bool finish(std::string& out, std::size_t at) {
-    if (out.find('\n', at) != std::string::npos) {
+  static bool finish(std::string& out, std::size_t at, bool control = false) {
+    if (control || out.find('\n', at) != std::string::npos) {
       out.resize(at);
       return false;
     }
@@ -97,12 +107,6 @@ struct json_lines {
   }
 
   static std::size_t payload_size(const std::string& out, std::size_t at) noexcept { return out.size() - at; }
-
-  static bool encode(std::string& out, std::string_view payload) {
-    const std::size_t at = begin(out);
-    out.append(payload);
-    return finish(out, at);
-  }
 
   static frame_scan scan(std::string_view in, std::size_t max) noexcept {
     frame_scan s;
@@ -120,6 +124,15 @@ struct json_lines {
     return s;
   }
 };
+
+/// Appends one frame of `Codec` holding `payload` to `out`; false (nothing appended) if the codec
+/// cannot carry it.
+template <class Codec>
+bool encode_frame(std::string& out, std::string_view payload) {
+  const std::size_t at = Codec::begin(out);
+  out.append(payload);
+  return Codec::finish(out, at);
+}
 
 }  // namespace childproc::inline v0
 

@@ -7,8 +7,12 @@
 #include "../result.hpp"
 #include "handle.hpp"
 #include "pipe.hpp"
+#include "wait.hpp"
 
-#include <string>  // paths
+#include <cstdint>  // handle values
+#include <string>   // paths, control payloads
+#include <string_view>  // received payloads
+#include <vector>   // received descriptors
 
 namespace childproc::inline v0::detail {
 
@@ -30,9 +34,44 @@ inline auto adopt_channel_native(int fd) -> result<unique_handle>;
 ///   POSIX: unsetenv.   Win32: SetEnvironmentVariableW and the C runtime's copy (_putenv_s).
 inline void unset_env_native(const char* name) noexcept;
 
-/// The running executable's path, for fork_self.
-///   POSIX: readlink("/proc/self/exe") on Linux; elsewhere ENOTSUP.   Win32: GetModuleFileNameW.
-inline auto self_exe_native() -> result<std::string>;
+/// A handle on its way to the channel's peer, from send() until its bytes are written.
+struct outgoing_handle {
+  std::string payload;        ///< what the control frame carries (8 to 1024 bytes; see below)
+  unique_handle own;          ///< POSIX: our duplicate, sent by SCM_RIGHTS then closed. Win32: empty.
+  std::uint64_t remote = 0;   ///< Win32: its value in the peer process, to close it on a drop.
+  native_handle peer = invalid_handle();  ///< Win32: the peer process (borrowed).
+};
+
+/// The process at the other end of a channel, which handles are duplicated into.
+///   POSIX: not needed (descriptors travel with the bytes): an empty handle.
+///   Win32: the child's process handle duplicated (parent side, `child` given), or the named
+///   pipe's server process opened with PROCESS_DUP_HANDLE and its pid readable (child side: GetNamedPipeServerProcessId).
+inline auto channel_peer_native(native_handle transport, const native_child* child) -> result<unique_handle>;
+
+/// Makes the copy of `h` that travels to the peer; `h` stays the caller's.
+///   POSIX: fcntl(F_DUPFD_CLOEXEC); the payload is 8 zero bytes (the descriptor goes by SCM_RIGHTS).
+///   Win32: a socket (ws2_32 loaded and getsockopt works) by WSADuplicateSocketW for the peer's
+///   pid: payload 8 zero bytes + its WSAPROTOCOL_INFOW; anything else by DuplicateHandle into
+///   `peer` (same access, not inheritable): payload its value there, 8 bytes little-endian.
+inline auto prepare_handle_native(native_handle h, native_handle peer) -> result<outgoing_handle>;
+
+/// Closes a handle whose message was never written (the channel closed first).
+///   POSIX: closes our duplicate.   Win32: DuplicateHandle(peer, remote, DUPLICATE_CLOSE_SOURCE)
+///   (a socket's description is only bytes: nothing was made in the peer yet).
+inline void drop_handle_native(outgoing_handle& h) noexcept;
+
+/// The handle a received control frame announced, owned by the caller.
+///   POSIX: the oldest descriptor that arrived by SCM_RIGHTS.
+///   Win32: the value in the payload, or a socket made from the description (WSASocketW,
+///   overlapped, not inheritable; WSAStartup is called for a process that had not).
+inline auto take_received_handle_native(std::string_view payload, std::vector<unique_handle>& received)
+    -> result<unique_handle>;
+
+/// The running executable's path, for fork_self. `recorded` is what dispatch_entry found from
+/// argv[0] at startup (empty if it was not called).
+///   POSIX: readlink("/proc/self/exe") (Linux), else "/proc/curproc/file" (BSD procfs), else
+///   `recorded`; ENOTSUP if none.   Win32: GetModuleFileNameW.
+inline auto self_exe_native(const std::string& recorded) -> result<std::string>;
 
 }  // namespace childproc::inline v0::detail
 

@@ -23,17 +23,37 @@ inline auto adopt_channel_native(int fd) -> result<unique_handle> {
 
 inline void unset_env_native(const char* name) noexcept { ::unsetenv(name); }
 
-inline auto self_exe_native() -> result<std::string> {
-#if CHILDPROC_LINUX
-  std::string path(4096, '\0');
-  const ssize_t n = ::readlink("/proc/self/exe", path.data(), path.size());
-  if (n < 0) return last_os_error(errno, "fork_self: readlink /proc/self/exe");
-  if (static_cast<std::size_t>(n) == path.size()) return last_os_error(ENAMETOOLONG, "fork_self: readlink /proc/self/exe");
-  path.resize(static_cast<std::size_t>(n));
-  return path;
-#else
-  return last_os_error(ENOTSUP, "fork_self: the running executable's path");
-#endif
+inline auto channel_peer_native(native_handle, const native_child*) -> result<unique_handle> { return unique_handle(); }
+
+inline auto prepare_handle_native(native_handle h, native_handle) -> result<outgoing_handle> {
+  const int copy = h >= 0 ? ::fcntl(h, F_DUPFD_CLOEXEC, 0) : -1;
+  if (copy < 0) return last_os_error(h < 0 ? EBADF : errno, "send: fd " + std::to_string(h));
+  outgoing_handle out;
+  out.own.reset(copy);
+  out.payload.assign(8, '\0');
+  return out;
+}
+
+inline void drop_handle_native(outgoing_handle& h) noexcept { h.own.reset(); }
+
+inline auto take_received_handle_native(std::string_view, std::vector<unique_handle>& received) -> result<unique_handle> {
+  if (received.empty()) return error(errc::bad_frame, "receive: a handle was announced but no descriptor arrived");
+  unique_handle h = std::move(received.front());
+  received.erase(received.begin());
+  return h;
+}
+
+inline auto self_exe_native(const std::string& recorded) -> result<std::string> {
+  for (const char* link : {"/proc/self/exe", "/proc/curproc/file"}) {
+    std::string path(4096, '\0');
+    const ssize_t n = ::readlink(link, path.data(), path.size());
+    if (n > 0 && static_cast<std::size_t>(n) < path.size()) {
+      path.resize(static_cast<std::size_t>(n));
+      return path;
+    }
+  }
+  if (!recorded.empty()) return recorded;
+  return last_os_error(ENOTSUP, "fork_self: the running executable's path (no /proc; call dispatch_entry(argc, argv) first in main)");
 }
 
 }  // namespace childproc::inline v0::detail

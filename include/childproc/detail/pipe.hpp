@@ -8,6 +8,7 @@
 
 #include <cstddef>  // std::size_t
 #include <span>     // buffers
+#include <vector>   // descriptors received with the bytes
 
 namespace childproc::inline v0::detail {
 
@@ -32,20 +33,29 @@ inline auto create_duplex_native() -> result<pipe_pair>;
 ///   POSIX: pipe2(O_CLOEXEC).   Win32: CreatePipe without inheritance.
 inline auto create_plain_pipe_native() -> result<pipe_pair>;
 
-/// Reads at least one byte, blocking as needed; 0 means end of stream.
-///   POSIX: read(2), and poll(2) while it would block.
-///   Win32: ReadFile with an OVERLAPPED and a wait; ERROR_BROKEN_PIPE is end of stream.
-inline auto read_some_native(native_handle h, std::span<char> buffer) -> result<std::size_t>;
+/// Reads at least one byte, blocking as needed; 0 means end of stream. With `received`, descriptors
+/// that arrive with the bytes (a channel passing handles) are appended to it.
+///   POSIX: read(2), or recvmsg(2) taking SCM_RIGHTS (MSG_CMSG_CLOEXEC) with `received`; poll(2)
+///   while it would block.
+///   Win32: ReadFile with an OVERLAPPED and a wait; ERROR_BROKEN_PIPE is end of stream. `received`
+///   stays empty: handles travel as values in the bytes (see ipc.hpp).
+inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>* received = nullptr)
+    -> result<std::size_t>;
 
 /// Writes at least one byte, blocking as needed. A reader that is gone is EPIPE, never a signal.
-///   POSIX: write(2) with SIGPIPE blocked in this thread only, a raised SIGPIPE consumed; poll(2) while full.
-///   Win32: WriteFile with an OVERLAPPED and a wait; ERROR_NO_DATA is reported as EPIPE.
-inline auto write_some_native(native_handle h, std::span<const char> data) -> result<std::size_t>;
+/// A valid `attach` is sent along with the first byte (a channel passing a handle).
+///   POSIX: write(2) with SIGPIPE blocked in this thread only, a raised SIGPIPE consumed, or
+///   sendmsg(2) with SCM_RIGHTS and MSG_NOSIGNAL for `attach`; poll(2) while full.
+///   Win32: WriteFile with an OVERLAPPED and a wait; ERROR_NO_DATA is reported as EPIPE. `attach` is
+///   ignored (it was duplicated into the peer already).
+inline auto write_some_native(native_handle h, std::span<const char> data, native_handle attach = invalid_handle())
+    -> result<std::size_t>;
 
 /// Writes what fits now, without waiting: 0 when nothing fits (a channel coalescing many sends).
-///   POSIX: one write(2) on the non-blocking end, EAGAIN as 0.   Win32: always 0 (no such write on
-///   an overlapped handle: the completion port does the writing).
-inline auto write_now_native(native_handle h, std::span<const char> data) -> result<std::size_t>;
+///   POSIX: one write(2) (or sendmsg(2) with `attach`) on the non-blocking end, EAGAIN as 0.
+///   Win32: always 0 (no such write on an overlapped handle: the completion port does the writing).
+inline auto write_now_native(native_handle h, std::span<const char> data, native_handle attach = invalid_handle())
+    -> result<std::size_t>;
 
 }  // namespace childproc::inline v0::detail
 

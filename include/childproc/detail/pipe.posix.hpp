@@ -5,7 +5,8 @@
 
 #include "os.posix.hpp"
 
-#include <cerrno>  // errno
+#include <cerrno>   // errno
+#include <cstring>  // memcpy of descriptors in control messages
 
 namespace childproc::inline v0::detail {
 
@@ -37,8 +38,44 @@ inline auto create_plain_pipe_native() -> result<pipe_pair> {
   return pipe_pair{unique_handle(fds[0]), unique_handle(fds[1])};
 }
 
-// One read(2) attempt; EAGAIN comes back as an error for the caller to wait on.
-inline auto try_read_posix(int fd, std::span<char> buffer) -> result<std::size_t> {
+// The most descriptors one recvmsg takes: a channel sends one per sendmsg, and Linux stops a
+// read after the bytes that carried descriptors, so more never come at once.
+inline constexpr int max_received_fds_posix = 16;
+
+// One recvmsg(2) attempt that keeps the descriptors sent with the bytes (owned from arrival:
+// close-on-exec, closed if nobody takes them).
+inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_handle>& received) -> result<std::size_t> {
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_received_fds_posix)];
+  iovec io{buffer.data(), buffer.size()};
+  for (;;) {
+    msghdr m{};
+    m.msg_iov = &io;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return last_os_error(errno, errno == EAGAIN ? std::string() : std::string("recvmsg"));
+    }
+    for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < count; ++i) {
+        int one;
+        std::memcpy(&one, CMSG_DATA(c) + i * sizeof(int), sizeof one);
+        received.emplace_back(one);
+      }
+    }
+    if (m.msg_flags & MSG_CTRUNC) return last_os_error(EMSGSIZE, "recvmsg: descriptors were dropped");
+    return static_cast<std::size_t>(n);
+  }
+}
+
+// One read(2) attempt (recvmsg(2) with `received`); EAGAIN comes back as an error for the caller to wait on.
+inline auto try_read_posix(int fd, std::span<char> buffer, std::vector<unique_handle>* received = nullptr)
+    -> result<std::size_t> {
+  if (received) return try_recv_posix(fd, buffer, *received);
   for (;;) {
     const ssize_t n = ::read(fd, buffer.data(), buffer.size());
     if (n >= 0) return static_cast<std::size_t>(n);
@@ -46,9 +83,31 @@ inline auto try_read_posix(int fd, std::span<char> buffer) -> result<std::size_t
   }
 }
 
+// One sendmsg(2) attempt carrying `attach` with the bytes; MSG_NOSIGNAL instead of SIGPIPE.
+inline auto try_send_posix(int fd, std::span<const char> data, int attach) -> result<std::size_t> {
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  iovec io{const_cast<char*>(data.data()), data.size()};
+  msghdr m{};
+  m.msg_iov = &io;
+  m.msg_iovlen = 1;
+  m.msg_control = control;
+  m.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &attach, sizeof attach);
+  for (;;) {
+    const ssize_t n = ::sendmsg(fd, &m, MSG_NOSIGNAL);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno != EINTR) return last_os_error(errno, errno == EAGAIN ? std::string() : std::string("sendmsg"));
+  }
+}
+
 // One write(2) attempt without SIGPIPE: the signal is blocked in this thread for the call and a
 // SIGPIPE it raised is consumed, so no process-wide disposition changes (the technique of libcurl).
-inline auto try_write_posix(int fd, std::span<const char> data) -> result<std::size_t> {
+inline auto try_write_posix(int fd, std::span<const char> data, int attach = -1) -> result<std::size_t> {
+  if (attach >= 0) return try_send_posix(fd, data, attach);
   sigset_t pipe_only, old_mask, pending;
   sigemptyset(&pipe_only);
   sigaddset(&pipe_only, SIGPIPE);
@@ -75,24 +134,26 @@ inline result<void> poll_one_posix(int fd, short events) {
   return {};
 }
 
-inline auto read_some_native(native_handle h, std::span<char> buffer) -> result<std::size_t> {
+inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>* received)
+    -> result<std::size_t> {
   for (;;) {
-    auto r = try_read_posix(h, buffer);
+    auto r = try_read_posix(h, buffer, received);
     if (r || r.error().value() != EAGAIN) return r;
     if (auto w = poll_one_posix(h, POLLIN); !w) return std::move(w).error();
   }
 }
 
-inline auto write_some_native(native_handle h, std::span<const char> data) -> result<std::size_t> {
+inline auto write_some_native(native_handle h, std::span<const char> data, native_handle attach)
+    -> result<std::size_t> {
   for (;;) {
-    auto r = try_write_posix(h, data);
+    auto r = try_write_posix(h, data, attach);
     if (r || r.error().value() != EAGAIN) return r;
     if (auto w = poll_one_posix(h, POLLOUT); !w) return std::move(w).error();
   }
 }
 
-inline auto write_now_native(native_handle h, std::span<const char> data) -> result<std::size_t> {
-  auto r = try_write_posix(h, data);
+inline auto write_now_native(native_handle h, std::span<const char> data, native_handle attach) -> result<std::size_t> {
+  auto r = try_write_posix(h, data, attach);
   if (!r && r.error().value() == EAGAIN) return std::size_t{0};
   return r;
 }

@@ -15,6 +15,7 @@
 #include <memory>   // token()
 #include <optional> // run_once's deadline
 #include <utility>  // std::exchange
+#include <vector>   // received descriptors
 
 namespace childproc::inline v0::detail {
 
@@ -50,6 +51,8 @@ struct io_op : reactor_op {
   char* data = nullptr;
   std::size_t size = 0;
   bool write = false;
+  native_handle attach = invalid_handle();           ///< write: a descriptor sent with the bytes (POSIX)
+  std::vector<unique_handle>* received = nullptr;    ///< read: where descriptors that arrive go (POSIX)
 };
 
 /// Completes when the child has ended (it is not reaped: its owner does that).
