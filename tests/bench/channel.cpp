@@ -9,8 +9,12 @@
 //   usage: bench_channel [small=1000000] [rounds=5]
 //   CHILDPROC_BENCH_QUICK=1   a short run for CI
 //
+// Also prints FIGURE lines for tests/bench/run.py.
+//
 // Informational only: it fails when a child cannot run or a count is wrong, never on a time.
 #include <childproc.hpp>
+
+#include "figure.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -307,23 +311,11 @@ double node_run(const char* mode, long count, std::size_t size) {
   return std::stod(r->out);
 }
 
-struct figure {
-  std::string name;
-  std::function<double()> run;
-  std::vector<double> s = {};
-  double median() const {
-    auto v = s;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  }
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
   cp::dispatch_entry(argc, argv);
-  const char* quick_env = std::getenv("CHILDPROC_BENCH_QUICK");
-  const bool quick = quick_env && *quick_env && std::strcmp(quick_env, "0") != 0;
+  const bool quick = bench::quick();
   if (argc > 1) small_count = std::atol(argv[1]);
   else if (quick) small_count = 100000;
   const int rounds = argc > 2 ? std::atoi(argv[2]) : quick ? 2 : 5;
@@ -333,44 +325,60 @@ int main(int argc, char** argv) {
   }
   if (small_count < 1 || rounds < 1) die("usage", "bench_channel [small=1000000] [rounds=5]");
   const bool node = setup_node();
-  // Node's json channel is far slower: it gets fewer messages, and its rate is scaled.
+  // Node's json channel is far slower: it gets fewer messages (its rates come from its own counts).
   const long node_small = std::max(1L, small_count / 10), node_rtt = std::max(1L, rtt_count / 4), node_big = std::max(1L, big_count / 8);
 
-  std::vector<figure> figs = {
-      {"small: raw socketpair, 64 KiB writes", raw_small},
-      {"small: cp send() + receive()", cp_small},
-      {"round trip: raw", raw_rtt},
-      {"round trip: cp send() + co_await receive()", cp_rtt},
-      {"1 MiB: raw writev", raw_big},
-      {"1 MiB: cp co_await send_async()", cp_big},
+  // Each figure's value is its rate (M msgs/s, GB/s) or µs per round trip, from that round's seconds.
+  auto small = [](std::function<double()> run, long count) {
+    return [run = std::move(run), count] { return static_cast<double>(count) / run() / 1e6; };
+  };
+  auto rtt = [](std::function<double()> run, long count) {
+    return [run = std::move(run), count] { return run() / static_cast<double>(count) * 1e6; };
+  };
+  auto big = [](std::function<double()> run, long count) {
+    return [run = std::move(run), count] { return static_cast<double>(count) * big_size / run() / 1e9; };
+  };
+  std::vector<bench::figure> figs = {
+      {"small: raw socketpair, 64 KiB writes", "channel.small.raw", "M/s", small(raw_small, small_count)},
+      {"small: cp send() + receive()", "channel.small.cp", "M/s", small(cp_small, small_count)},
+      {"round trip: raw", "channel.rtt.raw", "us", rtt(raw_rtt, rtt_count)},
+      {"round trip: cp send() + co_await receive()", "channel.rtt.cp", "us", rtt(cp_rtt, rtt_count)},
+      {"1 MiB: raw writev", "channel.big.raw", "GB/s", big(raw_big, big_count)},
+      {"1 MiB: cp co_await send_async()", "channel.big.cp", "GB/s", big(cp_big, big_count)},
   };
   if (node) {
-    figs.push_back({"small: Node fork() + send()", [&] { return node_run("count", node_small, 32) * small_count / node_small; }});
-    figs.push_back({"round trip: Node", [&] { return node_run("echo", node_rtt, 32) * rtt_count / node_rtt; }});
-    figs.push_back({"1 MiB: Node", [&] { return node_run("count", node_big, big_size) * big_count / node_big; }});
+    figs.push_back({"small: Node fork() + send()", "channel.small.node", "M/s",
+                    small([&] { return node_run("count", node_small, 32); }, node_small)});
+    figs.push_back({"round trip: Node", "channel.rtt.node", "us", rtt([&] { return node_run("echo", node_rtt, 32); }, node_rtt)});
+    figs.push_back({"1 MiB: Node", "channel.big.node", "GB/s",
+                    big([&] { return node_run("count", node_big, big_size); }, node_big)});
+  } else {
+    bench::note("Node.js channel: skipped, `node` is not on PATH");
   }
-  for (int r = 0; r < rounds; ++r)
-    for (auto& f : figs) f.s.push_back(f.run());
+  bench::run_rounds(figs, rounds);
 
   std::printf("childproc channel benchmark: %ld small messages, %ld round trips, %ld x 1 MiB; %d rounds%s\n\n",
               small_count, rtt_count, big_count, rounds, quick ? " (CHILDPROC_BENCH_QUICK)" : "");
   std::printf("%-44s %16s %10s\n", "figure", "median", "vs raw");
-  auto line = [&](const figure& f, const figure& raw, int kind) {
-    const double s = f.median();
-    if (kind == 0) std::printf("%-44s %11.2f M/s %9.2fx\n", f.name.c_str(), small_count / s / 1e6, raw.median() / s);
-    if (kind == 1) std::printf("%-44s %12.1f us %9.2fx\n", f.name.c_str(), s / rtt_count * 1e6, s / raw.median());
-    if (kind == 2) std::printf("%-44s %10.2f GB/s %9.2fx\n", f.name.c_str(), big_count * double(big_size) / s / 1e9, raw.median() / s);
+  // Rates: this / raw (higher is better); round trip: this / raw (lower is better).
+  auto line = [&](const bench::figure& f, const bench::figure& raw, int kind) {
+    const double v = f.median(), ratio = v / raw.median();
+    if (kind == 0) std::printf("%-44s %11.2f M/s %9.2fx\n", f.name.c_str(), v, ratio);
+    if (kind == 1) std::printf("%-44s %12.1f us %9.2fx\n", f.name.c_str(), v, ratio);
+    if (kind == 2) std::printf("%-44s %10.2f GB/s %9.2fx\n", f.name.c_str(), v, ratio);
   };
   for (std::size_t i = 0; i < 6; ++i) line(figs[i], figs[i / 2 * 2], static_cast<int>(i / 2));
   if (node)
     for (std::size_t i = 6; i < 9; ++i) line(figs[i], figs[(i - 6) * 2], static_cast<int>(i - 6));
   else
     std::printf("(Node.js figures skipped: `node` is not on PATH)\n");
-  std::printf("\nvs raw: msgs/s and GB/s as raw time / this time (higher is better); round trip as this time / raw time (lower is better).\n");
+  std::printf("\nvs raw: msgs/s and GB/s as this rate / raw rate (higher is better); round trip as this time / raw time (lower is better).\n");
   if (node) {
-    std::printf("Node ran %ld small messages, %ld round trips and %ld x 1 MiB, scaled to the same counts.\n", node_small,
+    std::printf("Node ran %ld small messages, %ld round trips and %ld x 1 MiB per round (its rates are its own).\n", node_small,
                 node_rtt, node_big);
     std::filesystem::remove_all(node_dir);
   }
+  std::printf("\n");
+  bench::report(figs);
   return 0;
 }

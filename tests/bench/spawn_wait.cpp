@@ -1,15 +1,33 @@
 // SPDX-License-Identifier: BSL-1.0
-// How much does childproc add to starting and reaping a child? Each figure runs N spawn+wait
-// pairs of a tiny child that exits at once; the figures take turns for `reps` rounds so that
-// drift of the machine hits all of them alike. Printed: microseconds per spawn, median and
-// min-max over the rounds, and the ratio to raw posix_spawn + waitpid.
+// How much does childproc add to starting and reaping a child, and does a large parent slow it
+// down? Each figure runs N spawn+wait pairs of a tiny static child that exits at once; all
+// figures take turns for `rounds` rounds so that drift of the machine hits them alike. Printed:
+// microseconds per spawn, median and min-max over the rounds, and the ratio to raw posix_spawn +
+// waitpid from a parent of the same size; plus FIGURE lines for tests/bench/run.py.
 //
-//   usage: bench_spawn_wait [N=300] [reps=7]
+//   usage: bench_spawn_wait [--parent-mib M[,M...]] [N=300] [rounds=7]
+//   --parent-mib 2048,8192   also measure from a parent that has touched 2 GiB and 8 GiB (N/10
+//                            spawns per round there: fork from 8 GiB takes ~0.1 s)
 //   CHILDPROC_BENCH_CHILD=path   another child program
-//   CHILDPROC_BENCH_QUICK=1      a short run for CI (N=30, reps=3) unless N and reps are given
+//   CHILDPROC_BENCH_QUICK=1      a short run for CI (N=20, rounds=3) unless N and rounds are given
+//
+// Peers, each skipped with a note when absent: Boost.Process v2 (compiled in when its header was
+// found), Node.js spawnSync and Python subprocess.run (spawn_peer.js / spawn_peer.py, from a
+// parent as started; run.py runs them from large parents).
 //
 // Informational only: it fails when a child cannot be run, never because of a time.
 #include <childproc.hpp>
+
+#include "figure.hpp"
+
+#if CHILDPROC_BENCH_BOOST
+// Boost 1.81's v2 with BOOST_PROCESS_USE_STD_FS (so that no Boost.Filesystem library is needed)
+// names boost::optional and Boost's type traits without including them.
+#  include <boost/optional.hpp>
+#  include <boost/type_traits.hpp>
+#  include <boost/asio/io_context.hpp>
+#  include <boost/process/v2.hpp>
+#endif
 
 #include <algorithm>
 #include <cerrno>
@@ -17,7 +35,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <elf.h>
@@ -26,6 +46,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,6 +55,9 @@
 #  define CHILDPROC_BENCH_TINY "bench_tiny"
 #  define CHILDPROC_BENCH_TINY_STATIC 0
 #endif
+#ifndef CHILDPROC_BENCH_SOURCE_DIR
+#  define CHILDPROC_BENCH_SOURCE_DIR "."
+#endif
 
 extern char** environ;
 
@@ -41,8 +65,7 @@ namespace cp = childproc;
 
 namespace {
 
-const char* child_path = CHILDPROC_BENCH_TINY;
-char* child_argv[2] = {};
+constexpr const char* usage = "bench_spawn_wait [--parent-mib M[,M...]] [N=300] [rounds=7]";
 
 [[noreturn]] void die(const char* what, const std::string& why) {
   std::fprintf(stderr, "bench_spawn_wait: %s: %s\n", what, why.c_str());
@@ -58,40 +81,44 @@ void reap(pid_t pid) {
     die("child", "did not exit 0 (wait status " + std::to_string(status) + ")");
 }
 
-// (a) The floor: what libc's posix_spawn (clone(CLONE_VM|CLONE_VFORK) on glibc) costs.
-void raw_posix_spawn(int n) {
+// ---- the raw floors ----
+
+// posix_spawn (clone(CLONE_VM|CLONE_VFORK) in glibc), stdio inherited.
+void raw_posix_spawn(const char* path, int n) {
+  char* argv[] = {const_cast<char*>(path), nullptr};
   for (int i = 0; i < n; ++i) {
     pid_t pid;
-    if (int rc = ::posix_spawn(&pid, child_path, nullptr, nullptr, child_argv, environ); rc != 0)
-      die_errno("posix_spawn", rc);
+    if (int rc = ::posix_spawn(&pid, path, nullptr, nullptr, argv, environ); rc != 0) die_errno("posix_spawn", rc);
     reap(pid);
   }
 }
 
-// (b) vfork shares the parent's memory until execve: no page tables to copy.
-// Kept in its own function so no caller's locals live across vfork.
-[[gnu::noinline]] pid_t vfork_exec() {
+// vfork shares the parent's memory until execve: no page tables to copy. In its own function
+// so that no caller's locals live across vfork.
+[[gnu::noinline]] pid_t vfork_exec(const char* path, char* const* argv) {
   const pid_t pid = ::vfork();
   if (pid == 0) {
-    ::execve(child_path, child_argv, environ);
+    ::execve(path, argv, environ);
     ::_exit(127);
   }
   return pid;
 }
-void raw_vfork(int n) {
+void raw_vfork(const char* path, int n) {
+  char* argv[] = {const_cast<char*>(path), nullptr};
   for (int i = 0; i < n; ++i) {
-    const pid_t pid = vfork_exec();
+    const pid_t pid = vfork_exec(path, argv);
     if (pid < 0) die_errno("vfork", errno);
     reap(pid);
   }
 }
 
-// (c) fork copies the page tables (copy-on-write): grows with the parent's size.
-void raw_fork(int n) {
+// fork copies the page tables (copy-on-write): grows with the parent's size.
+void raw_fork(const char* path, int n) {
+  char* argv[] = {const_cast<char*>(path), nullptr};
   for (int i = 0; i < n; ++i) {
     const pid_t pid = ::fork();
     if (pid == 0) {
-      ::execve(child_path, child_argv, environ);
+      ::execve(path, argv, environ);
       ::_exit(127);
     }
     if (pid < 0) die_errno("fork", errno);
@@ -99,30 +126,9 @@ void raw_fork(int n) {
   }
 }
 
-// (d) childproc with no pipes: argument and environment copies, /dev/null x3, pidfd, closefrom.
-void cp_spawn_ignore(int n) {
-  const cp::options o{.stdio = {cp::ignore, cp::ignore, cp::ignore}};
-  for (int i = 0; i < n; ++i) {
-    auto p = cp::spawn(child_path, {}, o);
-    if (!p) die("cp::spawn", p.error().message());
-    auto st = p->wait();
-    if (!st) die("wait", st.error().message());
-    if (!st->success()) die("child", st->to_string());
-  }
-}
-
-// (e) childproc's spawnSync: three pipes, a private reactor, output captured into strings.
-void cp_spawn_sync(int n) {
-  const cp::options o{};
-  for (int i = 0; i < n; ++i) {
-    auto r = cp::spawn_sync(child_path, {}, o);
-    if (!r) die("cp::spawn_sync", r.error().message());
-    if (!r->ok()) die("child", r->status.to_string());
-  }
-}
-
-// (f) What (e) does, by hand: three pipes, stdin closed, stdout and stderr drained with poll.
-void raw_posix_spawn_pipes(int n) {
+// What spawn_sync does, by hand: three pipes, stdin closed, stdout and stderr drained with poll.
+void raw_posix_spawn_pipes(const char* path, int n) {
+  char* argv[] = {const_cast<char*>(path), nullptr};
   char buf[4096];
   for (int i = 0; i < n; ++i) {
     int in[2], out[2], err[2];
@@ -134,7 +140,7 @@ void raw_posix_spawn_pipes(int n) {
     ::posix_spawn_file_actions_adddup2(&fa, out[1], 1);
     ::posix_spawn_file_actions_adddup2(&fa, err[1], 2);
     pid_t pid;
-    const int rc = ::posix_spawn(&pid, child_path, &fa, nullptr, child_argv, environ);
+    const int rc = ::posix_spawn(&pid, path, &fa, nullptr, argv, environ);
     ::posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) die_errno("posix_spawn", rc);
     ::close(in[0]);
@@ -162,6 +168,116 @@ void raw_posix_spawn_pipes(int n) {
   }
 }
 
+// ---- childproc ----
+
+const cp::options inherit_all{.stdio = {cp::inherit, cp::inherit, cp::inherit}};
+
+// The blocking API: spawn with the parent's stdio (as the raw posix_spawn loop), then wait().
+void cp_spawn(const char* path, int n) {
+  for (int i = 0; i < n; ++i) {
+    auto p = cp::spawn(path, {}, inherit_all);
+    if (!p) die("cp::spawn", p.error().message());
+    auto st = p->wait();
+    if (!st || !st->success()) die("child", st ? st->to_string() : st.error().message());
+  }
+}
+
+// The async API: spawn, then co_await exit() on an event loop (the pidfd in epoll).
+void cp_async(const char* path, int n) {
+  cp::sync_wait([&]() -> cp::task<> {
+    for (int i = 0; i < n; ++i) {
+      auto p = cp::spawn(path, {}, inherit_all);
+      if (!p) die("cp::spawn", p.error().message());
+      auto st = co_await p->exit();
+      if (!st || !st->success()) die("child", st ? st->to_string() : st.error().message());
+    }
+  }());
+}
+
+// The sync API (spawnSync; exec_file is the same call): three pipes, output captured.
+void cp_spawn_sync(const char* path, int n) {
+  const cp::options o{};
+  for (int i = 0; i < n; ++i) {
+    auto r = cp::spawn_sync(path, {}, o);
+    if (!r) die("cp::spawn_sync", r.error().message());
+    if (!r->ok()) die("child", r->status.to_string());
+  }
+}
+
+#if CHILDPROC_BENCH_BOOST
+// Boost.Process v2 with its defaults: the default launcher (fork + execve), stdio inherited.
+void boost_spawn(const char* path, int n) {
+  namespace bp2 = boost::process::v2;
+  boost::asio::io_context ctx;
+  for (int i = 0; i < n; ++i) {
+    bp2::process p(ctx, path, std::vector<std::string>{});
+    if (const int rc = p.wait(); rc != 0) die("boost child", "exit code " + std::to_string(rc));
+  }
+}
+#endif
+
+// ---- peers in other languages: their own scripts, timing only their spawn loop ----
+
+// Runs a peer script for one round and returns the value of its one FIGURE line.
+double run_peer(const char* interpreter, const char* script, std::vector<std::string> args) {
+  args.insert(args.begin(), std::string(CHILDPROC_BENCH_SOURCE_DIR) + "/" + script);
+  auto r = cp::exec_file(interpreter, args, {.stdio = {cp::ignore, cp::pipe, cp::pipe}});
+  if (!r || !r->ok()) die(script, r ? r->err + r->status.to_string() : r.error().message());
+  const auto eq = r->out.find('=');
+  if (r->out.rfind("FIGURE ", 0) != 0 || eq == std::string::npos) die(script, "unexpected output: " + r->out);
+  return std::stod(r->out.substr(eq + 1));
+}
+
+bool have(const char* program, const char* arg) {
+  auto r = cp::exec_file(program, {arg});
+  return r && r->ok();
+}
+
+// ---- the parent's size ----
+
+// Touched memory, one region per requested size (the first region up to the first size, the
+// next one the rest up to the second, ...). Pages are touched once, at start. A round for a
+// smaller size marks the regions beyond it MADV_DONTFORK: fork then neither copies their page
+// tables nor maps them in the child, exactly as if they did not exist, while they stay resident.
+// So every size runs in this one process, interleaved with the others.
+struct region {
+  char* base;
+  std::size_t bytes;
+  long upto_mib;
+};
+std::vector<region> ballast;
+
+long mem_available_mib() {
+  std::ifstream in("/proc/meminfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("MemAvailable:", 0) == 0) return std::atol(line.c_str() + 13) / 1024;
+  return -1;
+}
+
+void grow_ballast(long mib) {
+  const long have = ballast.empty() ? 0 : ballast.back().upto_mib;
+  const std::size_t bytes = static_cast<std::size_t>(mib - have) << 20;
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) die_errno("mmap", errno);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  for (std::size_t at = 0; at < bytes; at += static_cast<std::size_t>(page)) static_cast<volatile char*>(p)[at] = 1;
+  ballast.push_back({static_cast<char*>(p), bytes, mib});
+}
+
+void set_parent_size(long mib) {
+  for (const auto& r : ballast)
+    if (::madvise(r.base, r.bytes, r.upto_mib <= mib ? MADV_DOFORK : MADV_DONTFORK) != 0) die_errno("madvise", errno);
+}
+
+long vm_rss_mib() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6) / 1024;
+  return -1;
+}
+
+// ---- reporting ----
+
 // "static" or "dynamic" from the child's ELF program headers (a PT_INTERP names the loader).
 const char* linkage(const char* path) {
   const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
@@ -180,28 +296,6 @@ const char* linkage(const char* path) {
   }
   ::close(fd);
   return kind;
-}
-
-struct figure {
-  const char* name;
-  void (*run)(int);
-  std::vector<double> us;  // per spawn, one value per round
-  double median() const {
-    std::vector<double> v = us;
-    std::sort(v.begin(), v.end());
-    const std::size_t m = v.size() / 2;
-    return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-  }
-};
-
-int parse_count(const char* s, const char* what) {
-  char* end = nullptr;
-  const long v = std::strtol(s, &end, 10);
-  if (end == s || *end != '\0' || v < 1 || v > 1000000) {
-    std::fprintf(stderr, "usage: bench_spawn_wait [N=300] [reps=7]\nbad %s: %s\n", what, s);
-    std::exit(2);
-  }
-  return static_cast<int>(v);
 }
 
 void print_machine() {
@@ -224,55 +318,167 @@ void print_machine() {
 #endif
 }
 
+std::string size_label(long mib) { return mib ? std::to_string(mib) + "M" : "small"; }
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  const char* quick_env = std::getenv("CHILDPROC_BENCH_QUICK");
-  const bool quick = quick_env && *quick_env && std::strcmp(quick_env, "0") != 0;
-  const int n = argc > 1 ? parse_count(argv[1], "N") : quick ? 30 : 300;
-  const int reps = argc > 2 ? parse_count(argv[2], "reps") : quick ? 3 : 7;
-  if (const char* env = std::getenv("CHILDPROC_BENCH_CHILD"); env && *env) child_path = env;
-  child_argv[0] = const_cast<char*>(child_path);
-  if (::access(child_path, X_OK) != 0) die(child_path, "not an executable file (set CHILDPROC_BENCH_CHILD)");
+  std::vector<long> sizes = {0};
+  int at = 1;
+  if (at < argc && std::strcmp(argv[at], "--parent-mib") == 0) {
+    if (at + 1 >= argc) die("usage", usage);
+    for (const char* s = argv[at + 1]; *s;) {
+      const char* comma = std::strchr(s, ',');
+      const std::string one(s, comma ? static_cast<std::size_t>(comma - s) : std::strlen(s));
+      const long mib = bench::parse_count(one.c_str(), "MiB", usage, 1L << 24);
+      if (mib <= sizes.back()) die("usage", "--parent-mib sizes must ascend");
+      sizes.push_back(mib);
+      s = comma ? comma + 1 : s + one.size();
+    }
+    at += 2;
+  }
+  const bool quick = bench::quick();
+  const int n = at < argc ? static_cast<int>(bench::parse_count(argv[at], "N", usage)) : quick ? 20 : 300;
+  const int rounds = at + 1 < argc ? static_cast<int>(bench::parse_count(argv[at + 1], "rounds", usage)) : quick ? 3 : 7;
+  const int n_big = std::max(3, n / 10);
+
+  const char* child = CHILDPROC_BENCH_TINY;
+  if (const char* env = std::getenv("CHILDPROC_BENCH_CHILD"); env && *env) child = env;
+  if (::access(child, X_OK) != 0) die(child, "not an executable file (set CHILDPROC_BENCH_CHILD)");
+#ifdef CHILDPROC_BENCH_NOLIBC
+  const char* nolibc = CHILDPROC_BENCH_NOLIBC;
+#else
+  const char* nolibc = nullptr;
+  bench::note("no-libc child: not built (x86-64 Linux only, and not under a sanitizer)");
+#endif
 
   std::printf("childproc spawn+wait benchmark\n");
   print_machine();
-  const char* kind = linkage(child_path);
-  const bool built_dynamic = !CHILDPROC_BENCH_TINY_STATIC && std::strcmp(child_path, CHILDPROC_BENCH_TINY) == 0;
-  std::printf("child:    %s (%s%s)\n", child_path, kind,
+  const char* kind = linkage(child);
+  const bool built_dynamic = !CHILDPROC_BENCH_TINY_STATIC && std::strcmp(child, CHILDPROC_BENCH_TINY) == 0;
+  std::printf("child:    %s (%s%s)\n", child, kind,
               built_dynamic ? ": no static libc to link with, or a sanitizer build; exec includes ld.so" : "");
-  std::printf("runs:     %d spawn+wait per round, %d rounds, figures interleaved%s\n\n", n, reps,
-              quick ? " (CHILDPROC_BENCH_QUICK)" : "");
+  if (std::strcmp(kind, "static") != 0) bench::note(std::string("the tiny child is ") + kind + ": its exec includes the dynamic loader");
 
-  figure figs[] = {
-      {"(a) posix_spawn + waitpid", raw_posix_spawn, {}},
-      {"(b) vfork + execve + waitpid", raw_vfork, {}},
-      {"(c) fork + execve + waitpid", raw_fork, {}},
-      {"(d) cp::spawn, stdio ignore + wait", cp_spawn_ignore, {}},
-      {"(e) cp::spawn_sync, 3 pipes captured", cp_spawn_sync, {}},
-      {"(f) posix_spawn, 3 pipes + poll drain", raw_posix_spawn_pipes, {}},
-  };
-
-  for (auto& f : figs) f.run(std::min(n, 20));  // warm-up: page cache, allocator, lazy binding
-  using clock = std::chrono::steady_clock;
-  for (int r = 0; r < reps; ++r) {
-    for (auto& f : figs) {
-      const auto t0 = clock::now();
-      f.run(n);
-      const std::chrono::duration<double, std::micro> took = clock::now() - t0;
-      f.us.push_back(took.count() / n);
+  // Large parents: only what fits, with 1 GiB to spare for the children and the peers.
+  if (sizes.size() > 1) {
+    const long avail = mem_available_mib();
+    while (sizes.size() > 1 && avail >= 0 && sizes.back() + 1024 > avail) {
+      bench::note("parent of " + std::to_string(sizes.back()) + " MiB skipped: MemAvailable is " + std::to_string(avail) + " MiB");
+      sizes.pop_back();
     }
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::size_t i = 1; i < sizes.size(); ++i) grow_ballast(sizes[i]);
+    if (sizes.size() > 1)
+      std::printf("parent:   %ld MiB touched in %.1f s (VmRSS %ld MiB)\n", sizes.back(),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), vm_rss_mib());
   }
 
-  const double base = figs[0].median();
-  std::printf("%-40s %12s %21s %12s\n", "figure", "us/spawn", "(min - max)", "vs (a)");
-  for (const auto& f : figs) {
-    const auto [lo, hi] = std::minmax_element(f.us.begin(), f.us.end());
-    char range[64];
-    std::snprintf(range, sizeof range, "(%.1f - %.1f)", *lo, *hi);
-    std::printf("%-40s %12.1f %21s %11.2fx\n", f.name, f.median(), range, f.median() / base);
+  const bool node = have("node", "--version"), python = have("python3", "--version");
+  if (!node) bench::note("Node.js spawnSync: skipped, `node` is not on PATH");
+  if (!python) bench::note("Python subprocess.run: skipped, `python3` is not on PATH");
+#if !CHILDPROC_BENCH_BOOST
+  bench::note("Boost.Process v2: skipped, <boost/process/v2.hpp> was not found at build time");
+#endif
+
+  // One figure per (parent size, method); each run selects its parent size first. On some
+  // machines (VMs especially) a fork-based spawn leaves work behind after its child exits: page
+  // tables to free, freed memory handed back to the host. That work slows down whatever spawns
+  // next, whatever its method. So the fork-based figures and the peers (which fork, or start
+  // an interpreter) run at the end of each round and are each followed by a pause, and those
+  // from a large parent (0.1 s and more per spawn) run in rounds of their own, after the rest.
+  enum when { first, last_in_round, own_rounds };
+  std::vector<bench::figure> figs;
+  std::vector<when> order;                 // per figure
+  std::vector<std::size_t> first_of_size;  // index of each size's posix_spawn figure
+  using method = void (*)(const char*, int);
+  auto add = [&](long mib, const char* name, const char* key, method m, const char* path, bool forks = false) {
+    const int count = mib ? n_big : n;
+    const when w = !forks ? first : mib ? own_rounds : last_in_round;
+    if (w != own_rounds) m(path, std::min(count, mib ? 2 : 20));  // warm-up: page cache, allocator, lazy binding
+    order.push_back(w);
+    figs.push_back({name, "spawn." + size_label(mib) + "." + key, "us", [=] {
+                      set_parent_size(mib);
+                      const auto t0 = std::chrono::steady_clock::now();
+                      m(path, count);
+                      return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / count;
+                    }});
+  };
+  const std::string n_str = std::to_string(n);
+  auto add_peer = [&](const char* name, const char* key, const char* interpreter, const char* script, const char* mode) {
+    order.push_back(last_in_round);
+    figs.push_back({name, key, "us", [=] { return run_peer(interpreter, script, {mode, child, n_str, "1", "0"}); }});
+  };
+  for (const long mib : sizes) {
+    set_parent_size(mib);
+    first_of_size.push_back(figs.size());
+    add(mib, "(a) posix_spawn + waitpid", "posix_spawn", raw_posix_spawn, child);
+    add(mib, "(b) vfork + execve + waitpid", "vfork", raw_vfork, child);
+    add(mib, "(c) cp::spawn, stdio inherited + wait()", "cp_spawn", cp_spawn, child);
+    add(mib, "(d) cp::spawn + co_await exit()", "cp_async", cp_async, child);
+    add(mib, "(e) cp::spawn_sync, 3 pipes captured", "cp_spawn_sync", cp_spawn_sync, child);
+    if (mib == 0) add(mib, "(f) posix_spawn, 3 pipes + poll drain", "posix_spawn_pipes", raw_posix_spawn_pipes, child);
+    add(mib, "(g) fork + execve + waitpid", "fork", raw_fork, child, true);
+#if CHILDPROC_BENCH_BOOST
+    add(mib, "(h) Boost.Process v2 process + wait()", "boost", boost_spawn, child, true);
+#endif
+    // The peers run as their own processes, so only from a parent as started (run.py grows them).
+    if (mib == 0 && node)
+      add_peer("(i) Node.js spawnSync (3 pipes captured)", "spawn.small.node_spawnsync", "node", "spawn_peer.js", "spawnsync");
+    if (mib == 0 && python)
+      add_peer("(j) Python subprocess.run (defaults)", "spawn.small.python_run", "python3", "spawn_peer.py", "run");
   }
-  std::printf("\n(e) vs (f), the cost of the captured-output machinery: %.2fx\n", figs[4].median() / figs[5].median());
-  std::printf("(d) vs (a), the cost of a plain cp::spawn:               %.2fx\n", figs[3].median() / figs[0].median());
+  const std::size_t nolibc_at = figs.size();
+  if (nolibc) {
+    auto add_nolibc = [&](const char* name, const char* key, method m, bool forks = false) {
+      m(nolibc, 20);
+      order.push_back(forks ? last_in_round : first);
+      figs.push_back({name, std::string("nolibc.") + key, "us", [=] {
+                        set_parent_size(0);
+                        const auto t0 = std::chrono::steady_clock::now();
+                        m(nolibc, n);
+                        return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / n;
+                      }});
+    };
+    add_nolibc("(a) posix_spawn + waitpid", "posix_spawn", raw_posix_spawn);
+    add_nolibc("(b) vfork + execve + waitpid", "vfork", raw_vfork);
+    add_nolibc("(c) cp::spawn, stdio inherited + wait()", "cp_spawn", cp_spawn);
+    add_nolibc("(g) fork + execve + waitpid", "fork", raw_fork, true);
+  }
+
+  std::printf("runs:     %d spawn+wait per round (%d from a large parent), %d rounds, figures interleaved%s%s\n", n, n_big,
+              rounds, " (the fork-based ones and the peers last, those from a large parent in rounds of their own)",
+              quick ? " (CHILDPROC_BENCH_QUICK)" : "");
+  const auto settle = std::chrono::milliseconds(quick ? 0 : 500);
+  auto run_one = [&](std::size_t i) {
+    figs[i].values.push_back(figs[i].run());
+    if (order[i] != first) std::this_thread::sleep_for(settle);
+  };
+  for (int r = 0; r < rounds; ++r)
+    for (const when w : {first, last_in_round})
+      for (std::size_t i = 0; i < figs.size(); ++i)
+        if (order[i] == w) run_one(i);
+  for (int r = 0; r < rounds; ++r)
+    for (std::size_t i = 0; i < figs.size(); ++i)
+      if (order[i] == own_rounds) run_one(i);
+
+  // One table per parent size, each against its own posix_spawn figure.
+  auto table = [&](const char* title, std::size_t from, std::size_t to, std::size_t base_at) {
+    std::printf("\n%s\n%-44s %10s %21s %10s\n", title, "figure", "us/spawn", "(min - max)", "vs (a)");
+    const double base = figs[base_at].median();
+    for (std::size_t i = from; i < to; ++i) {
+      char range[64];
+      std::snprintf(range, sizeof range, "(%.1f - %.1f)", figs[i].min(), figs[i].max());
+      std::printf("%-44s %10.1f %21s %9.2fx\n", figs[i].name.c_str(), figs[i].median(), range, figs[i].median() / base);
+    }
+  };
+  for (std::size_t s = 0; s < sizes.size(); ++s) {
+    const std::size_t to = s + 1 < sizes.size() ? first_of_size[s + 1] : nolibc_at;
+    const std::string title = sizes[s] ? "from a parent that touched " + std::to_string(sizes[s]) + " MiB:" : "tiny static child:";
+    table(title.c_str(), first_of_size[s], to, first_of_size[s]);
+  }
+  if (nolibc) table("child without libc (-nostdlib -static, exit_group only):", nolibc_at, figs.size(), nolibc_at);
+  std::printf("\n");
+  bench::report(figs);
   return 0;
 }

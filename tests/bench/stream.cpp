@@ -8,8 +8,12 @@
 //   usage: bench_stream [MiB=1024] [reps=5]
 //   CHILDPROC_BENCH_QUICK=1   a short run for CI (64 MiB, 2 rounds) unless given
 //
+// Also prints FIGURE lines for tests/bench/run.py.
+//
 // Informational only: it fails when a child cannot be run or bytes go missing, never on a time.
 #include <childproc.hpp>
+
+#include "figure.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -157,24 +161,31 @@ let n = 0;
   if (got != (lines ? total / 32 : total)) die("node", "wrong count " + std::to_string(got));
 }
 
-struct figure {
-  const char* name;
-  std::function<void()> run;
-  bool lines = false;
-  bool is_node = false;
-  std::vector<double> seconds = {};
-  double median() const {
-    auto v = seconds;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  }
-};
+// One round of `read` as a figure's value: GB/s for bytes, M lines/s for lines.
+double rate(bool lines, double seconds) {
+  return lines ? static_cast<double>(total / 32) / seconds / 1e6 : static_cast<double>(total) / seconds / 1e9;
+}
+
+std::function<double()> timed(bool lines, std::function<void()> read) {
+  return [lines, read = std::move(read)] {
+    const auto t0 = std::chrono::steady_clock::now();
+    read();
+    return rate(lines, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  };
+}
+
+std::function<double()> node_figure(bool lines) {
+  return [lines] {
+    double s = 0;
+    node(lines, s);
+    return rate(lines, s);
+  };
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const char* quick_env = std::getenv("CHILDPROC_BENCH_QUICK");
-  const bool quick = quick_env && *quick_env && std::strcmp(quick_env, "0") != 0;
+  const bool quick = bench::quick();
   const long long mib = argc > 1 ? std::atoll(argv[1]) : quick ? 64 : 1024;
   const int reps = argc > 2 ? std::atoi(argv[2]) : quick ? 2 : 5;
   if (mib < 1 || reps < 1) die("usage", "bench_stream [MiB=1024] [reps=5]");
@@ -184,40 +195,33 @@ int main(int argc, char** argv) {
 
   std::printf("childproc streaming benchmark: %lld MiB per run, %d rounds, figures interleaved%s\n", mib, reps,
               quick ? " (CHILDPROC_BENCH_QUICK)" : "");
-  std::vector<figure> figs = {
-      {"(a) raw posix_spawn + read(2), 64 KiB pipe", [] { raw(false, 0); }},
-      {"(b) raw, pipe grown to 1 MiB (F_SETPIPE_SZ)", [] { raw(false, 1 << 20); }},
-      {"(c) cp::spawn + stream::read_some", sync_read},
-      {"(d) cp::spawn + co_await async_read_some", async_read},
+  std::vector<bench::figure> bytes = {
+      {"(a) raw posix_spawn + read(2), 64 KiB pipe", "stream.raw", "GB/s", timed(false, [] { raw(false, 0); })},
+      {"(b) raw, pipe grown to 1 MiB (F_SETPIPE_SZ)", "stream.raw_1m", "GB/s", timed(false, [] { raw(false, 1 << 20); })},
+      {"(c) cp::spawn + stream::read_some", "stream.cp_read_some", "GB/s", timed(false, sync_read)},
+      {"(d) cp::spawn + co_await async_read_some", "stream.cp_async", "GB/s", timed(false, async_read)},
   };
-  if (node_ok) figs.push_back({"(e) Node.js spawn, 'data' events", nullptr, false, true});
-  figs.push_back({"(f) raw read(2) + memchr lines", [] { raw(true, 0); }, true});
-  figs.push_back({"(g) cp co_await read_line", lines_read, true});
-  if (node_ok) figs.push_back({"(h) Node.js readline 'line' events", nullptr, true, true});
+  if (node_ok) bytes.push_back({"(e) Node.js spawn, 'data' events", "stream.node", "GB/s", node_figure(false)});
+  std::vector<bench::figure> lines = {
+      {"(f) raw read(2) + memchr lines", "lines.raw", "M/s", timed(true, [] { raw(true, 0); })},
+      {"(g) cp co_await read_line", "lines.cp_read_line", "M/s", timed(true, lines_read)},
+  };
+  if (node_ok) lines.push_back({"(h) Node.js readline 'line' events", "lines.node", "M/s", node_figure(true)});
+  else bench::note("Node.js streaming: skipped, `node` is not on PATH");
 
-  for (int rep = 0; rep < reps; ++rep)
-    for (auto& f : figs) {
-      if (f.is_node) {
-        double s = 0;
-        node(f.lines, s);
-        f.seconds.push_back(s);
-        continue;
-      }
-      const auto t0 = std::chrono::steady_clock::now();
-      f.run();
-      f.seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
+  std::vector<bench::figure> figs = bytes;  // one list, so that all take turns
+  figs.insert(figs.end(), lines.begin(), lines.end());
+  bench::run_rounds(figs, reps);
 
   std::printf("\n%-46s %14s %10s\n", "figure", "median", "vs raw");
-  const double raw_bytes = figs[0].median(), raw_lines = figs[node_ok ? 5 : 4].median();
-  for (const auto& f : figs) {
-    const double s = f.median();
-    if (f.lines)
-      std::printf("%-46s %9.1f M/s %9.2fx\n", f.name, static_cast<double>(total / 32) / s / 1e6, raw_lines / s);
-    else
-      std::printf("%-46s %9.2f GB/s %8.2fx\n", f.name, static_cast<double>(total) / s / 1e9, raw_bytes / s);
+  const double raw_bytes = figs[0].median(), raw_lines = figs[bytes.size()].median();
+  for (std::size_t i = 0; i < figs.size(); ++i) {
+    const auto& f = figs[i];
+    if (i < bytes.size()) std::printf("%-46s %9.2f GB/s %8.2fx\n", f.name.c_str(), f.median(), f.median() / raw_bytes);
+    else std::printf("%-46s %9.1f M/s %9.2fx\n", f.name.c_str(), f.median(), f.median() / raw_lines);
   }
   if (!node_ok) std::printf("(Node.js figures skipped: `node` is not on PATH)\n");
-  std::printf("\nvs raw: raw seconds / these seconds (1.00x = as fast as the raw loop over a 64 KiB pipe).\n");
+  std::printf("\nvs raw: this rate / the raw rate (1.00x = as fast as the raw loop over a 64 KiB pipe).\n\n");
+  bench::report(figs);
   return 0;
 }
