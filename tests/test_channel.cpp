@@ -608,6 +608,31 @@ c.send({ n: 21 });
 }
 #endif
 
+TEST_CASE("a channel over a plain pipe (not a socket): messages go one way, in order, on a loop too") {
+  // A channel's writes use send(2) on POSIX; a pipe answers ENOTSOCK and the write falls back.
+  // (Win32 channels need overlapped handles, which an anonymous pipe is not: the duplex pipe
+  // there, written from its overlapped end.)
+#if CHILDPROC_WIN32
+  auto pair = cp::detail::create_duplex_native().value();
+  cp::channel reader{cp::stream(std::move(pair.child))}, writer{cp::stream(std::move(pair.parent))};
+#else
+  auto pair = cp::detail::create_plain_pipe_native().value();
+  cp::channel reader{cp::stream(std::move(pair.parent))}, writer{cp::stream(std::move(pair.child))};
+#endif
+  REQUIRE(writer.send(std::string("one")));
+  cp::sync_wait([&]() -> cp::task<> {
+    (void)writer.send(std::string("two"));
+    CHECK((co_await writer.send_async(std::string("three"))));
+  }());
+  writer.disconnect();
+  for (const char* want : {"one", "two", "three"}) {
+    auto m = reader.receive_sync();
+    REQUIRE(m);
+    CHECK(m->str() == want);
+  }
+  CHECK(reader.receive_sync().error() == cp::errc::end_of_stream);
+}
+
 TEST_CASE("a process without a channel") {
   auto p = cp::spawn(child_path(), {"exit", "0"}).value();
   CHECK(!p.connected());

@@ -149,6 +149,7 @@ class basic_channel {
       : c_(std::make_unique<core>()) {
     c_->io = std::move(transport);
     c_->max = max_message_size;
+    c_->io.mark_socket();
     if constexpr (Codec::carries_handles) c_->io.collect_handles(&c_->arrived);
   }
   basic_channel(basic_channel&&) noexcept = default;
@@ -215,7 +216,7 @@ class basic_channel {
     std::string_view left = pending;
     while (!left.empty()) {
       const auto [size, attach] = next_write(left.size());
-      auto r = detail::write_some_native(c_->io.handle(), {left.data(), size}, attach);
+      auto r = detail::write_some_native(c_->io.handle(), {left.data(), size}, attach, true);
       if (!r) return fail(std::move(r).error());
       wrote(*r, attach);
       left.remove_prefix(*r);
@@ -315,6 +316,8 @@ class basic_channel {
       if (!m) co_return std::move(m).error();
       if (*m) co_return decode<T>(std::move(**m));
       if (!c_->io.is_open()) co_return closed_error("receive");
+      // About to wait (most likely for a reply): what was sent this round leaves first.
+      if (c_->job && !c_->job->issued && !c_->out.empty()) write_now(c_.get());
       auto r = co_await c_->io.async_read_some(spare(), stop);
       if (auto e = received(r); !e) co_return std::move(e).error();
     }
@@ -539,7 +542,7 @@ class basic_channel {
   // One write of the queue without waiting (nothing of it is in flight).
   static void write_now(core* c) {
     const auto [size, attach] = next_write(c, c->out.size());
-    auto r = detail::write_now_native(c->io.handle(), {c->out.data(), size}, attach);
+    auto r = detail::write_now_native(c->io.handle(), {c->out.data(), size}, attach, true);
     if (!r) {
       (void)fail(c, std::move(r).error());
       drop_outgoing(c);
@@ -555,6 +558,7 @@ class basic_channel {
     job->data = job->buffer.data() + job->done;
     job->size = size;
     job->attach = attach;
+    job->socket = true;
     c->in_flight_end = c->written + size;
     job->loop->reactor().start_io(job);
   }

@@ -34,7 +34,9 @@ class stream {
         ahead_(std::move(o.ahead_)),
         head_(std::exchange(o.head_, 0)),
         reactor_(std::move(o.reactor_)),
-        received_(std::exchange(o.received_, nullptr)) {}
+        received_(std::exchange(o.received_, nullptr)),
+        socket_(o.socket_),
+        drained_(o.drained_) {}
   stream& operator=(stream&& o) noexcept {
     if (this != &o) {
       close();
@@ -43,6 +45,8 @@ class stream {
       head_ = std::exchange(o.head_, 0);
       reactor_ = std::move(o.reactor_);
       received_ = std::exchange(o.received_, nullptr);
+      socket_ = o.socket_;
+      drained_ = o.drained_;
     }
     return *this;
   }
@@ -72,12 +76,16 @@ class stream {
   /// sockets only, elsewhere nothing arrives). Without it they are closed on arrival.
   void collect_handles(std::vector<detail::unique_handle>* into) noexcept { received_ = into; }
 
+  /// Notes that the handle is a socket (a channel's): POSIX writes then need no signal mask.
+  void mark_socket() noexcept { socket_ = true; }
+
   /// Reads what is there (at least one byte), blocking; errc::end_of_stream at the end.
   result<std::size_t> read_some(std::span<char> buffer) {
     if (!is_open()) return error(errc::no_process, "read: the stream is closed");
     if (!ahead().empty()) return take_ahead(buffer);
-    auto r = detail::read_some_native(h_.get(), buffer, received_);
+    auto r = detail::read_some_native(h_.get(), buffer, received_, drained_);
     if (r && *r == 0 && !buffer.empty()) return errc::end_of_stream;
+    drained_ = r && *r < buffer.size();
     return r;
   }
 
@@ -101,7 +109,7 @@ class stream {
   result<void> write(std::string_view data) {
     if (!is_open()) return error(errc::no_process, "write: the stream is closed");
     while (!data.empty()) {
-      auto r = detail::write_some_native(h_.get(), {data.data(), data.size()});
+      auto r = detail::write_some_native(h_.get(), {data.data(), data.size()}, detail::invalid_handle(), socket_);
       if (!r) return std::move(r).error();
       data.remove_prefix(*r);
     }
@@ -205,6 +213,8 @@ class stream {
       h = awaiting;
       handle = self->h_.get();
       if (!write) received = self->received_;
+      wait_first = !write && self->drained_;
+      socket = self->socket_;
       complete = [](detail::reactor_op* op) {
         auto* a = static_cast<io_awaiter*>(op);
         a->link.completed();
@@ -220,6 +230,7 @@ class stream {
       if (err == errc::cancelled) return error(errc::cancelled, write ? "write: cancelled" : "read: cancelled");
       if (err) return err;
       if (!write && bytes == 0 && size != 0) return errc::end_of_stream;
+      if (!write) self->drained_ = bytes < size;
       return bytes;
     }
   };
@@ -272,6 +283,8 @@ class stream {
   std::size_t head_ = 0;
   std::weak_ptr<detail::reactor*> reactor_;  // where async operations ran, while it lives
   std::vector<detail::unique_handle>* received_ = nullptr;  // collect_handles()
+  bool socket_ = false;                                     // mark_socket()
+  bool drained_ = false;  // the last read emptied the handle: the next one waits first
 };
 
 }  // namespace childproc::inline v0

@@ -34,28 +34,32 @@ inline auto create_duplex_native() -> result<pipe_pair>;
 inline auto create_plain_pipe_native() -> result<pipe_pair>;
 
 /// Reads at least one byte, blocking as needed; 0 means end of stream. With `received`, descriptors
-/// that arrive with the bytes (a channel passing handles) are appended to it.
+/// that arrive with the bytes (a channel passing handles) are appended to it. `wait_first` says
+/// the last read emptied the handle, so a read now would most likely find nothing (a reply not
+/// yet written): wait first, then read.
 ///   POSIX: read(2), or recvmsg(2) taking SCM_RIGHTS (MSG_CMSG_CLOEXEC) with `received`; poll(2)
-///   while it would block.
+///   while it would block (before the first read with `wait_first`).
 ///   Win32: ReadFile with an OVERLAPPED and a wait; ERROR_BROKEN_PIPE is end of stream. `received`
-///   stays empty: handles travel as values in the bytes (see ipc.hpp).
-inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>* received = nullptr)
-    -> result<std::size_t>;
+///   stays empty: handles travel as values in the bytes (see ipc.hpp). `wait_first` changes
+///   nothing (the overlapped read waits anyway).
+inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>* received = nullptr,
+                             bool wait_first = false) -> result<std::size_t>;
 
 /// Writes at least one byte, blocking as needed. A reader that is gone is EPIPE, never a signal.
-/// A valid `attach` is sent along with the first byte (a channel passing a handle).
-///   POSIX: write(2) with SIGPIPE blocked in this thread only, a raised SIGPIPE consumed, or
-///   sendmsg(2) with SCM_RIGHTS and MSG_NOSIGNAL for `attach`; poll(2) while full.
+/// A valid `attach` is sent along with the first byte (a channel passing a handle). `socket` says
+/// the handle is a socket (a channel's), which lets POSIX skip the signal mask.
+///   POSIX: write(2) with SIGPIPE blocked in this thread only, a raised SIGPIPE consumed; on a
+///   socket, send(2) with MSG_NOSIGNAL (sendmsg(2) with SCM_RIGHTS for `attach`); poll(2) while full.
 ///   Win32: WriteFile with an OVERLAPPED and a wait; ERROR_NO_DATA is reported as EPIPE. `attach` is
 ///   ignored (it was duplicated into the peer already).
-inline auto write_some_native(native_handle h, std::span<const char> data, native_handle attach = invalid_handle())
-    -> result<std::size_t>;
+inline auto write_some_native(native_handle h, std::span<const char> data, native_handle attach = invalid_handle(),
+                              bool socket = false) -> result<std::size_t>;
 
 /// Writes what fits now, without waiting: 0 when nothing fits (a channel coalescing many sends).
 ///   POSIX: one write(2) (or sendmsg(2) with `attach`) on the non-blocking end, EAGAIN as 0.
 ///   Win32: always 0 (no such write on an overlapped handle: the completion port does the writing).
-inline auto write_now_native(native_handle h, std::span<const char> data, native_handle attach = invalid_handle())
-    -> result<std::size_t>;
+inline auto write_now_native(native_handle h, std::span<const char> data, native_handle attach = invalid_handle(),
+                             bool socket = false) -> result<std::size_t>;
 
 }  // namespace childproc::inline v0::detail
 

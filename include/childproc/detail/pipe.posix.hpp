@@ -75,7 +75,10 @@ inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_ha
 // One read(2) attempt (recvmsg(2) with `received`); EAGAIN comes back as an error for the caller to wait on.
 inline auto try_read_posix(int fd, std::span<char> buffer, std::vector<unique_handle>* received = nullptr)
     -> result<std::size_t> {
-  if (received) return try_recv_posix(fd, buffer, *received);
+  if (received) {  // a channel: a socket, unless a pipe was handed over as one (ENOTSOCK: read it)
+    auto r = try_recv_posix(fd, buffer, *received);
+    if (r || r.error().value() != ENOTSOCK) return r;
+  }
   for (;;) {
     const ssize_t n = ::read(fd, buffer.data(), buffer.size());
     if (n >= 0) return static_cast<std::size_t>(n);
@@ -83,31 +86,40 @@ inline auto try_read_posix(int fd, std::span<char> buffer, std::vector<unique_ha
   }
 }
 
-// One sendmsg(2) attempt carrying `attach` with the bytes; MSG_NOSIGNAL instead of SIGPIPE.
+// One send(2) attempt on a socket, MSG_NOSIGNAL instead of SIGPIPE; with `attach` >= 0 a
+// sendmsg(2) carrying that descriptor with the bytes.
 inline auto try_send_posix(int fd, std::span<const char> data, int attach) -> result<std::size_t> {
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   iovec io{const_cast<char*>(data.data()), data.size()};
   msghdr m{};
   m.msg_iov = &io;
   m.msg_iovlen = 1;
-  m.msg_control = control;
-  m.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&m);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &attach, sizeof attach);
+  if (attach >= 0) {
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &attach, sizeof attach);
+  }
   for (;;) {
-    const ssize_t n = ::sendmsg(fd, &m, MSG_NOSIGNAL);
+    const ssize_t n = attach >= 0 ? ::sendmsg(fd, &m, MSG_NOSIGNAL) : ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
     if (n >= 0) return static_cast<std::size_t>(n);
-    if (errno != EINTR) return last_os_error(errno, errno == EAGAIN ? std::string() : std::string("sendmsg"));
+    if (errno != EINTR) return last_os_error(errno, errno == EAGAIN ? std::string() : std::string(attach >= 0 ? "sendmsg" : "send"));
   }
 }
 
 // One write(2) attempt without SIGPIPE: the signal is blocked in this thread for the call and a
 // SIGPIPE it raised is consumed, so no process-wide disposition changes (the technique of libcurl).
-inline auto try_write_posix(int fd, std::span<const char> data, int attach = -1) -> result<std::size_t> {
-  if (attach >= 0) return try_send_posix(fd, data, attach);
+// A socket takes send(2)'s MSG_NOSIGNAL instead: one system call rather than four. (A "socket"
+// that is not one, such as a pipe handed over as a channel, says ENOTSOCK and takes the mask.)
+inline auto try_write_posix(int fd, std::span<const char> data, int attach = -1, bool socket = false)
+    -> result<std::size_t> {
+  if (attach >= 0 || socket) {
+    auto r = try_send_posix(fd, data, attach);
+    if (r || r.error().value() != ENOTSOCK || attach >= 0) return r;
+  }
   sigset_t pipe_only, old_mask, pending;
   sigemptyset(&pipe_only);
   sigaddset(&pipe_only, SIGPIPE);
@@ -134,8 +146,10 @@ inline result<void> poll_one_posix(int fd, short events) {
   return {};
 }
 
-inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>* received)
-    -> result<std::size_t> {
+inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>* received,
+                             bool wait_first) -> result<std::size_t> {
+  if (wait_first)
+    if (auto w = poll_one_posix(h, POLLIN); !w) return std::move(w).error();
   for (;;) {
     auto r = try_read_posix(h, buffer, received);
     if (r || r.error().value() != EAGAIN) return r;
@@ -143,17 +157,18 @@ inline auto read_some_native(native_handle h, std::span<char> buffer, std::vecto
   }
 }
 
-inline auto write_some_native(native_handle h, std::span<const char> data, native_handle attach)
+inline auto write_some_native(native_handle h, std::span<const char> data, native_handle attach, bool socket)
     -> result<std::size_t> {
   for (;;) {
-    auto r = try_write_posix(h, data, attach);
+    auto r = try_write_posix(h, data, attach, socket);
     if (r || r.error().value() != EAGAIN) return r;
     if (auto w = poll_one_posix(h, POLLOUT); !w) return std::move(w).error();
   }
 }
 
-inline auto write_now_native(native_handle h, std::span<const char> data, native_handle attach) -> result<std::size_t> {
-  auto r = try_write_posix(h, data, attach);
+inline auto write_now_native(native_handle h, std::span<const char> data, native_handle attach, bool socket)
+    -> result<std::size_t> {
+  auto r = try_write_posix(h, data, attach, socket);
   if (!r && r.error().value() == EAGAIN) return std::size_t{0};
   return r;
 }

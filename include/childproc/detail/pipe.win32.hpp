@@ -63,17 +63,20 @@ inline auto overlapped_io_win32(HANDLE h, void* data, DWORD size, bool write) ->
   return win32_error(err, write ? "write" : "read");
 }
 
-inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>*) -> result<std::size_t> {
+inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>*, bool)
+    -> result<std::size_t> {
   const auto size = static_cast<DWORD>(std::min<std::size_t>(buffer.size(), 1u << 30));
   return overlapped_io_win32(h, buffer.data(), size, false);
 }
 
-inline auto write_some_native(native_handle h, std::span<const char> data, native_handle) -> result<std::size_t> {
+inline auto write_some_native(native_handle h, std::span<const char> data, native_handle, bool) -> result<std::size_t> {
   const auto size = static_cast<DWORD>(std::min<std::size_t>(data.size(), 1u << 30));
   return overlapped_io_win32(h, const_cast<char*>(data.data()), size, true);
 }
 
-inline auto write_now_native(native_handle, std::span<const char>, native_handle) -> result<std::size_t> { return std::size_t{0}; }
+inline auto write_now_native(native_handle, std::span<const char>, native_handle, bool) -> result<std::size_t> {
+  return std::size_t{0};
+}
 
 }  // namespace childproc::inline v0::detail
 

@@ -52,7 +52,9 @@ struct io_op : reactor_op {
   std::size_t size = 0;
   bool write = false;
   native_handle attach = invalid_handle();           ///< write: a descriptor sent with the bytes (POSIX)
+  bool socket = false;                               ///< write: the handle is a socket (POSIX: MSG_NOSIGNAL)
   std::vector<unique_handle>* received = nullptr;    ///< read: where descriptors that arrive go (POSIX)
+  bool wait_first = false;                           ///< read: the last one emptied the handle; wait, then try (POSIX)
 };
 
 /// Completes when the child has ended (it is not reaped: its owner does that).

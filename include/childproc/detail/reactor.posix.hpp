@@ -33,7 +33,7 @@ struct reactor_state {
 
 // One attempt at an io_op; false if it would block.
 inline bool attempt_io_posix(io_op* op) {
-  auto r = op->write ? try_write_posix(op->handle, {op->data, op->size}, op->attach)
+  auto r = op->write ? try_write_posix(op->handle, {op->data, op->size}, op->attach, op->socket)
                      : try_read_posix(op->handle, {op->data, op->size}, op->received);
   if (!r && r.error().value() == EAGAIN) return false;
   op->bytes = r ? *r : 0;
@@ -103,7 +103,7 @@ inline auto reactor_open_native(reactor_state& s) -> result<void> {
 }
 
 inline void start_io_native(reactor_state& s, io_op* op, op_queue& done) {
-  if (attempt_io_posix(op)) return done.push(op);
+  if (!(op->wait_first && !op->write) && attempt_io_posix(op)) return done.push(op);
   auto& w = s.fds[op->handle];
   (op->write ? w.writer : w.reader) = op;
   if (auto r = arm_fd_posix(s, op->handle, w); !r) {
