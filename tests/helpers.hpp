@@ -56,6 +56,28 @@ inline std::string nul_joined(std::initializer_list<std::string> words) {
   return s;
 }
 
+/// Whether this build runs under AddressSanitizer (its quarantine holds freed memory, so resident
+/// memory grows by design and memory bounds are reported, not checked).
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool address_sanitizer = true;
+#elif defined(__has_feature)
+#  if __has_feature(address_sanitizer)
+inline constexpr bool address_sanitizer = true;
+#  else
+inline constexpr bool address_sanitizer = false;
+#  endif
+#else
+inline constexpr bool address_sanitizer = false;
+#endif
+
+/// How many times a stress test repeats: `normal` (what CI's main build runs); a fifth of it with
+/// CHILDPROC_STRESS_SHORT set (CI's sanitizer and extra-reactor builds); CHILDPROC_STRESS_<name>
+/// sets it outright (the long runs the README documents, such as 100,000 spawns).
+inline int stress_count(const char* name, int normal) {
+  if (const char* v = std::getenv((std::string("CHILDPROC_STRESS_") + name).c_str())) return std::atoi(v);
+  return std::getenv("CHILDPROC_STRESS_SHORT") ? normal / 5 : normal;
+}
+
 /// Spawn number `i` of a sequential stress run: spawn_sync and spawn + wait in turn, statuses checked.
 inline bool spawn_once(int i) {
   if (i % 2 == 0) {
@@ -64,6 +86,19 @@ inline bool spawn_once(int i) {
   }
   auto p = cp::spawn(child_path(), {"exit", "0"}, {.stdio = {cp::pipe, cp::pipe, cp::ignore}});
   return p && p->wait() && p->status()->success();
+}
+
+/// Awaits every child's exit at once on one event loop: the exit codes in order (-1 for an error).
+inline std::vector<int> exit_codes_on_one_loop(std::vector<cp::process>& kids) {
+  return cp::sync_wait([&]() -> cp::task<std::vector<int>> {
+    std::vector<cp::task<int>> waits;
+    for (auto& k : kids)
+      waits.push_back([](cp::process& p) -> cp::task<int> {
+        auto st = co_await p.exit();
+        co_return st ? st->exit_code().value_or(-1) : -1;
+      }(k));
+    co_return co_await cp::when_all(std::move(waits));
+  }());
 }
 
 #if defined(_WIN32)
@@ -113,6 +148,15 @@ inline int zombie_children() {
   return zombies;
 }
 
+/// The threads of this process, from /proc/self/task.
+inline int thread_count() {
+  int n = 0;
+  DIR* d = opendir("/proc/self/task");
+  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
 /// Whether a pid still exists (running or zombie).
 inline bool pid_exists(int pid) { return ::kill(pid, 0) == 0; }
 #endif
@@ -130,6 +174,24 @@ inline std::size_t resident_bytes() {
   if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
   std::fclose(f);
   return static_cast<std::size_t>(resident) * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+#endif
+}
+
+/// The most memory a child has had resident so far (VmHWM; the peak working set on Win32), 0 if unknown.
+inline std::size_t peak_resident_bytes(const cp::process& p) {
+#if defined(_WIN32)
+  PROCESS_MEMORY_COUNTERS pmc{};
+  pmc.cb = sizeof pmc;
+  return K32GetProcessMemoryInfo(p.handle(), &pmc, sizeof pmc) ? pmc.PeakWorkingSetSize : 0;
+#else
+  FILE* f = std::fopen(("/proc/" + std::to_string(p.pid()) + "/status").c_str(), "r");
+  if (!f) return 0;
+  char line[256];
+  std::size_t kib = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmHWM: %zu kB", &kib) == 1) break;
+  std::fclose(f);
+  return kib * 1024;
 #endif
 }
 

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #ifdef _WIN32
@@ -124,6 +125,27 @@ CHILDPROC_ENTRY(middle)(cp::channel& parent) {
   g->detach();
   (void)parent.send(std::string("ready"));
   (void)parent.receive_sync();  // the parent answers, then we die without closing anything
+  CHILDPROC_TEST_DIE();
+  return 0;
+}
+
+// Sends 64 KiB messages as fast as the channel takes them (send_async: backpressure) until the
+// parent disconnects.
+CHILDPROC_ENTRY(flood)(cp::channel& parent) {
+  const std::string chunk(64 << 10, 'f');
+  return cp::sync_wait([&]() -> cp::task<int> {
+    for (;;)
+      if (!co_await parent.send_async(chunk)) co_return 0;
+  }());
+}
+
+// Starts wait_eof as its own child and keeps it (on Win32 it is in this process's job), sends
+// its pid, and dies abruptly when the parent answers.
+CHILDPROC_ENTRY(middle_keeps)(cp::channel& parent) {
+  auto g = cp::fork_self("wait_eof", {}, {.stdio = {cp::ignore, cp::ignore, cp::ignore}});
+  if (!g) return 3;
+  (void)parent.send(std::to_string(g->pid()));
+  (void)parent.receive_sync();
   CHILDPROC_TEST_DIE();
   return 0;
 }
@@ -345,6 +367,28 @@ TEST_CASE("a peer that announces a 4 GiB frame is cut off, nobody crashes") {
   CHECK(w.wait()->success());
 }
 
+TEST_CASE("a peer sending as fast as it can to a slow receiver: memory stays bounded on both sides") {
+  auto w = cp::fork_self("flood").value();
+  const auto before = static_cast<long long>(resident_bytes());
+  constexpr int count = 2048;  // 128 MiB
+  for (int i = 0; i < count; ++i) {
+    auto m = w.receive_sync();
+    REQUIRE(m);
+    REQUIRE(m->size() == 65536);
+    if (i % 64 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the slow part
+  }
+  const long long grown_mib = (static_cast<long long>(resident_bytes()) - before) >> 20;
+  const long long child_peak_mib = static_cast<long long>(peak_resident_bytes(w)) >> 20;
+  MESSAGE("after 128 MiB: the receiver grew by " << grown_mib << " MiB; the sender's peak is " << child_peak_mib << " MiB");
+  if (!address_sanitizer) {
+    CHECK(grown_mib < 8);
+    CHECK(child_peak_mib > 0);
+    CHECK(child_peak_mib < 48);  // its program and runtime, plus at most a few queued messages
+  }
+  w.disconnect();
+  CHECK(w.wait()->exit_code() == 0);
+}
+
 TEST_CASE("the child exits: the parent's receive ends; a send after that is EPIPE, never SIGPIPE") {
   auto w = cp::fork_self("exit_now").value();
   auto end = w.receive_sync();
@@ -380,6 +424,24 @@ TEST_CASE("a parent that dies: its child's receive ends and the child exits clea
   CHECK(m.wait()->exit_code() == 9);
   CHECK(m.out().read_all().value() == "eof\n");  // written by the orphaned grandchild, which then ended
 }
+
+#if defined(_WIN32)
+TEST_CASE("Win32: a parent killed while its child runs takes the child with it (the job closes)") {
+  auto m = cp::fork_self("middle_keeps", {}, {.stdio = {cp::ignore, cp::ignore, cp::inherit}}).value();
+  auto said = m.receive_sync();
+  REQUIRE(said);
+  const unsigned long grandchild = std::stoul(said->str());
+  CHECK(pid_exists(grandchild));
+  REQUIRE(m.send(std::string("die now")));
+  CHECK(m.wait()->exit_code() == 9);
+  bool gone = false;
+  for (int i = 0; i < 1000 && !gone; ++i) {
+    gone = !pid_exists(grandchild);
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(gone);
+}
+#endif
 
 TEST_CASE("in the child: the variables are gone, the arguments arrive; here there is no channel") {
   auto w = cp::fork_self("env_check", {"a b", ""}).value();

@@ -13,9 +13,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 static std::string out_of(std::vector<std::string> args, cp::options o = {}) {
   o.stdio = {cp::ignore, cp::pipe, cp::inherit};
@@ -207,11 +210,18 @@ TEST_CASE("a child killed by SIGSEGV: signal and core flag as the system reports
   CHECK(r->status.crashed());
 }
 
-TEST_CASE("every signal that kills is reported with its number") {
-  for (int sig : {SIGHUP, SIGINT, SIGQUIT, SIGABRT, SIGKILL, SIGUSR1, SIGALRM, SIGTERM, SIGBUS, SIGFPE}) {
+TEST_CASE("every signal that kills is reported with its number and its name") {
+  const std::pair<int, const char*> signals[] = {{SIGHUP, "SIGHUP"},   {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"},
+                                                 {SIGABRT, "SIGABRT"}, {SIGKILL, "SIGKILL"}, {SIGUSR1, "SIGUSR1"},
+                                                 {SIGALRM, "SIGALRM"}, {SIGTERM, "SIGTERM"}, {SIGBUS, "SIGBUS"},
+                                                 {SIGFPE, "SIGFPE"},   {SIGSEGV, "SIGSEGV"}, {SIGUSR2, "SIGUSR2"}};
+  for (const auto& [sig, name] : signals) {
     auto r = cp::spawn_sync(child_path(), {"signal", std::to_string(sig)});
     REQUIRE(r);
     CHECK_MESSAGE(r->status.signal() == sig, "signal ", sig);
+    CHECK(!r->status.exit_code());
+    // " (core dumped)" follows for the signals that dump core, where the system writes cores.
+    CHECK_MESSAGE(r->status.to_string().rfind(std::string("killed by signal ") + name, 0) == 0, r->status.to_string());
   }
 }
 
@@ -238,6 +248,53 @@ TEST_CASE("SIGCHLD ignored by the application: wait reports ECHILD instead of ha
   REQUIRE(!st);
   CHECK(st.error() == std::errc::no_child_process);
   CHECK(st.error().message() == "wait " + std::to_string(p.pid()) + " ECHILD");
+}
+
+namespace {
+std::atomic<int> reaped_by_app{0};
+// An application's SIGCHLD handler of the careless kind: it reaps every child, ours included.
+void reap_everything(int) {
+  const int saved = errno;
+  while (::waitpid(-1, nullptr, WNOHANG) > 0) ++reaped_by_app;
+  errno = saved;
+}
+// Waits until the application's handler has reaped `count` children in all.
+bool app_reaped(int count) {
+  for (int i = 0; i < 10000 && reaped_by_app < count; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return reaped_by_app >= count;
+}
+}  // namespace
+
+TEST_CASE("an application SIGCHLD handler that reaps every child: wait, exit() and spawn_sync end with ECHILD") {
+  struct sigaction reap {}, old {};
+  reap.sa_handler = reap_everything;
+  reap.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+  sigemptyset(&reap.sa_mask);
+  sigaction(SIGCHLD, &reap, &old);
+  reaped_by_app = 0;
+  const auto quiet = cp::options{.stdio = {cp::ignore, cp::ignore, cp::ignore}};
+
+  auto p = cp::spawn(child_path(), {"exit", "3"}, quiet).value();
+  REQUIRE(app_reaped(1));  // the handler took the status first: the library can only say so
+  auto st = p.wait();
+  REQUIRE(!st);
+  CHECK(st.error() == std::errc::no_child_process);
+  CHECK(st.error().message() == "wait " + std::to_string(p.pid()) + " ECHILD");
+
+  auto q = cp::spawn(child_path(), {"exit", "4"}, quiet).value();
+  REQUIRE(app_reaped(2));
+  auto ast = cp::sync_wait([&]() -> cp::task<cp::result<cp::exit_status>> { co_return co_await q.exit(); }());
+  REQUIRE(!ast);
+  CHECK(ast.error() == std::errc::no_child_process);
+  CHECK(ast.error().message() == "wait " + std::to_string(q.pid()) + " ECHILD");
+
+  // spawn_sync serves the pipes until their end, then waits: the status is gone by then.
+  auto r = cp::spawn_sync(child_path(), {"exit", "5"});
+  sigaction(SIGCHLD, &old, nullptr);
+  REQUIRE(!r);
+  CHECK(r.error() == std::errc::no_child_process);
+  CHECK(r.error().message().rfind("wait ", 0) == 0);
+  CHECK(r.error().message().ends_with(" ECHILD"));
 }
 
 TEST_CASE("EMFILE: a clear error, nothing leaked, and spawning works again") {
