@@ -34,6 +34,12 @@ TEST_CASE("the command line for argv, and the program name rules") {
   REQUIRE(!bad);
   CHECK(bad.error() == cp::errc::invalid_argument);
   CHECK(bad.error().message() == "argv[0] contains a '\"', which Win32 cannot pass");
+  // CommandLineToArgvW ends an unquoted program name at any character up to U+0020, so a name
+  // holding a newline or another control character is quoted too (the fuzzer found it cut there).
+  CHECK(make_command_line({"a\nb", "c"}, false).value() == "\"a\nb\" c");
+  CHECK(make_command_line({std::string("x\x01y")}, false).value() == "\"x\x01y\"");
+  CHECK(make_command_line({"plain.exe", "c"}, false).value() == "plain.exe c");
+  CHECK(parse_command_line("\"a\nb\" c") == std::vector<std::string>{"a\nb", "c"});
 }
 
 TEST_CASE("the parser follows CommandLineToArgvW") {

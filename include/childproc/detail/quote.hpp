@@ -36,12 +36,17 @@ inline void append_quoted(std::string& line, std::string_view arg) {
   line += '"';
 }
 
-/// The program name takes other rules (no backslash escapes): quoted when it has a space or a tab,
-/// and it cannot hold a quote.
+/// Whether CommandLineToArgvW ends an unquoted program name at `c`: any of U+0001 to U+0020,
+/// not only a space or a tab (the C runtime stops at those two only).
+constexpr bool ends_program_name(char c) noexcept { return c >= 1 && c <= ' '; }
+
+/// The program name takes other rules (no backslash escapes): quoted when it has a character
+/// that would end it (a space, a tab, a newline, any control character), and it cannot hold a quote.
 inline result<void> append_program_name(std::string& line, std::string_view argv0) {
   if (argv0.find('"') != std::string_view::npos)
     return error(errc::invalid_argument, "argv[0] contains a '\"', which Win32 cannot pass");
-  const bool quote = argv0.empty() || argv0.find_first_of(" \t") != std::string_view::npos;
+  bool quote = argv0.empty();
+  for (const char c : argv0) quote = quote || ends_program_name(c);
   if (quote) line += '"';
   line += argv0;
   if (quote) line += '"';
@@ -65,12 +70,12 @@ inline result<std::string> make_command_line(const std::vector<std::string>& arg
 inline std::vector<std::string> parse_command_line(std::string_view line) {
   std::vector<std::string> argv;
   std::size_t i = 0;
-  std::string arg0;  // the program name: up to a space, or between quotes, with no escapes
+  std::string arg0;  // the program name: up to a space or control character, or between quotes, no escapes
   if (i < line.size() && line[i] == '"') {
     for (++i; i < line.size() && line[i] != '"'; ++i) arg0 += line[i];
     if (i < line.size()) ++i;
   } else {
-    for (; i < line.size() && line[i] != ' ' && line[i] != '\t'; ++i) arg0 += line[i];
+    for (; i < line.size() && !ends_program_name(line[i]); ++i) arg0 += line[i];
   }
   argv.push_back(arg0);
   for (;;) {
