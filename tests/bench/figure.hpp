@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
@@ -76,6 +77,15 @@ inline long parse_count(const char* s, const char* what, const char* usage, long
     std::exit(2);
   }
   return v;
+}
+
+/// A "Key:  N kB" field of a /proc file (VmRSS in /proc/self/status, MemAvailable in
+/// /proc/meminfo) in MiB; -1 where there is none.
+inline double proc_field_mib(const char* path, const std::string& key) {
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(key + ":", 0) == 0) return std::atof(line.c_str() + key.size() + 1) / 1024;
+  return -1;
 }
 
 }  // namespace bench

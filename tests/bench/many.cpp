@@ -17,7 +17,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -112,12 +111,7 @@ double node_in_flight() {
 
 // ---- memory of live children ----
 
-double vm_rss_mib() {
-  std::ifstream in("/proc/self/status");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("VmRSS:", 0) == 0) return std::atof(line.c_str() + 6) / 1024;
-  return -1;
-}
+double vm_rss_mib() { return bench::proc_field_mib("/proc/self/status", "VmRSS"); }
 
 // Enough descriptors for `live` children (a pipe and a pidfd each), or fewer children.
 int fit_descriptors(int live) {

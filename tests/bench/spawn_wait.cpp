@@ -35,7 +35,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
@@ -248,12 +247,7 @@ struct region {
 };
 std::vector<region> ballast;
 
-long mem_available_mib() {
-  std::ifstream in("/proc/meminfo");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("MemAvailable:", 0) == 0) return std::atol(line.c_str() + 13) / 1024;
-  return -1;
-}
+long mem_available_mib() { return static_cast<long>(bench::proc_field_mib("/proc/meminfo", "MemAvailable")); }
 
 void grow_ballast(long mib) {
   const long have = ballast.empty() ? 0 : ballast.back().upto_mib;
@@ -270,12 +264,7 @@ void set_parent_size(long mib) {
     if (::madvise(r.base, r.bytes, r.upto_mib <= mib ? MADV_DOFORK : MADV_DONTFORK) != 0) die_errno("madvise", errno);
 }
 
-long vm_rss_mib() {
-  std::ifstream in("/proc/self/status");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6) / 1024;
-  return -1;
-}
+long vm_rss_mib() { return static_cast<long>(bench::proc_field_mib("/proc/self/status", "VmRSS")); }
 
 // ---- reporting ----
 
