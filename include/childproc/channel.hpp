@@ -218,7 +218,7 @@ class basic_channel {
       const auto [size, attach] = next_write(left.size());
       auto r = detail::write_some_native(c_->io.handle(), {left.data(), size}, attach, true);
       if (!r) return fail(std::move(r).error());
-      wrote(*r, attach);
+      wrote(*r);
       left.remove_prefix(*r);
     }
     return {};
@@ -232,6 +232,51 @@ class basic_channel {
     if (peer) c_->peer = std::move(*peer);
     else c_->peer_error = std::move(peer).error();
   }
+
+  /// Awaitable: the next message -> result<T> (T = message by default); errc::end_of_stream
+  /// when the peer disconnected cleanly. A triggered `stop` ends the wait with errc::cancelled
+  /// and loses nothing.
+  template <class T = message>
+  task<result<T>> receive(std::stop_token stop = {}) {
+    for (;;) {
+      auto m = take_frame();
+      if (!m) co_return std::move(m).error();
+      if (*m) co_return decode<T>(std::move(**m));
+      if (!c_->io.is_open()) co_return closed_error("receive");
+      // About to wait (most likely for a reply): what was sent this round leaves first.
+      if (c_->job && !c_->job->issued && !c_->out.empty()) write_now(c_.get());
+      auto r = co_await c_->io.async_read_some(spare(), stop);
+      if (auto e = received(r); !e) co_return std::move(e).error();
+    }
+  }
+
+  /// The next message, blocking (for code without an event loop).
+  template <class T = message>
+  result<T> receive_sync() {
+    for (;;) {
+      auto m = take_frame();
+      if (!m) return std::move(m).error();
+      if (*m) return decode<T>(std::move(**m));
+      if (!c_->io.is_open()) return closed_error("receive");
+      auto r = c_->io.read_some(spare());
+      if (auto e = received(r); !e) return std::move(e).error();
+    }
+  }
+
+  /// Closes this side: the peer's receive() ends with errc::end_of_stream. Queued messages not
+  /// yet written are dropped (flush() or send_async() first to be sure they left).
+  void disconnect() noexcept {
+    if (!c_) return;
+    if (c_->job) c_->job->owner = nullptr;  // it frees itself when its (cancelled) write completes or starts
+    c_->job = nullptr;
+    c_->io.close();
+    c_->out.clear();
+    drop_outgoing();
+    wake_writers(closed_error("send"));
+  }
+
+  /// The transport, for the library (fd / handle).
+  stream& transport() noexcept { return c_->io; }
 
  private:
   task<result<void>> until_written() {
@@ -304,54 +349,6 @@ class basic_channel {
     return flush();
   }
 
- public:
-
-  /// Awaitable: the next message -> result<T> (T = message by default); errc::end_of_stream
-  /// when the peer disconnected cleanly. A triggered `stop` ends the wait with errc::cancelled
-  /// and loses nothing.
-  template <class T = message>
-  task<result<T>> receive(std::stop_token stop = {}) {
-    for (;;) {
-      auto m = take_frame();
-      if (!m) co_return std::move(m).error();
-      if (*m) co_return decode<T>(std::move(**m));
-      if (!c_->io.is_open()) co_return closed_error("receive");
-      // About to wait (most likely for a reply): what was sent this round leaves first.
-      if (c_->job && !c_->job->issued && !c_->out.empty()) write_now(c_.get());
-      auto r = co_await c_->io.async_read_some(spare(), stop);
-      if (auto e = received(r); !e) co_return std::move(e).error();
-    }
-  }
-
-  /// The next message, blocking (for code without an event loop).
-  template <class T = message>
-  result<T> receive_sync() {
-    for (;;) {
-      auto m = take_frame();
-      if (!m) return std::move(m).error();
-      if (*m) return decode<T>(std::move(**m));
-      if (!c_->io.is_open()) return closed_error("receive");
-      auto r = c_->io.read_some(spare());
-      if (auto e = received(r); !e) return std::move(e).error();
-    }
-  }
-
-  /// Closes this side: the peer's receive() ends with errc::end_of_stream. Queued messages not
-  /// yet written are dropped (flush() or send_async() first to be sure they left).
-  void disconnect() noexcept {
-    if (!c_) return;
-    if (c_->job) c_->job->owner = nullptr;  // it frees itself when its (cancelled) write completes or starts
-    c_->job = nullptr;
-    c_->io.close();
-    c_->out.clear();
-    drop_outgoing();
-    wake_writers(closed_error("send"));
-  }
-
-  /// The transport, for the library (fd / handle).
-  stream& transport() noexcept { return c_->io; }
-
- private:
   struct write_job;
   struct written_awaiter;
 
@@ -489,8 +486,8 @@ class basic_channel {
 
   // Accounts for `n` bytes written from offset `written`: a handle sent with them is on its way
   // (POSIX: the kernel holds it now, our duplicate closes; Win32: the peer owns it).
-  void wrote(std::size_t n, native_handle attach) { wrote(c_.get(), n, attach); }
-  static void wrote(core* c, std::size_t n, native_handle) {
+  void wrote(std::size_t n) { wrote(c_.get(), n); }
+  static void wrote(core* c, std::size_t n) {
     if (n > 0 && !c->outgoing.empty() && c->outgoing.front().at == c->written) c->outgoing.pop_front();
     c->written += n;
   }
@@ -549,7 +546,7 @@ class basic_channel {
       return;
     }
     c->out.erase(0, *r);
-    wrote(c, *r, attach);
+    wrote(c, *r);
   }
 
   static void issue(write_job* job) {
@@ -581,7 +578,7 @@ class basic_channel {
       return;
     }
     job->done += job->bytes;
-    wrote(c, job->bytes, job->attach);
+    wrote(c, job->bytes);
     if (job->done == job->buffer.size()) {
       job->buffer.clear();
       job->done = 0;
