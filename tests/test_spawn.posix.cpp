@@ -215,7 +215,9 @@ TEST_CASE("every signal that kills is reported with its number and its name") {
                                                  {SIGABRT, "SIGABRT"}, {SIGKILL, "SIGKILL"}, {SIGUSR1, "SIGUSR1"},
                                                  {SIGALRM, "SIGALRM"}, {SIGTERM, "SIGTERM"}, {SIGBUS, "SIGBUS"},
                                                  {SIGFPE, "SIGFPE"},   {SIGSEGV, "SIGSEGV"}, {SIGUSR2, "SIGUSR2"}};
-  for (const auto& [sig, name] : signals) {
+  for (const auto& entry : signals) {
+    const int sig = entry.first;  // not a structured binding: clang 14 cannot capture one in CHECK_MESSAGE
+    const char* name = entry.second;
     auto r = cp::spawn_sync(child_path(), {"signal", std::to_string(sig)});
     REQUIRE(r);
     CHECK_MESSAGE(r->status.signal() == sig, "signal ", sig);
