@@ -527,9 +527,11 @@ class basic_channel {
       }
       job->issued = true;
       job->buffer = std::exchange(job->owner->out, {});
-      if (job->buffer.empty()) {
-        job->owner->job = nullptr;
+      if (job->buffer.empty()) {  // a write_now sent it all meanwhile: its send_async waiters are due
+        core* c = job->owner;
+        c->job = nullptr;
         delete job;
+        wake_writers(c, {});
         return;
       }
       issue(job);

@@ -35,8 +35,8 @@ class stream {
         head_(std::exchange(o.head_, 0)),
         reactor_(std::move(o.reactor_)),
         received_(std::exchange(o.received_, nullptr)),
-        socket_(o.socket_),
-        drained_(o.drained_) {}
+        socket_(std::exchange(o.socket_, false)),
+        drained_(std::exchange(o.drained_, false)) {}
   stream& operator=(stream&& o) noexcept {
     if (this != &o) {
       close();
@@ -45,8 +45,8 @@ class stream {
       head_ = std::exchange(o.head_, 0);
       reactor_ = std::move(o.reactor_);
       received_ = std::exchange(o.received_, nullptr);
-      socket_ = o.socket_;
-      drained_ = o.drained_;
+      socket_ = std::exchange(o.socket_, false);
+      drained_ = std::exchange(o.drained_, false);
     }
     return *this;
   }
@@ -284,7 +284,7 @@ class stream {
   std::weak_ptr<detail::reactor*> reactor_;  // where async operations ran, while it lives
   std::vector<detail::unique_handle>* received_ = nullptr;  // collect_handles()
   bool socket_ = false;                                     // mark_socket()
-  bool drained_ = false;  // the last read emptied the handle: the next one waits first
+  bool drained_ = false;  // the last read returned less than asked: the next one waits first (a hint)
 };
 
 }  // namespace childproc::inline v0

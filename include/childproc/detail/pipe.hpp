@@ -34,9 +34,10 @@ inline auto create_duplex_native() -> result<pipe_pair>;
 inline auto create_plain_pipe_native() -> result<pipe_pair>;
 
 /// Reads at least one byte, blocking as needed; 0 means end of stream. With `received`, descriptors
-/// that arrive with the bytes (a channel passing handles) are appended to it. `wait_first` says
-/// the last read emptied the handle, so a read now would most likely find nothing (a reply not
-/// yet written): wait first, then read.
+/// that arrive with the bytes (a channel passing handles) are appended to it. `wait_first` is a
+/// hint that the last read emptied the handle (it returned less than asked), so a read now would
+/// most likely find nothing (a reply not yet written): wait first, then read. A wrong hint costs
+/// one poll(2) (recvmsg(2) also stops early where passed descriptors arrive).
 ///   POSIX: read(2), or recvmsg(2) taking SCM_RIGHTS (MSG_CMSG_CLOEXEC) with `received`; poll(2)
 ///   while it would block (before the first read with `wait_first`).
 ///   Win32: ReadFile with an OVERLAPPED and a wait; ERROR_BROKEN_PIPE is end of stream. `received`
@@ -56,7 +57,8 @@ inline auto write_some_native(native_handle h, std::span<const char> data, nativ
                               bool socket = false) -> result<std::size_t>;
 
 /// Writes what fits now, without waiting: 0 when nothing fits (a channel coalescing many sends).
-///   POSIX: one write(2) (or sendmsg(2) with `attach`) on the non-blocking end, EAGAIN as 0.
+///   POSIX: one write(2) on the non-blocking end (send(2) on a socket, sendmsg(2) with `attach`),
+///   EAGAIN as 0.
 ///   Win32: always 0 (no such write on an overlapped handle: the completion port does the writing).
 inline auto write_now_native(native_handle h, std::span<const char> data, native_handle attach = invalid_handle(),
                              bool socket = false) -> result<std::size_t>;

@@ -14,7 +14,8 @@ namespace childproc::inline v0::detail {
 
 // Who waits on one fd. epoll: one-shot registrations, re-armed (EPOLL_CTL_MOD) while someone
 // waits, so an fd that was closed and reused without cancel() heals (MOD fails, ADD again).
-// An operation always tries its syscall first, so nothing is lost while nobody waited.
+// An operation tries its syscall first, so nothing is lost while nobody waited; a read marked
+// wait_first is armed at once instead (epoll and poll report readiness that already exists).
 struct fd_waiters {
   io_op* reader = nullptr;
   io_op* writer = nullptr;
@@ -103,11 +104,14 @@ inline auto reactor_open_native(reactor_state& s) -> result<void> {
 }
 
 inline void start_io_native(reactor_state& s, io_op* op, op_queue& done) {
-  if (!(op->wait_first && !op->write) && attempt_io_posix(op)) return done.push(op);
+  const bool try_first = op->write || !op->wait_first;
+  if (try_first && attempt_io_posix(op)) return done.push(op);
   auto& w = s.fds[op->handle];
   (op->write ? w.writer : w.reader) = op;
   if (auto r = arm_fd_posix(s, op->handle, w); !r) {
     (op->write ? w.writer : w.reader) = nullptr;
+    // epoll refuses regular files (EPERM), which are always ready: read at once after all.
+    if (!try_first && r.error().value() == EPERM && attempt_io_posix(op)) return done.push(op);
     op->err = std::move(r).error();
     done.push(op);
   }
