@@ -16,6 +16,11 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#  include <sys/prctl.h>  // PR_SET_CHILD_SUBREAPER
+#  include <sys/wait.h>
+#endif
+
 #ifdef _WIN32
 #  define CHILDPROC_TEST_DIE() TerminateProcess(GetCurrentProcess(), 9)
 #else
@@ -150,9 +155,12 @@ CHILDPROC_ENTRY(flood)(cp::channel& parent) {
 }
 
 // Starts wait_eof as its own child and keeps it (on Win32 it is in this process's job), sends
-// its pid, and dies abruptly when the parent answers.
+// its pid, and dies abruptly when the parent answers. Argument "kill": the child is spawned with
+// kill_on_parent_exit, and is disconnect_and_sleep (which would outlive us unless killed).
 CHILDPROC_ENTRY(middle_keeps)(cp::channel& parent) {
-  auto g = cp::fork_self("wait_eof", {}, {.stdio = {cp::ignore, cp::ignore, cp::ignore}});
+  const bool kill = !cp::entry_args().empty() && cp::entry_args()[0] == "kill";
+  auto g = cp::fork_self(kill ? "disconnect_and_sleep" : "wait_eof", {},
+                         {.stdio = {cp::ignore, cp::ignore, cp::ignore}, .kill_on_parent_exit = kill});
   if (!g) return 3;
   (void)parent.send(std::to_string(g->pid()));
   (void)parent.receive_sync();
@@ -463,21 +471,53 @@ TEST_CASE("a parent that dies: its child's receive ends and the child exits clea
   CHECK(m.out().read_all().value() == "eof\n");  // written by the orphaned grandchild, which then ended
 }
 
-#if defined(_WIN32)
-TEST_CASE("Win32: a parent killed while its child runs takes the child with it (the job closes)") {
-  auto m = cp::fork_self("middle_keeps", {}, {.stdio = {cp::ignore, cp::ignore, cp::inherit}}).value();
+#if defined(__linux__)
+TEST_CASE("Linux: kill_on_parent_exit: a parent killed while its child runs takes the child with it") {
+  // This process adopts the orphan (a subreaper) for the test, so the orphan's end is read exactly.
+  REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+  auto m = cp::fork_self("middle_keeps", {"kill"}, {.stdio = {cp::ignore, cp::ignore, cp::inherit}}).value();
   auto said = m.receive_sync();
   REQUIRE(said);
-  const unsigned long grandchild = std::stoul(said->str());
-  CHECK(pid_exists(grandchild));
+  const pid_t grandchild = static_cast<pid_t>(std::stol(said->str()));
   REQUIRE(m.send(std::string("die now")));
   CHECK(killed_abruptly(m.wait().value()));
-  bool gone = false;
-  for (int i = 0; i < 1000 && !gone; ++i) {
-    gone = !pid_exists(grandchild);
-    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  int status = 0;
+  pid_t reaped = 0;
+  for (int i = 0; i < 1000 && reaped == 0; ++i) {  // up to 10 s
+    reaped = ::waitpid(grandchild, &status, WNOHANG);
+    if (reaped == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  CHECK(gone);
+  if (reaped == 0) {  // it outlived its parent: the failure below, and no process left behind
+    ::kill(grandchild, SIGKILL);
+    reaped = ::waitpid(grandchild, &status, 0);
+    status = 0;
+  }
+  ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+  REQUIRE(reaped == grandchild);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGKILL);
+}
+#endif
+
+#if defined(_WIN32)
+TEST_CASE("Win32: a parent killed while its child runs takes the child with it (the job closes)") {
+  // By default, and with kill_on_parent_exit (the same job, which must then exist).
+  for (const char* how : {"default", "kill"}) {
+    CAPTURE(how);
+    auto m = cp::fork_self("middle_keeps", {how}, {.stdio = {cp::ignore, cp::ignore, cp::inherit}}).value();
+    auto said = m.receive_sync();
+    REQUIRE(said);
+    const unsigned long grandchild = std::stoul(said->str());
+    CHECK(pid_exists(grandchild));
+    REQUIRE(m.send(std::string("die now")));
+    CHECK(killed_abruptly(m.wait().value()));
+    bool gone = false;
+    for (int i = 0; i < 1000 && !gone; ++i) {
+      gone = !pid_exists(grandchild);
+      if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    CHECK(gone);
+  }
 }
 #endif
 

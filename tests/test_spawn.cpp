@@ -177,6 +177,23 @@ TEST_CASE("bad input: a cwd that does not exist, or is a file") {
   CHECK(f.error().message() == "spawn " + child_path() + ": cwd " + child_path() + " ENOTDIR");
 }
 
+TEST_CASE("bad input: detached with kill_on_parent_exit (a child cannot both outlive and die with us)") {
+  auto p = cp::spawn(child_path(), {"cwd"}, {.detached = true, .kill_on_parent_exit = true});
+  REQUIRE(!p);
+  CHECK(p.error() == cp::errc::invalid_argument);
+  CHECK(p.error().message() == "spawn " + child_path() + ": detached and kill_on_parent_exit exclude each other");
+  auto e = cp::exec_file(child_path(), {"cwd"}, {.detached = true, .kill_on_parent_exit = true});
+  REQUIRE(!e);
+  CHECK(e.error() == cp::errc::invalid_argument);
+}
+
+TEST_CASE("kill_on_parent_exit: the child runs as any other") {
+  auto r = cp::exec_file(child_path(), {"args", "a b", "c"}, {.kill_on_parent_exit = true});
+  REQUIRE(r);
+  CHECK(r->ok());
+  CHECK(r->out == std::string("a b\0c\0", 6));
+}
+
 TEST_CASE("bad input: same_as_stdout anywhere but stderr") {
   auto p = cp::spawn(child_path(), {"cwd"}, {.stdio = {cp::pipe, cp::same_as_stdout, cp::pipe}});
   REQUIRE(!p);

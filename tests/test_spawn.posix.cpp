@@ -186,6 +186,30 @@ TEST_CASE("uid and gid (root only: runs as nobody)") {
   CHECK(cwd == "/");
 }
 
+#if defined(__linux__)
+TEST_CASE("Linux: kill_on_parent_exit makes SIGKILL the parent-death signal, also across a uid switch") {
+  CHECK(out_of({"pdeathsig"}) == "pdeathsig=0\n");
+  CHECK(out_of({"pdeathsig"}, {.kill_on_parent_exit = true}) == "pdeathsig=9\n");
+  // A switch of user clears the parent-death signal: it is set after the switch.
+  if (getuid() == 0) CHECK(out_of({"pdeathsig"}, {.uid = 65534u, .gid = 65534u, .kill_on_parent_exit = true}) == "pdeathsig=9\n");
+  else CHECK(out_of({"pdeathsig"}, {.uid = getuid(), .kill_on_parent_exit = true}) == "pdeathsig=9\n");
+}
+
+TEST_CASE("Linux: kill_on_parent_exit follows the spawning thread: its child dies when that thread ends") {
+  cp::result<cp::process> with = cp::error(cp::errc::no_process), without = cp::error(cp::errc::no_process);
+  std::thread([&] {
+    with = cp::spawn(child_path(), {"sleep", "60000"}, {.stdio = {cp::ignore, cp::ignore, cp::inherit}, .kill_on_parent_exit = true});
+    without = cp::spawn(child_path(), {"sleep", "60000"}, {.stdio = {cp::ignore, cp::ignore, cp::inherit}});
+  }).join();
+  REQUIRE(with);
+  REQUIRE(without);
+  CHECK(with->wait().value().signal() == SIGKILL);  // the thread, not the process, is its parent
+  CHECK(!without->try_wait().value());              // still sleeping
+  REQUIRE(without->kill(SIGKILL));
+  CHECK(without->wait().value().signal() == SIGKILL);
+}
+#endif
+
 TEST_CASE("the fallback path reports exec errors as errors too") {
   auto r = cp::spawn("/no/such/prog", {}, {.uid = getuid()});
   REQUIRE(!r);

@@ -99,6 +99,10 @@ struct options {
   std::optional<unsigned> uid = {};       ///< POSIX: run as this user
   std::optional<unsigned> gid = {};       ///< POSIX: run as this group
   bool close_other_fds = true;            ///< close every descriptor not named in stdio (POSIX)
+  /// The child dies with its parent. Win32: always so unless detached (a kill-on-close job).
+  /// Linux: SIGKILL when the *thread* that spawned it ends (PR_SET_PDEATHSIG; spawns by fork);
+  /// a set-user-ID program clears it. Other POSIX: ENOTSUP. Not with `detached`.
+  bool kill_on_parent_exit = false;
 
   // Used by exec, exec_file and spawn_sync:
   std::string input = {};                          ///< bytes written to stdin, which is then closed

@@ -49,6 +49,9 @@
 #include <sys/resource.h>
 #include <sys/types.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>  // PR_GET_PDEATHSIG
+#endif
 
 extern "C" char** environ;
 #endif
@@ -475,6 +478,18 @@ int mode_ignore_term_sleep(const Args& a) {
 
 #endif  // !_WIN32
 
+#ifdef __linux__
+// The signal this process gets when its parent ends (0: none).
+int mode_pdeathsig(const Args&) {
+    int sig = 0;
+    if (prctl(PR_GET_PDEATHSIG, &sig) != 0) return complain(kSystemError, "prctl failed");
+    return emit("pdeathsig=" + std::to_string(sig) + "\n");
+}
+#define LINUX_ONLY(fn) fn
+#else
+#define LINUX_ONLY(fn) nullptr
+#endif
+
 // ---------------------------------------------------------------------------
 // Dispatch
 
@@ -519,6 +534,7 @@ constexpr Mode kModes[] = {
     {"ids", 0, POSIX_ONLY(mode_ids)},
     {"close-stdin-sleep", 1, mode_close_stdin_sleep},
     {"ignore-term-sleep", 1, POSIX_ONLY(mode_ignore_term_sleep)},
+    {"pdeathsig", 0, LINUX_ONLY(mode_pdeathsig)},
 };
 
 }  // namespace

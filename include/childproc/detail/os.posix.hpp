@@ -25,6 +25,9 @@
 #if CHILDPROC_HAS_EPOLL
 #  include <sys/epoll.h>  // the Linux reactor
 #endif
+#if defined(__linux__)
+#  include <sys/prctl.h>  // PR_SET_PDEATHSIG for kill_on_parent_exit
+#endif
 
 extern char** environ;  // the parent's environment, inherited by default
 

@@ -46,8 +46,9 @@ inline std::string default_shell_native(const std::vector<std::string>& env);
 
 /// Finds the program, builds the child's descriptors and starts it.
 ///   POSIX: PATH search like execvp, then posix_spawn with dup2 / addchdir_np / addclosefrom_np
-///          actions, an empty signal mask and default dispositions; uid/gid (and what the libc
-///          cannot express) take one fork + execve path. A pidfd is opened where the kernel has one.
+///          actions, an empty signal mask and default dispositions; uid/gid, kill_on_parent_exit
+///          (Linux PR_SET_PDEATHSIG) and what the libc cannot express take one fork + execve path.
+///          A pidfd is opened where the kernel has one.
 ///   Win32: PATH + PATHEXT search, CreateProcessW with STARTUPINFOEXW and an explicit handle list,
 ///          created suspended, put in a kill-on-close job, then resumed.
 inline auto spawn_native(const spawn_request& request) -> result<spawned>;
@@ -89,6 +90,8 @@ inline auto make_spawn_request(std::string program, std::vector<std::string> arg
       return error(errc::invalid_argument, req.context + ": same_as_stdout is only for stderr (stdio[2])");
   if (std::count_if(o.stdio.begin(), o.stdio.end(), [](const stdio_spec& s) { return s.how == stdio_spec::kind::ipc; }) > 1)
     return error(errc::invalid_argument, req.context + ": more than one ipc entry in stdio");
+  if (o.detached && o.kill_on_parent_exit)
+    return error(errc::invalid_argument, req.context + ": detached and kill_on_parent_exit exclude each other");
 
   auto env = build_env_block(o.env.inherit ? parent_environment_native() : std::vector<std::string>(), o.env,
                              CHILDPROC_WIN32, req.context);

@@ -149,9 +149,10 @@ inline std::vector<char*> c_strings(const std::vector<std::string>& v) {
   return out;
 }
 
-// The one fallback for what posix_spawn cannot express (uid/gid, or an old libc): fork + execve.
-// Between fork and execve the child calls only async-signal-safe functions and reports a failed
-// step through a CLOEXEC pipe. fork, not vfork: setuid in a vfork child would reach the parent's threads.
+// The one fallback for what posix_spawn cannot express (uid/gid, the parent-death signal, or an
+// old libc): fork + execve. Between fork and execve the child calls only async-signal-safe
+// functions and reports a failed step through a CLOEXEC pipe. fork, not vfork: setuid in a vfork
+// child would reach the parent's threads.
 inline auto fork_exec_posix(const spawn_request& req, const std::string& path, const stdio_plan& plan,
                             char* const* argv, char* const* envp) -> result<pid_t> {
   const options& o = *req.opts;
@@ -165,6 +166,7 @@ inline auto fork_exec_posix(const spawn_request& req, const std::string& path, c
   }
   sigset_t all, old;
   sigfillset(&all);
+  const pid_t parent = ::getpid();
   pthread_sigmask(SIG_SETMASK, &all, &old);  // no parent handler may run in the child
   const pid_t pid = ::fork();
   if (pid == 0) {
@@ -190,6 +192,15 @@ inline auto fork_exec_posix(const spawn_request& req, const std::string& path, c
     if (o.gid || o.uid) (void)::setgroups(0, nullptr);  // best effort, as libuv
     if (o.gid && ::setgid(*o.gid) < 0) fail(errno);
     if (o.uid && ::setuid(*o.uid) < 0) fail(errno);
+#if defined(__linux__)
+    // After setuid/setgid, which clear it. A parent that died before prctl is caught by getppid.
+    if (o.kill_on_parent_exit) {
+      if (::prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) fail(errno);
+      if (::getppid() != parent) ::kill(::getpid(), SIGKILL);
+    }
+#else
+    (void)parent;
+#endif
     if (o.close_other_fds) {  // all but the report pipe, which closes itself at execve (CLOEXEC)
 #ifdef SYS_close_range
       const bool closed = (report[1] == plan.count || ::syscall(SYS_close_range, plan.count, report[1] - 1, 0) == 0) &&
@@ -278,6 +289,10 @@ inline unique_handle open_pidfd_posix(pid_t pid) noexcept {
 
 inline auto spawn_native(const spawn_request& req) -> result<spawned> {
   const options& o = *req.opts;
+#if !defined(__linux__)
+  if (o.kill_on_parent_exit)  // no parent-death signal to ask for (FreeBSD's procctl is untested here)
+    return last_os_error(ENOTSUP, req.context + ": kill_on_parent_exit (Linux only on POSIX)");
+#endif
   auto path = find_program_posix(req);
   if (!path) return std::move(path).error();
   if (!o.cwd.empty()) {  // checked here so the error names the directory, not only the program
@@ -289,7 +304,7 @@ inline auto spawn_native(const spawn_request& req) -> result<spawned> {
   if (!plan) return std::move(plan).error();
   const auto argv = c_strings(req.argv);
   const auto envp = c_strings(req.env);
-  const bool fallback = o.uid || o.gid || (!CHILDPROC_HAS_ADDCHDIR && !o.cwd.empty()) ||
+  const bool fallback = o.uid || o.gid || o.kill_on_parent_exit || (!CHILDPROC_HAS_ADDCHDIR && !o.cwd.empty()) ||
                         (!CHILDPROC_HAS_ADDCLOSEFROM && o.close_other_fds);
   auto pid = fallback ? fork_exec_posix(req, *path, *plan, argv.data(), envp.data())
                       : posix_spawn_posix(req, *path, *plan, argv.data(), envp.data());

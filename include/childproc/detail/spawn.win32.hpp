@@ -314,14 +314,30 @@ inline auto spawn_native(const spawn_request& req) -> result<spawned> {
   // Suspended until it is in its job, so no grandchild can start outside it. A detached child
   // gets no job (as in Node): it must outlive us.
   if (!o.detached) {
-    HANDLE job = ::CreateJobObjectW(nullptr, nullptr);
-    if (job) {
+    const char* step = "CreateJobObjectW";
+    DWORD code = 0;
+    if (HANDLE job = ::CreateJobObjectW(nullptr, nullptr)) {
       out.child.job.reset(job);
       JOBOBJECT_EXTENDED_LIMIT_INFORMATION info{};
       info.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE | JOB_OBJECT_LIMIT_BREAKAWAY_OK;
-      if (!::SetInformationJobObject(job, JobObjectExtendedLimitInformation, &info, sizeof info) ||
-          !::AssignProcessToJobObject(job, pi.hProcess))
-        out.child.job.reset();  // an old system without nested jobs: the child still runs, unjobbed
+      step = "SetInformationJobObject";
+      bool in_job = ::SetInformationJobObject(job, JobObjectExtendedLimitInformation, &info, sizeof info);
+      if (in_job) {
+        step = "AssignProcessToJobObject";
+        in_job = ::AssignProcessToJobObject(job, pi.hProcess);
+      }
+      if (!in_job) {
+        code = ::GetLastError();
+        out.child.job.reset();
+      }
+    } else {
+      code = ::GetLastError();
+    }
+    // An old system without nested jobs: the child runs unjobbed, unless it must die with us.
+    if (!out.child.job && o.kill_on_parent_exit) {
+      ::TerminateProcess(pi.hProcess, 1);
+      ::WaitForSingleObject(pi.hProcess, INFINITE);
+      return win32_error(code, req.context + ": kill_on_parent_exit: " + step);
     }
   }
   ::ResumeThread(pi.hThread);
