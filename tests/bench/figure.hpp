@@ -17,6 +17,17 @@
 #include <string>
 #include <vector>
 
+// Paths meson passes in (tests/bench/meson.build); these defaults serve a hand-made build.
+#ifndef CHILDPROC_BENCH_TINY
+#  define CHILDPROC_BENCH_TINY "bench_tiny"
+#endif
+#ifndef CHILDPROC_BENCH_TINY_STATIC
+#  define CHILDPROC_BENCH_TINY_STATIC 0
+#endif
+#ifndef CHILDPROC_BENCH_SOURCE_DIR
+#  define CHILDPROC_BENCH_SOURCE_DIR "."
+#endif
+
 namespace bench {
 
 /// CHILDPROC_BENCH_QUICK set (and not "0"): a short run for CI.

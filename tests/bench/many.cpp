@@ -26,13 +26,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef CHILDPROC_BENCH_TINY
-#  define CHILDPROC_BENCH_TINY "bench_tiny"
-#endif
-#ifndef CHILDPROC_BENCH_SOURCE_DIR
-#  define CHILDPROC_BENCH_SOURCE_DIR "."
-#endif
-
 extern char** environ;
 
 namespace cp = childproc;
