@@ -20,7 +20,7 @@ targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(framing framing_roundtrip quote env_block utf)
 cd "$root" || exit 1
 build=${BUILD_DIR:-build-fuzz}
-options=(-Dfuzzing=true -Dtests=false -Dexamples=false -Dbenchmarks=false -Db_sanitize=address,undefined)
+options=(-Dfuzzing=true -Dtests=false -Dexamples=false -Dbenchmarks=false -Db_sanitize=address,undefined -Ddebug=true)
 
 # Configure once; later runs only make sure the options are still these.
 if [ -f "$build/build.ninja" ]; then
