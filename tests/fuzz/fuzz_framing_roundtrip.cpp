@@ -24,18 +24,20 @@ void check(const std::vector<std::string>& pieces, bool controls, std::size_t ma
   for (const auto& piece : pieces) {
     const bool control = controls && piece.starts_with('^');
     const std::string_view p = std::string_view(piece).substr(control ? 1 : 0);
-    const std::string before = wire;
+    // Both ways only append (what comes before is checked by decoding the whole wire below), so
+    // the frame alone is compared: copying the wire at each piece made the target quadratic.
+    const std::size_t before = wire.size();
     const auto at = Codec::begin(wire);
     wire += p;
     FUZZ_CHECK(Codec::payload_size(wire, at) == p.size());
     const bool ok = Codec::finish(wire, at, control);
     FUZZ_CHECK(ok == (control ? Codec::carries_handles && p.size() >= 8 && p.size() <= 1024 : !(json && p.find('\n') != p.npos)));
     if (!control) {
-      std::string encoded = before;
-      FUZZ_CHECK(childproc::encode_frame<Codec>(encoded, p) == ok && encoded == wire);
+      std::string encoded;
+      FUZZ_CHECK(childproc::encode_frame<Codec>(encoded, p) == ok && std::string_view(wire).substr(before) == encoded);
     }
     if (!ok) {
-      FUZZ_CHECK(wire == before);
+      FUZZ_CHECK(wire.size() == before);
       continue;
     }
     sent.emplace_back(p);
