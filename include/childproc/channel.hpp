@@ -130,14 +130,26 @@ class message {
 /// A framed, duplex message channel over a byte stream (a socketpair or a named pipe): what
 /// fork() gives the parent (process::channel()) and the child (parent_channel()).
 ///
-/// send() never blocks a running event loop: frames are queued and written in the background
-/// (many small messages coalesce into one write); without a loop on this thread it writes
-/// before it returns. send_async() also waits until its bytes are written (backpressure).
-/// receive() parses every whole frame already buffered before it reads again.
+/// What send() does when the peer is slow, gone or not reading:
+/// - Without an event loop on this thread, send() writes before it returns. While the socket
+///   is full it reads what the peer sends into this channel's receive buffer (up to the
+///   high-water mark), so two processes that both send before they receive never deadlock;
+///   receive_sync() / receive() then serve those messages first, in order.
+/// - On an event loop, send() queues and a background write sends the queue at the end of the
+///   round (many small messages coalesce into one write). The queue is bounded: past the
+///   high-water mark (options::high_water_mark, default twice max_message_size) send() fails
+///   with errc::queue_full, nothing queued and the channel still usable, while send_async()
+///   waits for room and then completes when its bytes are written (backpressure).
+/// - A peer that is gone: the next send() reports EPIPE (never SIGPIPE), and so does every
+///   send after it; what was queued is dropped.
+/// - When run(task) ends, what is still queued is written (blocking, reading meanwhile as
+///   above); a loop destroyed first hands its queued bytes back to the channel, and the next
+///   send, flush() or loop writes them.
 ///
 /// send(msg, handle) passes a descriptor or HANDLE along (Node's send(message, sendHandle)): the
 /// peer's message owns a duplicate (message::take_handle()). A handle whose message is dropped
-/// (the channel closes before it is written, or the receiver never takes it) is closed.
+/// (the channel closes before it is written, or the receiver never takes it) is closed; a
+/// descriptor the peer attaches to anything but its announcing frame is closed on arrival.
 template <class Codec = length_prefixed>
 class basic_channel {
   struct core;
@@ -150,7 +162,8 @@ class basic_channel {
     c_->io = std::move(transport);
     c_->max = max_message_size;
     c_->io.mark_socket();
-    if constexpr (Codec::carries_handles) c_->io.collect_handles(&c_->arrived);
+    // Always set, so a stream taken from another channel does not keep pointing at its list.
+    c_->io.collect_handles(Codec::carries_handles ? &c_->arrived : nullptr);
   }
   basic_channel(basic_channel&&) noexcept = default;
   basic_channel& operator=(basic_channel&& o) noexcept {
@@ -172,60 +185,88 @@ class basic_channel {
     if (c_) c_->max = n;
   }
 
+  /// Bytes queued for sending (on a loop), or received while a blocking send waits, before the
+  /// channel pushes back: queue_full / send_async waits; the blocking send stops reading.
+  std::size_t high_water_mark() const noexcept { return c_ ? high_water(c_.get()) : 0; }
+  /// Sets the high-water mark; 0 restores the default (twice max_message_size).
+  void set_high_water_mark(std::size_t n) noexcept {
+    if (c_) c_->hwm = n;
+  }
+
+  /// Bytes received and not yet taken by receive (whole messages and the start of the next).
+  std::size_t buffered() const noexcept { return c_ ? (c_->fill - c_->head) + c_->big_fill + c_->ready_bytes : 0; }
+
   /// Queues `msg` (a string, bytes, or any type with message_traits). On an event loop it is
-  /// written in the background; elsewhere it is written before send returns. An earlier write
+  /// written in the background (errc::queue_full past the high-water mark); elsewhere it is
+  /// written before send returns, reading what the peer sends meanwhile. An earlier write
   /// failure (EPIPE: the peer is gone) is reported here; a message over the limit is refused.
   template <class T>
   result<void> send(const T& msg) {
-    if (!event_loop::current())
-      if (auto bytes = direct_bytes(msg); bytes && can_write_direct(*bytes)) return send_direct_sync(*bytes);
-    if (auto e = queue(msg); !e) return e;
-    return sent();
+    if (event_loop* loop = event_loop::current()) {
+      if (auto e = queue(msg, true); !e) return e;
+      start_writing(c_.get(), *loop);
+      return {};
+    }
+    reclaim();
+    if (auto bytes = direct_bytes(msg); bytes && can_write_direct(*bytes)) return send_direct_sync(*bytes);
+    if (auto e = queue(msg, false); !e) return e;
+    return flush();
   }
 
   /// Sends `msg` with a duplicate of `h` (a descriptor or HANDLE: a pipe, a file, a socket...);
   /// `h` stays the caller's. The peer finds it in the message (message::take_handle()).
   template <class T>
   result<void> send(const T& msg, native_handle h) {
-    if (auto e = queue_with_handle(msg, h); !e) return e;
-    return sent();
+    event_loop* loop = event_loop::current();
+    if (!loop) reclaim();
+    if (auto e = queue_with_handle(msg, h, loop != nullptr); !e) return e;
+    if (!loop) return flush();
+    start_writing(c_.get(), *loop);
+    return {};
   }
 
-  /// Awaitable: queues `msg` and completes when it has been written -> result<void>.
+  /// Awaitable: queues `msg` (waiting for room under the high-water mark) and completes when
+  /// it has been written -> result<void>.
   template <class T>
   task<result<void>> send_async(const T& msg) {
-    if (event_loop::current())
-      if (auto bytes = direct_bytes(msg); bytes && can_write_direct(*bytes)) co_return co_await send_direct(*bytes);
-    if (auto e = queue(msg); !e) co_return e;
+    if (!event_loop::current()) co_return error(errc::no_event_loop, "send_async: no event loop runs on this thread");
+    if (auto bytes = direct_bytes(msg); bytes && can_write_direct(*bytes)) co_return co_await send_direct(*bytes);
+    auto e = queue(msg, true);
+    if (!e && e.error() == errc::queue_full) {
+      if (auto room = co_await until_written(); !room) co_return room;  // all of the queue, then this
+      e = queue(msg, false);
+    }
+    if (!e) co_return e;
     co_return co_await until_written();
   }
 
   /// Awaitable: send(msg, h), completing when it has been written -> result<void>.
   template <class T>
   task<result<void>> send_async(const T& msg, native_handle h) {
-    if (auto e = queue_with_handle(msg, h); !e) co_return e;
+    if (!event_loop::current()) co_return error(errc::no_event_loop, "send_async: no event loop runs on this thread");
+    auto e = queue_with_handle(msg, h, true);
+    if (!e && e.error() == errc::queue_full) {
+      if (auto room = co_await until_written(); !room) co_return room;
+      e = queue_with_handle(msg, h, false);
+    }
+    if (!e) co_return e;
     co_return co_await until_written();
   }
 
-  /// Writes everything queued, blocking (for code without an event loop).
+  /// Writes everything queued, blocking (for code without an event loop), reading what the
+  /// peer sends meanwhile into the receive buffer.
   result<void> flush() {
     if (!c_) return closed_error("send");
+    reclaim();
     if (c_->failed) return c_->failure;
-    if (c_->job) return {};  // a background write on a loop owns the queue; it goes on there
-    std::string pending = std::exchange(c_->out, {});
-    std::string_view left = pending;
-    while (!left.empty()) {
-      const auto [size, attach] = next_write(left.size());
-      auto r = detail::write_some_native(c_->io.handle(), {left.data(), size}, attach, true);
-      if (!r) return fail(std::move(r).error());
-      wrote(*r);
-      left.remove_prefix(*r);
-    }
-    return {};
+    if (c_->job) return {};  // a background write on a running loop owns the queue; it goes on there
+    if (c_->out.empty()) return {};
+    if (!c_->io.is_open()) return closed_error("send");
+    return write_out(c_.get());
   }
 
   /// Tells the channel which process is at the other end (the library does, at spawn): handles
-  /// are duplicated into it on Win32.
+  /// are pulled from it on Win32.
   void set_peer(result<unique_handle> peer) {
     if (!c_) return;
     c_->peer_known = true;
@@ -245,12 +286,13 @@ class basic_channel {
       if (!c_->io.is_open()) co_return closed_error("receive");
       // About to wait (most likely for a reply): what was sent this round leaves first.
       if (c_->job && !c_->job->issued && !c_->out.empty()) write_now(c_.get());
-      auto r = co_await c_->io.async_read_some(spare(), stop);
-      if (auto e = received(r); !e) co_return std::move(e).error();
+      auto r = co_await c_->io.async_read_some(spare(c_.get()), stop);
+      if (auto e = absorb(c_.get(), r); !e) co_return std::move(e).error();
     }
   }
 
-  /// The next message, blocking (for code without an event loop).
+  /// The next message, blocking (for code without an event loop). What is still queued is
+  /// written first (a request whose reply this waits for).
   template <class T = message>
   result<T> receive_sync() {
     for (;;) {
@@ -258,8 +300,10 @@ class basic_channel {
       if (!m) return std::move(m).error();
       if (*m) return decode<T>(std::move(**m));
       if (!c_->io.is_open()) return closed_error("receive");
-      auto r = c_->io.read_some(spare());
-      if (auto e = received(r); !e) return std::move(e).error();
+      if (c_->job || !c_->out.empty())
+        if (auto e = flush(); !e) return std::move(e).error();
+      auto r = c_->io.read_some(spare(c_.get()));
+      if (auto e = absorb(c_.get(), r); !e) return std::move(e).error();
     }
   }
 
@@ -267,22 +311,117 @@ class basic_channel {
   /// yet written are dropped (flush() or send_async() first to be sure they left).
   void disconnect() noexcept {
     if (!c_) return;
-    if (c_->job) c_->job->owner = nullptr;  // it frees itself when its (cancelled) write completes or starts
+    if (c_->job) c_->job->owner = nullptr;  // it frees itself: its write is cancelled, or its loop ends it
     c_->job = nullptr;
     c_->io.close();
     c_->out.clear();
-    drop_outgoing();
-    wake_writers(closed_error("send"));
+    drop_outgoing(c_.get());
+    wake_writers(c_.get(), closed_error("send"));
   }
 
   /// The transport, for the library (fd / handle).
   stream& transport() noexcept { return c_->io; }
 
  private:
-  task<result<void>> until_written() {
+  struct write_job;
+  struct written_awaiter;
+
+  struct core {
+    stream io;
+    std::size_t max = default_max_message_size;
+    std::size_t hwm = 0;         // 0: twice max
+    // Receiving.
+    std::string in;              // received bytes: valid in [head, fill)
+    std::size_t head = 0, fill = 0;
+    std::size_t scanned = 0;     // bytes from head known to hold no frame end (json_lines)
+    std::size_t want = 0;        // bytes still missing from a frame
+    std::string big;             // a large frame's payload, read straight into place
+    std::size_t big_fill = 0;
+    std::uint64_t big_end = 0;   // where that frame ends in the stream
+    std::deque<message> ready;   // whole large frames read while a blocking send waited
+    std::size_t ready_bytes = 0;
+    bool eof = false;
+    bool failed = false;
+    error failure;
+    // Sending.
+    std::string out;             // queued frames not yet handed to a write
+    std::uint64_t queued = 0;    // bytes ever queued / written, for send_async and the high-water mark
+    std::uint64_t written = 0;
+    write_job* job = nullptr;    // the background write, while one is in flight
+    std::vector<written_awaiter*> writers;
+    bool direct = false;         // a large payload is being written from the caller's memory
+    // Handle passing.
+    struct pending_handle {
+      std::uint64_t at;  // where its control frame starts in the stream
+      detail::outgoing_handle h;
+    };
+    std::deque<pending_handle> outgoing;      // handles queued, not yet written, in stream order
+    std::uint64_t in_flight_end = 0;          // the end of the background write in flight
+    std::vector<unique_handle> arrived;       // where a read puts the descriptors it received (POSIX)
+    struct arrival {
+      unique_handle h;
+      std::uint64_t start, end;  // the stream bytes of the read that brought it
+    };
+    std::deque<arrival> fds;                  // descriptors received, not yet matched to a control frame
+    std::uint64_t received_total = 0;         // stream bytes ever received
+    std::uint64_t consumed = 0;               // the stream offset of the next frame not yet parsed
+    unique_handle incoming;                   // announced by a control frame, for the next message
+    unique_handle peer;                       // the peer process (Win32)
+    bool peer_known = false;
+    error peer_error;
+    std::shared_ptr<int> alive = std::make_shared<int>();  // expires with the channel (send_direct checks)
+  };
+
+  // A background write, on the heap: it outlives a channel that is destroyed while it is in
+  // flight (its buffer must stay valid for the OS), and frees itself when it completes or when
+  // its loop settles it. Held by its loop from creation, started at the end of that round.
+  struct write_job : detail::io_op, detail::loop_work {
+    core* owner = nullptr;
+    std::string buffer;  // the frames being written
+    std::size_t done = 0;
+    event_loop* loop = nullptr;
+    bool issued = false;  // handed to the reactor (before: scheduled for the end of the round)
+    explicit write_job(event_loop& l) : loop(&l) {
+      run = &begin;
+      settle = &settled;
+      l.hold(this);
+      l.schedule(this);
+    }
+    write_job(const write_job&) = delete;
+    write_job& operator=(const write_job&) = delete;
+    ~write_job() { loop->release(this); }
+  };
+
+  struct written_awaiter {
+    core* c;
+    std::uint64_t target;
     event_loop* loop = event_loop::current();
-    if (!loop) co_return error(errc::no_event_loop, "send");
-    start_writing(*loop);
+    std::coroutine_handle<> h;
+    error outcome;
+    written_awaiter(core* cc, std::uint64_t t) noexcept : c(cc), target(t) {}
+    bool await_ready() const noexcept { return c->failed || c->written >= target || !c->io.is_open(); }
+    void await_suspend(std::coroutine_handle<> awaiting) {
+      h = awaiting;
+      c->writers.push_back(this);
+    }
+    result<void> await_resume() {
+      if (outcome) return outcome;
+      if (c->written >= target) return {};
+      if (c->failed) return c->failure;
+      return error(errc::channel_closed, "send: the channel is closed");
+    }
+  };
+
+  static error closed_error(const char* what) { return error(errc::channel_closed, std::string(what) + ": the channel is closed"); }
+
+  static std::size_t high_water(const core* c) noexcept {
+    if (c->hwm) return c->hwm;
+    return c->max > std::size_t(-1) / 2 ? std::size_t(-1) : 2 * c->max;
+  }
+
+  // Completes when every byte queued so far is written (or the channel fails or closes).
+  task<result<void>> until_written() {
+    start_writing(c_.get(), *event_loop::current());
     written_awaiter until(c_.get(), c_->queued);  // a named awaiter: g++ 12 mishandles braced temporaries in co_await
     co_return co_await until;
   }
@@ -309,12 +448,57 @@ class basic_channel {
     return {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8), static_cast<char>(n)};
   }
 
+  // Where a blocking write puts what the peer sends meanwhile: the receive buffer, up to the
+  // high-water mark (and a few descriptors short of the limit).
+  struct inbox final : detail::read_sink {
+    core* c;
+    explicit inbox(core* cc) noexcept : c(cc) { received = Codec::carries_handles ? &cc->arrived : nullptr; }
+    std::span<char> room() override {
+      if (c->failed || c->eof) return {};
+      if (!c->big.empty() && c->big_fill == c->big.size()) park_big(c);
+      const std::size_t held = (c->fill - c->head) + c->big_fill + c->ready_bytes;
+      if (held >= high_water(c) || c->fds.size() + 1 >= max_held_fds) return {};
+      return spare(c);
+    }
+    void arrived(result<std::size_t> r) override {
+      if (r && *r == 0) r = errc::end_of_stream;
+      (void)absorb(c, r);
+    }
+  };
+
+  // Writes the whole queue, blocking, reading meanwhile.
+  static result<void> write_out(core* c) {
+    const std::string pending = std::exchange(c->out, {});
+    std::string_view left = pending;
+    inbox sink(c);
+    while (!left.empty()) {
+      const auto [size, attach] = next_write(c, left.size());
+      auto r = detail::write_some_reading_native(c->io.handle(), {left.data(), size}, attach, true, sink);
+      if (!r) {
+        auto e = fail(c, std::move(r).error());
+        drop_outgoing(c);
+        wake_writers(c, e);
+        return e;
+      }
+      wrote(c, *r);
+      left.remove_prefix(*r);
+    }
+    wake_writers(c, {});
+    return {};
+  }
+
   result<void> send_direct_sync(std::string_view payload) {
+    core* c = c_.get();
     const auto header = frame_header(payload.size());
-    c_->queued += header.size() + payload.size();
+    c->queued += header.size() + payload.size();
+    inbox sink(c);
     for (std::string_view part : {std::string_view(header.data(), header.size()), payload})
-      if (auto r = c_->io.write(part); !r) return fail(std::move(r).error());
-    c_->written = c_->queued;
+      while (!part.empty()) {
+        auto r = detail::write_some_reading_native(c->io.handle(), {part.data(), part.size()}, detail::invalid_handle(), true, sink);
+        if (!r) return fail(c, std::move(r).error());
+        c->written += *r;
+        part.remove_prefix(*r);
+      }
     return {};
   }
 
@@ -329,6 +513,7 @@ class basic_channel {
     if (alive.expired()) co_return closed_error("send");
     c->direct = false;
     if (!r) {
+      if (c->failed) co_return c->failure;
       if (r.error() == errc::cancelled || !c->io.is_open()) co_return closed_error("send");
       auto e = fail(c, std::move(r).error());
       drop_outgoing(c);
@@ -341,88 +526,12 @@ class basic_channel {
     co_return result<void>();
   }
 
-  result<void> sent() {
-    if (event_loop* loop = event_loop::current()) {
-      start_writing(*loop);
-      return {};
-    }
-    return flush();
-  }
-
-  struct write_job;
-  struct written_awaiter;
-
-  struct core {
-    stream io;
-    std::size_t max = default_max_message_size;
-    std::string in;              // received bytes: valid in [head, fill)
-    std::size_t head = 0, fill = 0;
-    std::string out;             // queued frames not yet handed to a write
-    std::uint64_t queued = 0;    // bytes ever queued / written, for send_async
-    std::uint64_t written = 0;
-    write_job* job = nullptr;    // the background write, while one is in flight
-    std::vector<written_awaiter*> writers;
-    std::size_t want = 0;        // bytes still missing from a frame
-    std::string big;             // a large frame's payload, read straight into place
-    std::size_t big_fill = 0;
-    bool eof = false;
-    bool failed = false;
-    error failure;
-    // Handle passing.
-    struct pending_handle {
-      std::uint64_t at;  // where its control frame starts in the stream
-      detail::outgoing_handle h;
-    };
-    std::deque<pending_handle> outgoing;      // handles queued, not yet written, in stream order
-    std::uint64_t in_flight_end = 0;          // the end of the background write in flight
-    std::vector<unique_handle> arrived;       // descriptors received with the bytes (POSIX)
-    unique_handle incoming;                   // announced by a control frame, for the next message
-    unique_handle peer;                       // the peer process (Win32)
-    bool peer_known = false;
-    error peer_error;
-    bool direct = false;                      // a large payload is being written from the caller's memory
-    std::shared_ptr<int> alive = std::make_shared<int>();  // expires with the channel (send_direct checks)
-  };
-
-  // A background write, on the heap: it outlives a channel that is destroyed while it is in
-  // flight (its buffer must stay valid for the OS), and frees itself when it completes.
-  struct write_job : detail::io_op {
-    core* owner = nullptr;
-    std::string buffer;  // the frames being written
-    std::size_t done = 0;
-    event_loop* loop = nullptr;
-    bool issued = false;  // handed to the reactor (before: scheduled for the end of the round)
-    explicit write_job(event_loop& l) : loop(&l) { l.hold(); }  // run(task) waits for it to end
-    write_job(const write_job&) = delete;
-    write_job& operator=(const write_job&) = delete;
-    ~write_job() { loop->release(); }
-  };
-
-  struct written_awaiter {
-    core* c;
-    std::uint64_t target;
-    std::coroutine_handle<> h;
-    error outcome;
-    written_awaiter(core* cc, std::uint64_t t) noexcept : c(cc), target(t) {}
-    bool await_ready() const noexcept { return c->failed || c->written >= target || !c->io.is_open(); }
-    void await_suspend(std::coroutine_handle<> awaiting) {
-      h = awaiting;
-      c->writers.push_back(this);
-    }
-    result<void> await_resume() {
-      if (outcome) return outcome;
-      if (c->written >= target) return {};
-      if (c->failed) return c->failure;
-      return error(errc::channel_closed, "send: the channel is closed");
-    }
-  };
-
-  static error closed_error(const char* what) { return error(errc::channel_closed, std::string(what) + ": the channel is closed"); }
-
+  // Encodes `msg` onto the queue. With `bounded`, a queue that is not empty and would pass the
+  // high-water mark refuses it (errc::queue_full, nothing queued).
   template <class T>
-  result<void> queue(const T& msg) {
+  result<void> queue(const T& msg, bool bounded) {
+    if (c_ && c_->failed) return c_->failure;  // a failure says why the channel closed
     if (!c_ || !c_->io.is_open()) return closed_error("send");
-    if (c_->failed) return c_->failure;
     std::string& out = c_->out;
     const std::size_t at = Codec::begin(out);  // encoded in place: one copy of the payload
     if constexpr (std::is_convertible_v<const T&, std::string_view>) out.append(std::string_view(msg));
@@ -434,18 +543,26 @@ class basic_channel {
                                                 " bytes, more than max_message_size " + std::to_string(c_->max));
     }
     if (!Codec::finish(out, at)) return error(errc::invalid_argument, "send: the channel's codec cannot carry this message");
+    const std::uint64_t waiting = c_->queued - c_->written;
+    if (bounded && waiting > 0 && waiting + (out.size() - at) > high_water(c_.get())) {
+      const std::size_t frame = out.size() - at;
+      out.resize(at);
+      return error(errc::queue_full, "send: " + std::to_string(waiting) + " bytes wait to be written and " +
+                                         std::to_string(frame) + " more would pass the high-water mark of " +
+                                         std::to_string(high_water(c_.get())) + " (the peer reads too slowly)");
+    }
     c_->queued += out.size() - at;
     return {};
   }
 
-  // A control frame announcing (a duplicate of) `h`, then the message.
+  // A control frame announcing (a copy of) `h`, then the message.
   template <class T>
-  result<void> queue_with_handle(const T& msg, native_handle h) {
+  result<void> queue_with_handle(const T& msg, native_handle h, bool bounded) {
     if constexpr (!Codec::carries_handles) {
       return error(errc::invalid_argument, "send: this channel's codec cannot pass handles");
     } else {
+      if (c_ && c_->failed) return c_->failure;
       if (!c_ || !c_->io.is_open()) return closed_error("send");
-      if (c_->failed) return c_->failure;
       if (!c_->peer_known) set_peer(detail::channel_peer_native(c_->io.handle(), nullptr));
       if (c_->peer_error) return c_->peer_error;
       auto copy = detail::prepare_handle_native(h, c_->peer.get());
@@ -460,7 +577,7 @@ class basic_channel {
       const std::uint64_t offset = c_->queued;
       const std::uint64_t control = out.size() - at;
       c_->queued += control;
-      if (auto e = queue(msg); !e) {  // the message was refused: so is its handle
+      if (auto e = queue(msg, bounded); !e) {  // the message was refused: so is its handle
         out.resize(at);
         c_->queued -= control;
         detail::drop_handle_native(*copy);
@@ -474,7 +591,6 @@ class basic_channel {
   // How much of the `avail` bytes queued from offset `written` the next write may take, and the
   // handle that goes with it: a write that carries a handle starts at its control frame, and no
   // write runs into the next one.
-  std::pair<std::size_t, native_handle> next_write(std::size_t avail) const noexcept { return next_write(c_.get(), avail); }
   static std::pair<std::size_t, native_handle> next_write(const core* c, std::size_t avail) noexcept {
     const auto& q = c->outgoing;
     if (q.empty()) return {avail, detail::invalid_handle()};
@@ -484,58 +600,109 @@ class basic_channel {
     return {size, q.front().h.own.valid() ? q.front().h.own.get() : detail::invalid_handle()};
   }
 
-  // Accounts for `n` bytes written from offset `written`: a handle sent with them is on its way
-  // (POSIX: the kernel holds it now, our duplicate closes; Win32: the peer owns it).
-  void wrote(std::size_t n) { wrote(c_.get(), n); }
+  // Accounts for `n` bytes written from offset `written`: a handle sent with them is on its way.
   static void wrote(core* c, std::size_t n) {
-    if (n > 0 && !c->outgoing.empty() && c->outgoing.front().at == c->written) c->outgoing.pop_front();
+    if (n > 0 && !c->outgoing.empty() && c->outgoing.front().at == c->written) {
+      detail::sent_handle_native(c->outgoing.front().h);
+      c->outgoing.pop_front();
+    }
     c->written += n;
   }
 
-  // The channel closed or failed: handles not yet handed to a write are closed (on Win32 in the
-  // peer, where they were duplicated to); those in a write in flight may still arrive and are
-  // the peer's.
+  // The channel closed or failed: handles not yet handed to a write are closed; those in a
+  // write in flight may still arrive and are the peer's.
   static void drop_outgoing(core* c) noexcept {
     for (auto& p : c->outgoing)
       if (p.at >= c->in_flight_end) detail::drop_handle_native(p.h);
+      else detail::sent_handle_native(p.h);
     c->outgoing.clear();
   }
-  void drop_outgoing() noexcept { drop_outgoing(c_.get()); }
+
+  // A background write whose loop is not running (stopped, or never run again) gives its bytes
+  // back, so that this blocking call or another loop writes them.
+  void reclaim() noexcept {
+    if (c_ && c_->job && !c_->job->loop->running()) take_back(c_->job);
+  }
+
+  // Ends `job` without its completion; the bytes it had not written go back to the front of
+  // the queue. Its loop must not be inside a round (the completion could be in its batch).
+  static void take_back(write_job* job) noexcept {
+    core* c = job->owner;
+    if (job->issued) job->loop->reactor().withdraw(job);
+    if (!c) {
+      delete job;
+      return;
+    }
+    if (job->issued) {  // on Win32 a write being cancelled may still have finished
+      c->in_flight_end = c->written;
+      job->done += job->bytes;
+      wrote(c, job->bytes);
+      if (job->err && job->err != errc::cancelled && !c->failed) (void)fail(c, job->err);
+    }
+    if (job->done < job->buffer.size()) c->out.insert(0, job->buffer, job->done, std::string::npos);
+    c->job = nullptr;
+    delete job;
+  }
+
+  // The loop is done with `w`: run(task) ended (`finish`: write it all now) or the loop is
+  // being destroyed (its send_async waiters will never resume there: they are forgotten).
+  static void settled(detail::loop_work* w, bool finish) noexcept {
+    auto* job = static_cast<write_job*>(w);
+    core* c = job->owner;
+    event_loop* loop = job->loop;
+    take_back(job);
+    if (!c) return;
+    if (!finish) {
+      std::erase_if(c->writers, [loop](written_awaiter* a) { return a->loop == loop; });
+      return;
+    }
+    if (!c->failed && c->io.is_open() && !c->out.empty()) (void)write_out(c);
+    else if (c->failed) wake_writers(c, c->failure);
+  }
+
+  // The end of the round in which the job was made: everything queued by then, in one write.
+  static void begin(detail::loop_work* w) {
+    auto* job = static_cast<write_job*>(w);
+    core* c = job->owner;
+    if (!c) {  // disconnected before it started
+      delete job;
+      return;
+    }
+    if (!c->io.is_open() || c->failed) {  // closed by a bad frame meanwhile: nothing more is written
+      c->job = nullptr;
+      delete job;
+      wake_writers(c, c->failed ? c->failure : closed_error("send"));
+      return;
+    }
+    job->handle = c->io.handle();
+    job->buffer = std::exchange(c->out, {});
+    if (job->buffer.empty()) {  // a write_now sent it all meanwhile: its send_async waiters are due
+      c->job = nullptr;
+      delete job;
+      wake_writers(c, {});
+      return;
+    }
+    job->issued = true;
+    issue(job);
+  }
 
   // Sends made in one round of the loop leave together: the first schedules a write for the end
   // of the round; by then the others have joined the queue. A queue that reaches 64 KiB before
   // that is written at once (where the OS can say what fits without waiting), so a sender that
   // never yields does not pile up memory.
-  void start_writing(event_loop& loop) { start_writing(c_.get(), loop); }
   static void start_writing(core* c, event_loop& loop) {
-    if (c->out.empty() || c->direct) return;  // a direct write restarts the queue when it ends
+    if (c->job && !c->job->loop->running()) take_back(c->job);  // stranded on a loop that stopped
+    if (c->out.empty() || c->direct) return;                   // a direct write restarts the queue when it ends
     if (c->job) {
       if (!c->job->issued && c->out.size() >= 65536) write_now(c);
       return;
     }
     auto* job = new write_job(loop);
     job->owner = c;
-    job->handle = c->io.handle();
     job->write = true;
     job->complete = &on_written;
     c->job = job;
     c->io.attach(loop.reactor());  // closing the stream cancels the write
-    loop.post([job] {
-      if (!job->owner) {  // disconnected before it started
-        delete job;
-        return;
-      }
-      job->issued = true;
-      job->buffer = std::exchange(job->owner->out, {});
-      if (job->buffer.empty()) {  // a write_now sent it all meanwhile: its send_async waiters are due
-        core* c = job->owner;
-        c->job = nullptr;
-        delete job;
-        wake_writers(c, {});
-        return;
-      }
-      issue(job);
-    });
   }
 
   // One write of the queue without waiting (nothing of it is in flight).
@@ -571,12 +738,12 @@ class basic_channel {
     }
     c->in_flight_end = c->written;
     if (job->err) {
+      // A write cancelled because the channel failed (a bad frame received) keeps that failure.
+      const error e = c->failed ? c->failure : fail(c, job->err);
       c->job = nullptr;
-      c->failed = true;
-      c->failure = job->err;
       delete job;
       drop_outgoing(c);
-      wake_writers(c, c->failure);
+      wake_writers(c, e);
       return;
     }
     job->done += job->bytes;
@@ -595,8 +762,9 @@ class basic_channel {
     wake_writers(c, {});
   }
 
-  // Resumes the send_async calls whose bytes are written (or all of them, with `e`). Nothing of
-  // the channel is touched after a resumption: the resumed code may destroy it.
+  // Resumes the send_async calls whose bytes are written (or all of them, with `e`): at once
+  // on their own loop's thread inside its run, else posted to their loop. Nothing of the
+  // channel is touched after a resumption: the resumed code may destroy it.
   static void wake_writers(core* c, const error& e) {
     std::vector<written_awaiter*> ready;
     std::erase_if(c->writers, [&](written_awaiter* w) {
@@ -605,80 +773,128 @@ class basic_channel {
       ready.push_back(w);
       return true;
     });
-    for (auto* w : ready) w->h.resume();
+    event_loop* here = event_loop::current();
+    for (auto* w : ready)
+      if (w->loop == here) w->h.resume();
+      else w->loop->post([h = w->h] { h.resume(); });
   }
-  void wake_writers(const error& e) { wake_writers(c_.get(), e); }
 
-  error fail(error e) { return fail(c_.get(), std::move(e)); }
   static error fail(core* c, error e) {
     c->failed = true;
     c->failure = e;
     return e;
   }
 
+  // Frames parsed: the stream moves on by `n` bytes.
+  static void consume(core* c, std::size_t n) noexcept {
+    c->head += n;
+    c->consumed += n;
+    c->scanned = 0;
+    if (c->head == c->fill) c->head = c->fill = 0;
+  }
+
+  // The most descriptors held before the frames that announce them are parsed: a peer that
+  // sends more is not following the protocol (each handle travels with its own frame).
+  static constexpr std::size_t max_held_fds = 64;
+
+  // Descriptors whose read ended at or before stream offset `upto` belong to no control frame
+  // still to come: strays, closed.
+  static void drop_strays(core* c, std::uint64_t upto) noexcept {
+    while (!c->fds.empty() && c->fds.front().end <= upto) c->fds.pop_front();
+  }
+
+  // A whole large frame read while a blocking send waited: it waits in `ready`, in order.
+  static void park_big(core* c) {
+    c->ready_bytes += c->big.size();
+    c->ready.emplace_back(std::exchange(c->big, {}), std::move(c->incoming));
+    c->big_fill = 0;
+    drop_strays(c, c->big_end);
+  }
+
   // The next whole frame already received, nothing yet, or the error that broke the stream.
   result<std::optional<message>> take_frame() {
     if (!c_) return closed_error("receive");
-    if (c_->failed) return c_->failure;
-    if (!c_->big.empty() || c_->big_fill) return take_big();
-    const std::string_view have(c_->in.data() + c_->head, c_->fill - c_->head);
-    const frame_scan s = Codec::scan(have, c_->max);
+    core* c = c_.get();
+    if (!c->ready.empty()) {
+      message m = std::move(c->ready.front());
+      c->ready.pop_front();
+      c->ready_bytes -= m.size();
+      return std::optional<message>(std::move(m));
+    }
+    if (c->failed) return c->failure;
+    if (!c->big.empty() || c->big_fill) return take_big();
+    const std::string_view have(c->in.data() + c->head, c->fill - c->head);
+    const frame_scan s = Codec::scan(have, c->max, c->scanned);
     switch (s.what) {
       case frame_scan::kind::frame: {
         if (s.handle) {
-          c_->head += s.header + s.size + s.trailer;
-          if (auto e = announced(have.substr(s.header, s.size)); !e) return std::move(e).error();
+          const std::uint64_t at = c->consumed;
+          const std::string_view payload = have.substr(s.header, s.size);  // the buffer stays put until the next read
+          consume(c, s.header + s.size + s.trailer);
+          if (auto e = announced(payload, at); !e) return std::move(e).error();
           return take_frame();  // the message it belongs to
         }
-        message m(std::string(have.substr(s.header, s.size)), std::move(c_->incoming));
-        c_->head += s.header + s.size + s.trailer;
-        if (c_->head == c_->fill) c_->head = c_->fill = 0;
+        message m(std::string(have.substr(s.header, s.size)), std::move(c->incoming));
+        consume(c, s.header + s.size + s.trailer);
+        drop_strays(c, c->consumed);
         return std::optional<message>(std::move(m));
       }
       case frame_scan::kind::too_large:
-        c_->io.close();
-        return fail(error(errc::message_too_large, "receive: a message of " + std::to_string(s.size) +
-                                                       " bytes, more than max_message_size " + std::to_string(c_->max)));
+        c->io.close();
+        return fail(c, error(errc::message_too_large, "receive: a message of " + std::to_string(s.size) +
+                                                          " bytes, more than max_message_size " + std::to_string(c->max)));
       case frame_scan::kind::garbage:
-        c_->io.close();
-        return fail(error(errc::bad_frame, "receive: not a frame"));
+        c->io.close();
+        return fail(c, error(errc::bad_frame, "receive: not a frame"));
       case frame_scan::kind::need_more:
-        if (c_->eof) {
+        if (c->eof) {
           if (have.empty()) return error(errc::end_of_stream);
-          return fail(error(errc::bad_frame, "receive: the stream ended inside a frame (" + std::to_string(have.size()) +
-                                                 " bytes of " + (s.want ? std::to_string(s.want) : std::string("?")) + ")"));
+          return fail(c, error(errc::bad_frame, "receive: the stream ended inside a frame (" + std::to_string(have.size()) +
+                                                    " bytes of " + (s.want ? std::to_string(s.want) : std::string("?")) + ")"));
         }
         if (s.header && s.size >= big_frame && s.trailer == 0) {  // read the rest straight into its own buffer
-          auto& c = *c_;
           const std::size_t part = have.size() - s.header;
 #if defined(__cpp_lib_string_resize_and_overwrite)
-          c.big.resize_and_overwrite(s.size, [](char*, std::size_t n) { return n; });  // the reads below fill it
+          c->big.resize_and_overwrite(s.size, [](char*, std::size_t n) { return n; });  // the reads below fill it
 #else
-          c.big.resize(s.size);
+          c->big.resize(s.size);
 #endif
-          std::memcpy(c.big.data(), have.data() + s.header, part);
-          c.big_fill = part;
-          c.head = c.fill = 0;
+          std::memcpy(c->big.data(), have.data() + s.header, part);
+          c->big_fill = part;
+          c->big_end = c->consumed + s.header + s.size;
+          c->consumed = c->big_end;
+          c->head = c->fill = 0;
+          c->scanned = 0;
           return take_big();
         }
-        c_->want = s.want > have.size() ? s.want - have.size() : 0;
+        c->want = s.want > have.size() ? s.want - have.size() : 0;
+        c->scanned = have.size();
         return std::optional<message>();
     }
     return std::optional<message>();
   }
 
-  // A control frame: the handle it announces waits for the next message.
-  result<void> announced(std::string_view payload) {
-    auto h = detail::take_received_handle_native(payload, c_->arrived);
+  // A control frame at stream offset `at`: the handle it announces waits for the next message.
+  // Its descriptor is the one that arrived with the read holding the frame's first byte.
+  result<void> announced(std::string_view payload, std::uint64_t at) {
+    core* c = c_.get();
+    drop_strays(c, at);
+    unique_handle fd;
+    if (!c->fds.empty() && c->fds.front().start <= at) {
+      fd = std::move(c->fds.front().h);
+      c->fds.pop_front();
+    }
+    if (!c->peer_known) set_peer(detail::channel_peer_native(c->io.handle(), nullptr));
+    auto h = detail::take_received_handle_native(payload, std::move(fd), c->peer.get());
     if (!h) {
-      c_->io.close();
-      return fail(std::move(h).error());
+      c->io.close();
+      return fail(c, std::move(h).error());
     }
-    if (c_->incoming) {
-      c_->io.close();
-      return fail(error(errc::bad_frame, "receive: two handles announced for one message"));
+    if (c->incoming) {
+      c->io.close();
+      return fail(c, error(errc::bad_frame, "receive: two handles announced for one message"));
     }
-    c_->incoming = std::move(*h);
+    c->incoming = std::move(*h);
     return {};
   }
 
@@ -686,44 +902,56 @@ class basic_channel {
   static constexpr std::size_t big_frame = 256 * 1024;
 
   result<std::optional<message>> take_big() {
-    auto& c = *c_;
-    if (c.big_fill == c.big.size()) {
-      message m(std::exchange(c.big, {}), std::move(c.incoming));
-      c.big_fill = 0;
+    core* c = c_.get();
+    if (c->big_fill == c->big.size()) {
+      message m(std::exchange(c->big, {}), std::move(c->incoming));
+      c->big_fill = 0;
+      drop_strays(c, c->big_end);
       return std::optional<message>(std::move(m));
     }
-    if (c.eof)
-      return fail(error(errc::bad_frame, "receive: the stream ended inside a frame (" + std::to_string(c.big_fill) +
-                                             " bytes of " + std::to_string(c.big.size()) + ")"));
+    if (c->eof)
+      return fail(c, error(errc::bad_frame, "receive: the stream ended inside a frame (" + std::to_string(c->big_fill) +
+                                                " bytes of " + std::to_string(c->big.size()) + ")"));
     return std::optional<message>();
   }
 
   // Room to read into: at least 64 KiB, or the rest of a frame in one piece.
-  std::span<char> spare() {
-    auto& c = *c_;
-    if (!c.big.empty()) return {c.big.data() + c.big_fill, c.big.size() - c.big_fill};
-    if (c.head > 0 && (c.head == c.fill || c.fill + 65536 > c.in.size())) {  // move the unread bytes to the front
-      std::memmove(c.in.data(), c.in.data() + c.head, c.fill - c.head);
-      c.fill -= c.head;
-      c.head = 0;
+  static std::span<char> spare(core* c) {
+    if (!c->big.empty()) return {c->big.data() + c->big_fill, c->big.size() - c->big_fill};
+    if (c->head > 0 && (c->head == c->fill || c->fill + 65536 > c->in.size())) {  // move the unread bytes to the front
+      std::memmove(c->in.data(), c->in.data() + c->head, c->fill - c->head);
+      c->fill -= c->head;
+      c->head = 0;
     }
-    const std::size_t need = std::max<std::size_t>(65536, c.want);
-    if (c.in.size() - c.fill < need) c.in.resize(c.fill + need);
-    return {c.in.data() + c.fill, c.in.size() - c.fill};
+    const std::size_t need = std::max<std::size_t>(65536, c->want);
+    if (c->in.size() - c->fill < need) c->in.resize(c->fill + need);
+    return {c->in.data() + c->fill, c->in.size() - c->fill};
   }
 
-  // Takes the outcome of a read into spare().
-  result<void> received(const result<std::size_t>& r) {
+  // Takes the outcome of a read into spare(), and the descriptors that came with it.
+  static result<void> absorb(core* c, const result<std::size_t>& r) {
+    const std::size_t n = r ? *r : 0;
+    const std::uint64_t start = c->received_total;
+    c->received_total += n;
+    for (auto& h : c->arrived)  // a read into a large frame's payload holds no control frame: strays
+      if (c->big.empty()) c->fds.push_back({std::move(h), start, c->received_total});
+    c->arrived.clear();
+    if (c->fds.size() > max_held_fds) {
+      c->fds.clear();
+      c->io.close();
+      return fail(c, error(errc::bad_frame, "receive: more than " + std::to_string(max_held_fds) +
+                                                " descriptors arrived ahead of the frames that announce them"));
+    }
     if (r) {
-      (c_->big.empty() ? c_->fill : c_->big_fill) += *r;
+      (c->big.empty() ? c->fill : c->big_fill) += n;
       return {};
     }
     if (r.error() == errc::end_of_stream) {
-      c_->eof = true;
+      c->eof = true;
       return {};
     }
     if (r.error() == errc::cancelled) return r.error();
-    return fail(r.error());
+    return fail(c, r.error());
   }
 
   template <class T>
@@ -737,24 +965,7 @@ class basic_channel {
   void release() noexcept {
     if (!c_) return;
     disconnect();
-    drop_buffered_handles();
-    c_.reset();
-  }
-
-  // Handles announced in frames received but never taken are closed with the channel (on Win32
-  // they are already in this process's handle table).
-  void drop_buffered_handles() noexcept {
-    if constexpr (Codec::carries_handles) {
-      auto& c = *c_;
-      if (!c.big.empty()) return;
-      std::string_view have(c.in.data() + c.head, c.fill - c.head);
-      for (;;) {
-        const frame_scan s = Codec::scan(have, c.max);
-        if (s.what != frame_scan::kind::frame) return;
-        if (s.handle) (void)detail::take_received_handle_native(have.substr(s.header, s.size), c.arrived);
-        have.remove_prefix(s.header + s.size + s.trailer);
-      }
-    }
+    c_.reset();  // descriptors received and never taken close with it; on Win32 nothing was pulled
   }
 
   std::unique_ptr<core> c_;

@@ -27,6 +27,7 @@ enum class errc {
   channel_closed,       ///< the message channel was disconnected by this side, or never opened
   message_too_large,    ///< a message (sent or received) longer than the channel's max_message_size
   bad_frame,            ///< the channel's byte stream is not a sequence of frames (e.g. cut inside one)
+  queue_full,           ///< a channel's send queue is at its high-water mark (the peer reads too slowly)
 };
 
 namespace detail {
@@ -47,6 +48,7 @@ class errc_category final : public std::error_category {
       case errc::channel_closed: return "channel closed";
       case errc::message_too_large: return "message too large";
       case errc::bad_frame: return "bad frame";
+      case errc::queue_full: return "send queue full";
     }
     return "unknown childproc error";
   }
@@ -61,6 +63,7 @@ class errc_category final : public std::error_category {
       case errc::channel_closed: return std::errc::not_connected;
       case errc::message_too_large: return std::errc::message_size;
       case errc::bad_frame: return std::errc::bad_message;
+      case errc::queue_full: return std::errc::resource_unavailable_try_again;
       default: return {value, *this};
     }
   }

@@ -14,6 +14,7 @@
 #include <mutex>       // the post queue
 #include <optional>    // run's result
 #include <stop_token>  // cancellation
+#include <utility>     // std::exchange
 #include <vector>      // the post queue
 
 namespace childproc::inline v0 {
@@ -56,6 +57,19 @@ class stop_link {
   std::optional<std::stop_callback<stop_link_fn>> callback_;
 };
 
+/// Work a loop carries for others (a channel's background write), on an intrusive list. `run`
+/// is called at the end of the round in which schedule() asked for it. `settle` is called when
+/// run(task)'s task has ended (`finish`: complete the work now, blocking) or when the loop is
+/// destroyed first (hand the work back to its owner); either way it must release() the work.
+struct loop_work {
+  void (*run)(loop_work*) = nullptr;
+  void (*settle)(loop_work*, bool finish) noexcept = nullptr;
+  loop_work* prev_work = nullptr;
+  loop_work* next_work = nullptr;
+  loop_work* next_due = nullptr;
+  bool due = false;
+};
+
 }  // namespace detail
 
 /// One reactor per thread, single-threaded: epoll (Linux), poll (other POSIX), an I/O completion
@@ -71,7 +85,11 @@ class event_loop {
   }
   event_loop(const event_loop&) = delete;
   event_loop& operator=(const event_loop&) = delete;
-  ~event_loop() = default;
+  /// Work still held (a channel's unwritten messages) goes back to its owner, nothing lost:
+  /// the next loop or blocking call writes it.
+  ~event_loop() {
+    while (work_) work_->settle(work_, false);
+  }
 
   /// The loop running on this thread (inside run()), or nullptr.
   static event_loop* current() noexcept { return current_ref(); }
@@ -97,9 +115,12 @@ class event_loop {
     detail::when_all_slot<T> slot;
     detail::when_all_latch latch{1, {}, {}};
     detail::run_into(std::move(t), slot, latch);
-    while (latch.remaining || background_ > 0) {
+    while (latch.remaining) {
       if (auto r = step(); !r) r.error().raise();
     }
+    // What channels still hold for this loop is written now, blocking (reading what their
+    // peers send meanwhile, so a peer that writes too is not deadlocked).
+    while (work_) work_->settle(work_, true);
     if (latch.error) std::rethrow_exception(latch.error);
     if constexpr (!std::is_void_v<T>) return std::move(*slot);
   }
@@ -135,16 +156,52 @@ class event_loop {
   /// The reactor, for the library's awaitables.
   detail::reactor& reactor() noexcept { return reactor_; }
 
+  /// Whether run() is on the stack (of the loop's thread).
+  bool running() const noexcept { return running_ > 0; }
+
   /// For the library: work in the background (a channel's queued writes) that run(task) finishes
-  /// before it returns. Loop thread only.
-  void hold() noexcept { ++background_; }
-  void release() noexcept { --background_; }
+  /// before it returns and the destructor hands back. Loop thread only.
+  void hold(detail::loop_work* w) noexcept {
+    w->prev_work = nullptr;
+    w->next_work = work_;
+    if (work_) work_->prev_work = w;
+    work_ = w;
+  }
+  /// Ends hold(w) (and a schedule(w) not yet run).
+  void release(detail::loop_work* w) noexcept {
+    (w->prev_work ? w->prev_work->next_work : work_) = w->next_work;
+    if (w->next_work) w->next_work->prev_work = w->prev_work;
+    w->prev_work = w->next_work = nullptr;
+    if (!std::exchange(w->due, false)) return;
+    detail::loop_work* prev = nullptr;
+    for (detail::loop_work* d = due_head_; d; prev = d, d = d->next_due) {
+      if (d != w) continue;
+      (prev ? prev->next_due : due_head_) = w->next_due;
+      if (due_tail_ == w) due_tail_ = prev;
+      break;
+    }
+    w->next_due = nullptr;
+  }
+  /// Calls w->run at the end of this round (once, however often it is asked).
+  void schedule(detail::loop_work* w) noexcept {
+    if (std::exchange(w->due, true)) return;
+    w->next_due = nullptr;
+    (due_tail_ ? due_tail_->next_due : due_head_) = w;
+    due_tail_ = w;
+  }
 
  private:
   struct scope {
+    event_loop* loop;
     event_loop* previous;
-    explicit scope(event_loop* l) noexcept : previous(current_ref()) { current_ref() = l; }
-    ~scope() { current_ref() = previous; }
+    explicit scope(event_loop* l) noexcept : loop(l), previous(current_ref()) {
+      current_ref() = l;
+      ++l->running_;
+    }
+    ~scope() {
+      --loop->running_;
+      current_ref() = previous;
+    }
   };
 
   static event_loop*& current_ref() noexcept {
@@ -158,6 +215,7 @@ class event_loop {
       std::lock_guard lock(post_mutex_);
       pending = !posted_.empty();
     }
+    pending = pending || due_head_;
     // With work posted, the reactor only collects what is ready: it must not sleep on it.
     auto r = reactor_.run_once(pending ? std::optional(detail::reactor_clock::now()) : std::nullopt);
     if (!r) return std::move(r).error();
@@ -167,13 +225,23 @@ class event_loop {
       batch.swap(posted_);
     }
     for (auto& fn : batch) fn();
+    while (detail::loop_work* w = due_head_) {  // the end of the round: scheduled work runs
+      due_head_ = w->next_due;
+      if (!due_head_) due_tail_ = nullptr;
+      w->next_due = nullptr;
+      w->due = false;
+      w->run(w);
+    }
     return {};
   }
 
   detail::reactor reactor_;
   result<void> open_;
   std::atomic<bool> stopped_{false};
-  std::size_t background_ = 0;  // hold() - release()
+  int running_ = 0;                          // run() calls on the stack
+  detail::loop_work* work_ = nullptr;        // hold()
+  detail::loop_work* due_head_ = nullptr;    // schedule(), in order
+  detail::loop_work* due_tail_ = nullptr;
   std::mutex post_mutex_;
   std::vector<std::function<void()>> posted_;
 };

@@ -118,6 +118,9 @@ struct options {
 
   /// fork and `ipc`: the largest message the parent's channel accepts, either way (64 MiB).
   std::size_t max_message_size = std::size_t{64} << 20;
+  /// fork and `ipc`: how many bytes the parent's channel holds queued for sending, and received
+  /// while a blocking send waits, before it pushes back; 0: twice max_message_size (128 MiB).
+  std::size_t high_water_mark = 0;
 
   bool windows_hide = false;                 ///< Win32: no console window
   bool windows_verbatim_arguments = false;   ///< Win32: pass the arguments unquoted

@@ -50,6 +50,7 @@ inline result<process> spawn_strings(std::string_view program, std::vector<std::
   channel ch;
   if (ipc_at != o.stdio.end()) {
     ch = channel(std::move(streams[ipc_index]), o.max_message_size);
+    ch.set_high_water_mark(o.high_water_mark);
     ch.set_peer(channel_peer_native(ch.transport().handle(), &s->child));  // where handles sent to it go
   }
   return process(std::move(s->child), std::move(streams), o.detached, std::move(ch));

@@ -65,8 +65,9 @@ struct length_prefixed {
   static std::size_t payload_size(const std::string& out, std::size_t at) noexcept { return out.size() - at - header_size; }
 
   /// Looks for one whole frame at the start of `in`; frames longer than `max` are too_large, and
-  /// a control frame of another size than min_control..max_control is garbage.
-  static frame_scan scan(std::string_view in, std::size_t max) noexcept {
+  /// a control frame of another size than min_control..max_control is garbage. (`scanned`: see
+  /// json_lines; the header says everything here.)
+  static frame_scan scan(std::string_view in, std::size_t max, std::size_t /*scanned*/ = 0) noexcept {
     frame_scan s;
     if (in.size() < header_size) return s;
     const auto byte = [&](std::size_t i) { return static_cast<std::uint32_t>(static_cast<unsigned char>(in[i])); };
@@ -108,9 +109,11 @@ struct json_lines {
 
   static std::size_t payload_size(const std::string& out, std::size_t at) noexcept { return out.size() - at; }
 
-  static frame_scan scan(std::string_view in, std::size_t max) noexcept {
+  /// `scanned`: how many bytes of `in` an earlier call already found without a newline, so a long
+  /// line arriving in pieces is scanned once in all, not once per piece.
+  static frame_scan scan(std::string_view in, std::size_t max, std::size_t scanned = 0) noexcept {
     frame_scan s;
-    const auto at = in.substr(0, max < in.size() ? max + 1 : in.size()).find('\n');
+    const auto at = in.substr(0, max < in.size() ? max + 1 : in.size()).find('\n', scanned);
     if (at == std::string_view::npos) {
       if (in.size() > max) {
         s.what = frame_scan::kind::too_large;

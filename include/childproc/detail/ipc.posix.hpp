@@ -34,13 +34,13 @@ inline auto prepare_handle_native(native_handle h, native_handle) -> result<outg
   return out;
 }
 
+inline void sent_handle_native(outgoing_handle& h) noexcept { h.own.reset(); }
+
 inline void drop_handle_native(outgoing_handle& h) noexcept { h.own.reset(); }
 
-inline auto take_received_handle_native(std::string_view, std::vector<unique_handle>& received) -> result<unique_handle> {
-  if (received.empty()) return error(errc::bad_frame, "receive: a handle was announced but no descriptor arrived");
-  unique_handle h = std::move(received.front());
-  received.erase(received.begin());
-  return h;
+inline auto take_received_handle_native(std::string_view, unique_handle received, native_handle) -> result<unique_handle> {
+  if (!received) return error(errc::bad_frame, "receive: a handle was announced but no descriptor arrived with it");
+  return received;
 }
 
 inline auto self_exe_native(const std::string& recorded) -> result<std::string> {

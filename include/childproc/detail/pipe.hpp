@@ -56,6 +56,30 @@ inline auto read_some_native(native_handle h, std::span<char> buffer, std::vecto
 inline auto write_some_native(native_handle h, std::span<const char> data, native_handle attach = invalid_handle(),
                               bool socket = false) -> result<std::size_t>;
 
+/// Where a blocking write puts what its handle delivers while the write waits (a channel's
+/// receive buffer), so that a peer writing to us at the same time is never blocked by us.
+struct read_sink {
+  /// Where the next read may go; empty: read nothing more for now (the sink is full).
+  virtual std::span<char> room() = 0;
+  /// The outcome of one read into room(): bytes (0: the peer's end of stream) or an error.
+  virtual void arrived(result<std::size_t> r) = 0;
+  /// Descriptors that arrive with the bytes (POSIX channels), or nullptr.
+  std::vector<unique_handle>* received = nullptr;
+
+ protected:
+  ~read_sink() = default;
+};
+
+/// write_some_native that reads while it waits: each time nothing can be written and the handle
+/// has bytes for us, they are read into `sink` (after its end of stream, or while room() is
+/// empty, it only waits to write).
+///   POSIX: poll(2) for POLLOUT | POLLIN; recvmsg(2) / read(2) as read_some_native.
+///   Win32: the overlapped WriteFile and an overlapped ReadFile both pending, each on its own
+///   event; a read still pending when the write completes is cancelled (CancelIoEx) and its
+///   outcome, bytes included, still goes to the sink.
+inline auto write_some_reading_native(native_handle h, std::span<const char> data, native_handle attach, bool socket,
+                                      read_sink& sink) -> result<std::size_t>;
+
 /// Writes what fits now, without waiting: 0 when nothing fits (a channel coalescing many sends).
 ///   POSIX: one write(2) on the non-blocking end (send(2) on a socket, sendmsg(2) with `attach`),
 ///   EAGAIN as 0.

@@ -67,7 +67,8 @@ inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_ha
         received.emplace_back(one);
       }
     }
-    if (m.msg_flags & MSG_CTRUNC) return last_os_error(EMSGSIZE, "recvmsg: descriptors were dropped");
+    // MSG_CTRUNC: more descriptors came than fit; the kernel closed the rest. The bytes are
+    // kept: a frame that announced a dropped descriptor finds none and says so.
     return static_cast<std::size_t>(n);
   }
 }
@@ -163,6 +164,24 @@ inline auto write_some_native(native_handle h, std::span<const char> data, nativ
     auto r = try_write_posix(h, data, attach, socket);
     if (r || r.error().value() != EAGAIN) return r;
     if (auto w = poll_one_posix(h, POLLOUT); !w) return std::move(w).error();
+  }
+}
+
+inline auto write_some_reading_native(native_handle h, std::span<const char> data, native_handle attach, bool socket,
+                                      read_sink& sink) -> result<std::size_t> {
+  bool peer_ended = false;
+  for (;;) {
+    auto r = try_write_posix(h, data, attach, socket);
+    if (r || r.error().value() != EAGAIN) return r;
+    const std::span<char> room = peer_ended ? std::span<char>() : sink.room();
+    pollfd p{h, static_cast<short>(POLLOUT | (room.empty() ? 0 : POLLIN)), 0};
+    while (::poll(&p, 1, -1) < 0)
+      if (errno != EINTR) return last_os_error(errno, "poll");
+    if (room.empty() || !(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    auto got = try_read_posix(h, room, sink.received);
+    if (!got && got.error().value() == EAGAIN) continue;
+    peer_ended = !got || *got == 0;  // after an end or an error, only the write is waited for
+    sink.arrived(std::move(got));
   }
 }
 

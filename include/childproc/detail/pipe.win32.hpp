@@ -74,6 +74,81 @@ inline auto write_some_native(native_handle h, std::span<const char> data, nativ
   return overlapped_io_win32(h, const_cast<char*>(data.data()), size, true);
 }
 
+inline auto write_some_reading_native(native_handle h, std::span<const char> data, native_handle, bool,
+                                      read_sink& sink) -> result<std::size_t> {
+  // Two overlapped operations on the handle, each with its own event; the events' low bit keeps
+  // the completions out of a completion port the handle may be bound to.
+  struct op {
+    OVERLAPPED ov{};
+    HANDLE event = nullptr;
+    bool pending = false;
+    ~op() {
+      if (event) ::CloseHandle(event);
+    }
+    bool open() {
+      event = ::CreateEventW(nullptr, TRUE, FALSE, nullptr);
+      ov.hEvent = reinterpret_cast<HANDLE>(reinterpret_cast<ULONG_PTR>(event) | 1);
+      return event != nullptr;
+    }
+    // The outcome of the finished operation: bytes, or the Win32 error (0: none).
+    std::pair<DWORD, DWORD> finish(HANDLE h, BOOL wait) {
+      DWORD n = 0;
+      const DWORD err = ::GetOverlappedResult(h, &ov, &n, wait) ? 0 : ::GetLastError();
+      pending = false;
+      ::ResetEvent(event);
+      return {n, err};
+    }
+  } w, r;
+  if (!w.open() || !r.open()) return last_win32_error("write");
+  const auto deliver = [&](std::pair<DWORD, DWORD> outcome) {
+    const auto [n, err] = outcome;
+    if (!err || err == ERROR_BROKEN_PIPE || err == ERROR_HANDLE_EOF) return sink.arrived(std::size_t{err ? 0 : n});
+    if (err != ERROR_OPERATION_ABORTED) sink.arrived(win32_error(err, "read"));
+  };
+  const auto size = static_cast<DWORD>(std::min<std::size_t>(data.size(), 1u << 30));
+  if (!::WriteFile(h, data.data(), size, nullptr, &w.ov) && ::GetLastError() != ERROR_IO_PENDING)
+    return win32_error(::GetLastError(), "write");
+  w.pending = true;
+  bool peer_ended = false;
+  for (;;) {
+    if (!r.pending && !peer_ended) {
+      const std::span<char> room = sink.room();
+      if (!room.empty()) {
+        const auto want = static_cast<DWORD>(std::min<std::size_t>(room.size(), 1u << 30));
+        if (::ReadFile(h, room.data(), want, nullptr, &r.ov) || ::GetLastError() == ERROR_IO_PENDING) {
+          r.pending = true;
+        } else {
+          const DWORD err = ::GetLastError();
+          peer_ended = true;
+          deliver({0, err});
+        }
+      }
+    }
+    const HANDLE events[2] = {w.event, r.event};
+    const DWORD which = ::WaitForMultipleObjects(r.pending ? 2 : 1, events, FALSE, INFINITE);
+    if (which == WAIT_OBJECT_0 + 1) {
+      const auto outcome = r.finish(h, FALSE);
+      peer_ended = outcome.second != 0 || outcome.first == 0;
+      deliver(outcome);
+      continue;
+    }
+    if (which != WAIT_OBJECT_0) {
+      const DWORD err = ::GetLastError();
+      ::CancelIoEx(h, nullptr);  // neither buffer may be left to the OS
+      if (r.pending) deliver(r.finish(h, TRUE));
+      (void)w.finish(h, TRUE);
+      return win32_error(err, "WaitForMultipleObjects");
+    }
+    const auto [n, err] = w.finish(h, TRUE);
+    if (r.pending) {  // what it read before the cancel took is delivered, nothing lost
+      ::CancelIoEx(h, &r.ov);
+      deliver(r.finish(h, TRUE));
+    }
+    if (err) return win32_error(err, "write");
+    return static_cast<std::size_t>(n);
+  }
+}
+
 inline auto write_now_native(native_handle, std::span<const char>, native_handle, bool) -> result<std::size_t> {
   return std::size_t{0};
 }

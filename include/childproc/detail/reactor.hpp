@@ -107,6 +107,13 @@ inline void cancel_native(reactor_state& s, native_handle h, bool closing, op_qu
 ///   already finished completes with its bytes, so no data is lost.
 inline void cancel_io_native(reactor_state& s, io_op* op, op_queue& done);
 
+/// Takes back one pending read or write for good: its completion will not run. On return the OS
+/// is done with its buffer and `op->bytes` / `op->err` say what it did.
+///   POSIX: the fd stops waiting for it; nothing was read or written (bytes 0, errc::cancelled).
+///   Win32: CancelIoEx on its OVERLAPPED, then GetOverlappedResult waits for the outcome (one that
+///   had finished keeps its bytes); the packet that still arrives on the port is dropped.
+inline void withdraw_io_native(reactor_state& s, io_op* op) noexcept;
+
 /// Cancels one pending exit wait; it completes with errc::cancelled (or normally if the child had just ended).
 ///   POSIX: the pidfd waiter or the polled entry is dropped.   Win32: UnregisterWaitEx, waiting
 ///   for a callback that is running; a wake-up it already posted completes the wait normally.
@@ -161,6 +168,18 @@ class reactor {
   void forget(native_handle h) { cancel_native(state_, h, true, done_); }
   /// Cancels one pending operation (a no-op for one that is not pending).
   void cancel_op(io_op* op) { cancel_io_native(state_, op, done_); }
+  /// Takes back one pending or completed read or write so that it never completes (its owner
+  /// goes away); op->bytes and op->err say what it did. Not from inside a completion of this reactor.
+  void withdraw(io_op* op) noexcept {
+    reactor_op* prev = nullptr;
+    for (reactor_op* o = done_.head; o; prev = o, o = o->next) {
+      if (o != op) continue;
+      (prev ? prev->next : done_.head) = o->next;  // completed, its completion not run yet: the outcome is set
+      if (done_.tail == o) done_.tail = prev;
+      return;
+    }
+    withdraw_io_native(state_, op);
+  }
   void cancel_op(exit_op* op) { cancel_exit_wait_native(state_, op, done_); }
   void cancel_op(timer_op* op) {
     if (!op->armed) return;  // already fired: it completes as due

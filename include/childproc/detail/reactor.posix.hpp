@@ -170,6 +170,11 @@ inline void unwait_posix(reactor_state& s, int fd, reactor_op* op, op_queue& don
 
 inline void cancel_io_native(reactor_state& s, io_op* op, op_queue& done) { unwait_posix(s, op->handle, op, done); }
 
+inline void withdraw_io_native(reactor_state& s, io_op* op) noexcept {
+  op_queue dropped;  // the cancelled completion, which must not run
+  unwait_posix(s, op->handle, op, dropped);
+}
+
 inline void cancel_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done) {
   if (std::erase(s.polled_exits, op)) {
     op->err = error(errc::cancelled);

@@ -15,7 +15,7 @@ namespace childproc::inline v0::detail {
 // One overlapped operation in flight; freed when its completion is taken off the port.
 struct overlapped_op_win32 {
   OVERLAPPED ov{};
-  io_op* op = nullptr;
+  io_op* op = nullptr;  // nullptr once withdrawn: its packet is dropped
 };
 
 // One child-exit wait in flight.
@@ -34,6 +34,7 @@ struct reactor_state {
   HANDLE port = nullptr;
   std::unordered_set<HANDLE> bound;
   std::vector<exit_wait_win32*> exits;
+  std::unordered_set<overlapped_op_win32*> withdrawn;  // their packets not yet taken off the port
 };
 
 // Sets an io_op's outcome from a Win32 error: end of pipe is a 0-byte read, EPIPE on a write.
@@ -107,6 +108,18 @@ inline void cancel_io_native(reactor_state&, io_op* op, op_queue&) {
   if (auto* o = static_cast<overlapped_op_win32*>(op->pending)) ::CancelIoEx(op->handle, &o->ov);
 }
 
+inline void withdraw_io_native(reactor_state& s, io_op* op) noexcept {
+  auto* o = static_cast<overlapped_op_win32*>(op->pending);
+  if (!o) return;
+  ::CancelIoEx(op->handle, &o->ov);
+  DWORD bytes = 0;
+  const DWORD err = ::GetOverlappedResult(op->handle, &o->ov, &bytes, TRUE) ? 0 : ::GetLastError();
+  finish_io_win32(op, err, bytes);
+  op->pending = nullptr;
+  o->op = nullptr;
+  s.withdrawn.insert(o);
+}
+
 inline void cancel_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done) {
   auto* w = static_cast<exit_wait_win32*>(op->pending);
   if (!w || w->unregistered) return;
@@ -142,6 +155,11 @@ inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done
       continue;
     }
     auto* o = reinterpret_cast<overlapped_op_win32*>(entries[i].lpOverlapped);
+    if (!o->op) {  // withdrawn: its owner already has the outcome
+      s.withdrawn.erase(o);
+      delete o;
+      continue;
+    }
     o->op->pending = nullptr;
     DWORD bytes = 0;
     const DWORD err = ::GetOverlappedResult(o->op->handle, &o->ov, &bytes, FALSE) ? 0 : ::GetLastError();
@@ -164,6 +182,8 @@ inline void reactor_close_native(reactor_state& s) noexcept {
     delete w;
   }
   s.exits.clear();
+  for (auto* o : s.withdrawn) delete o;  // the OS finished with them before they were withdrawn
+  s.withdrawn.clear();
   if (s.port) ::CloseHandle(s.port);
   s.port = nullptr;
 }
