@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <stdexcept>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -87,6 +88,13 @@ CHILDPROC_ENTRY(flood_then_read)(cp::channel& parent) {
   if (!m) return 3;
   const std::string size = std::to_string(m->size());
   return parent.transport().write(std::string("\0\0\0", 3) + static_cast<char>(size.size()) + size) ? 0 : 4;
+}
+
+// Sends two replies and exits without reading anything.
+CHILDPROC_ENTRY(reply_and_exit)(cp::channel& parent) {
+  (void)parent.send(std::string("reply1"));
+  (void)parent.send(std::string("reply2"));
+  return 0;
 }
 
 // Writes a frame that is not one (a 2 GiB control frame), then waits to be killed.
@@ -317,6 +325,40 @@ TEST_CASE("a blocking send reads what the peer floods meanwhile, up to the high-
     REQUIRE(static_cast<unsigned char>((*m)[0]) == static_cast<unsigned char>(i));
   }
   CHECK(w.receive_sync<std::string>().value() == std::to_string(big.size()));
+  CHECK(w.wait()->exit_code() == 0);
+}
+
+TEST_CASE("a send that fails (EPIPE) after the peer's replies arrived: the replies are still served, then the failure") {
+  auto w = cp::fork_self("reply_and_exit").value();
+  auto s = w.send(std::string(std::size_t{8} << 20, 'b'));  // reads the replies while it waits, then EPIPE
+  REQUIRE(!s);
+  CHECK(s.error() == std::errc::broken_pipe);
+  CHECK(w.receive_sync<std::string>().value() == "reply1");
+  CHECK(w.receive_sync<std::string>().value() == "reply2");
+  auto after = w.receive_sync();
+  REQUIRE(!after);
+  CHECK(after.error() == std::errc::broken_pipe);
+  CHECK(w.wait()->exit_code() == 0);
+}
+
+TEST_CASE("a task that throws with a large send queued: run(task) rethrows at once, the bytes stay queued") {
+  auto w = cp::fork_self("gated_echo", {}, {.stdio = {cp::pipe, cp::inherit, cp::inherit}}).value();
+  bool caught = false;
+  try {
+    cp::sync_wait([&]() -> cp::task<void> {
+      CHECK(w.send(std::string(std::size_t{16} << 20, 'x')));  // more than the socket holds; nobody reads yet
+      throw std::runtime_error("task failed");
+      co_return;
+    }());
+  } catch (const std::runtime_error& e) {
+    caught = std::string(e.what()) == "task failed";
+  }
+  CHECK(caught);
+  REQUIRE(w.in().write("g"));  // the child reads now; the queued message leaves with the next call
+  CHECK(w.send(std::string("after")));
+  CHECK(w.receive_sync<std::string>().value() == std::string(std::size_t{16} << 20, 'x'));
+  CHECK(w.receive_sync<std::string>().value() == "after");
+  w.disconnect();
   CHECK(w.wait()->exit_code() == 0);
 }
 

@@ -208,6 +208,7 @@ class basic_channel {
       return {};
     }
     reclaim();
+    if (c_ && c_->direct) return direct_busy();
     if (auto bytes = direct_bytes(msg); bytes && can_write_direct(*bytes)) return send_direct_sync(*bytes);
     if (auto e = queue(msg, false); !e) return e;
     return flush();
@@ -260,6 +261,7 @@ class basic_channel {
     reclaim();
     if (c_->failed) return c_->failure;
     if (c_->job) return {};  // a background write on a running loop owns the queue; it goes on there
+    if (c_->direct) return direct_busy();
     if (c_->out.empty()) return {};
     if (!c_->io.is_open()) return closed_error("send");
     return write_out(c_.get());
@@ -397,6 +399,7 @@ class basic_channel {
     std::uint64_t target;
     event_loop* loop = event_loop::current();
     std::coroutine_handle<> h;
+    bool woken = false;  // by wake_writers, with `outcome`: the channel may be gone by then
     error outcome;
     written_awaiter(core* cc, std::uint64_t t) noexcept : c(cc), target(t) {}
     bool await_ready() const noexcept { return c->failed || c->written >= target || !c->io.is_open(); }
@@ -405,12 +408,18 @@ class basic_channel {
       c->writers.push_back(this);
     }
     result<void> await_resume() {
-      if (outcome) return outcome;
+      if (woken) return outcome ? result<void>(outcome) : result<void>();
       if (c->written >= target) return {};
       if (c->failed) return c->failure;
       return error(errc::channel_closed, "send: the channel is closed");
     }
   };
+
+  // A large send_async writing from its caller's memory has not finished (its loop stopped
+  // before it did): nothing may be written between its pieces.
+  static error direct_busy() {
+    return error(errc::queue_full, "send: a large send_async on a loop that stopped has not finished writing");
+  }
 
   static error closed_error(const char* what) { return error(errc::channel_closed, std::string(what) + ": the channel is closed"); }
 
@@ -770,6 +779,7 @@ class basic_channel {
     std::erase_if(c->writers, [&](written_awaiter* w) {
       if (!e && c->written < w->target) return false;
       w->outcome = e;
+      w->woken = true;
       ready.push_back(w);
       return true;
     });
@@ -821,7 +831,9 @@ class basic_channel {
       c->ready_bytes -= m.size();
       return std::optional<message>(std::move(m));
     }
-    if (c->failed) return c->failure;
+    // A broken stream (a bad frame: closed) says so at once; after a write failure (EPIPE) the
+    // frames already received are still served, then the failure.
+    if (c->failed && !c->io.is_open()) return c->failure;
     if (!c->big.empty() || c->big_fill) return take_big();
     const std::string_view have(c->in.data() + c->head, c->fill - c->head);
     const frame_scan s = Codec::scan(have, c->max, c->scanned);
@@ -847,6 +859,7 @@ class basic_channel {
         c->io.close();
         return fail(c, error(errc::bad_frame, "receive: not a frame"));
       case frame_scan::kind::need_more:
+        if (c->failed && (c->eof || !c->io.is_open())) return c->failure;  // else what is still in the socket is read
         if (c->eof) {
           if (have.empty()) return error(errc::end_of_stream);
           return fail(c, error(errc::bad_frame, "receive: the stream ended inside a frame (" + std::to_string(have.size()) +
@@ -909,6 +922,7 @@ class basic_channel {
       drop_strays(c, c->big_end);
       return std::optional<message>(std::move(m));
     }
+    if (c->failed && (c->eof || !c->io.is_open())) return c->failure;
     if (c->eof)
       return fail(c, error(errc::bad_frame, "receive: the stream ended inside a frame (" + std::to_string(c->big_fill) +
                                                 " bytes of " + std::to_string(c->big.size()) + ")"));
@@ -951,6 +965,7 @@ class basic_channel {
       return {};
     }
     if (r.error() == errc::cancelled) return r.error();
+    c->eof = true;  // nothing more can be read
     return fail(c, r.error());
   }
 

@@ -120,7 +120,8 @@ class event_loop {
     }
     // What channels still hold for this loop is written now, blocking (reading what their
     // peers send meanwhile, so a peer that writes too is not deadlocked).
-    while (work_) work_->settle(work_, true);
+    // A task that threw hands it back instead: its exception is not held up by a peer.
+    while (work_) work_->settle(work_, !latch.error);
     if (latch.error) std::rethrow_exception(latch.error);
     if constexpr (!std::is_void_v<T>) return std::move(*slot);
   }
