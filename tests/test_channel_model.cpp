@@ -6,7 +6,7 @@
 // Each side checks that every message arrives once, in order, with its handle; a watchdog ends
 // a run that hangs, naming the seed; open descriptors come back.
 //   CHILDPROC_MODEL_SEEDS=N (default 8), CHILDPROC_MODEL_FIRST=S (default 1),
-//   CHILDPROC_MODEL_MODES=slx (default sl; s on Win32).
+//   CHILDPROC_MODEL_MODES=slx (default slx; s on Win32), CHILDPROC_MODEL_TRACE=1 (each episode).
 #define DOCTEST_CONFIG_IMPLEMENT
 #include "raw_handles.hpp"  // first: on Win32 it needs winsock2.h before windows.h
 #include "helpers.hpp"
@@ -73,14 +73,14 @@ plan make_plan(std::uint64_t seed) {
       const auto m = rng() % 10;
       current[side] = m < 4 ? mode::sync : m < 8 ? mode::loop : mode::stopped_loop;
       // CHILDPROC_MODEL_MODES: s (blocking calls), l (a task on a loop), x (a loop stopped with
-      // its sends queued). The default leaves x out: seed 7 with x hangs (an open defect).
+      // its sends queued); all three by default.
       // On Win32 only s for now: a channel's handle stays bound to the first loop's completion
       // port, so a second loop's read fails with EINVAL (the open [solid-loop] defect).
       const char* env = std::getenv("CHILDPROC_MODEL_MODES");
 #if defined(_WIN32)
       if (const char* only = env ? env : "s") {
 #else
-      if (const char* only = env ? env : "sl") {
+      if (const char* only = env ? env : "slx") {
 #endif
         const char letter = current[side] == mode::sync ? 's' : current[side] == mode::loop ? 'l' : 'x';
         if (!std::strchr(only, letter)) current[side] = only[0] == 'l' ? mode::loop : only[0] == 'x' ? mode::stopped_loop : mode::sync;
@@ -141,6 +141,11 @@ class side_runner {
         if (plan_.steps[j].how != how || episode.size() >= 12) break;
         episode.push_back(&plan_.steps[j]);
       }
+      if (std::getenv("CHILDPROC_MODEL_TRACE")) {  // which episodes ran, to find where a seed hangs
+        std::string line = "side " + std::to_string(side_) + (how == mode::sync ? " sync" : how == mode::loop ? " loop" : " stopped");
+        for (const step* s : episode) line += (s->send ? " s" : " r") + std::to_string(s->index) + (s->send && plan_.messages[out_dir()][s->index].with_handle ? "h" : "") + "/" + std::to_string(s->variant);
+        std::fprintf(stderr, "%s\n", line.c_str());
+      }
       std::string e = how == mode::sync ? run_sync(episode) : how == mode::loop ? run_loop(episode) : run_stopped(episode);
       if (!e.empty()) return e;
       i = j;
@@ -167,6 +172,7 @@ class side_runner {
   }
 
   std::string check(const cp::result<cp::message>& got, int index) {
+    if (std::getenv("CHILDPROC_MODEL_TRACE")) std::fprintf(stderr, "side %d got %d\n", side_, index);
     if (!got) return "receive " + std::to_string(index) + ": " + got.error().message();
     const auto& m = plan_.messages[in_dir()][index];
     if (got->bytes() != payload(m, in_dir(), index))
@@ -184,6 +190,8 @@ class side_runner {
         if (auto r = send_plain_or_handle(*s, false); !r) return "sync send " + std::to_string(s->index) + ": " + r.error().message();
         if (s->variant == 0)
           if (auto f = ch_.flush(); !f) return "flush: " + f.error().message();
+        if (std::getenv("CHILDPROC_MODEL_TRACE")) std::fprintf(stderr, "side %d sent %d, %zu buffered\n", side_, s->index, ch_.buffered());
+      } else if (std::getenv("CHILDPROC_MODEL_TRACE") && std::fprintf(stderr, "side %d wants %d, %zu buffered\n", side_, s->index, ch_.buffered()) < 0) {
       } else if (auto e = check(ch_.receive_sync(), s->index); !e.empty()) {
         return e;
       }
@@ -227,6 +235,7 @@ class side_runner {
       loop->stop();
     });
     if (auto r = loop->run(); !r) return "loop: " + r.error().message();
+    if (std::getenv("CHILDPROC_MODEL_TRACE")) std::fprintf(stderr, "side %d stopped loop ran, %zu buffered\n", side_, ch_.buffered());
     // Variant 0: the loop goes at once with its writes pending; else it lives on, stopped, and
     // the next call (or the next stopped episode, which destroys it) takes its bytes back.
     if (steps.front()->variant != 0) parked_ = std::move(loop);

@@ -90,6 +90,17 @@ CHILDPROC_ENTRY(flood_then_read)(cp::channel& parent) {
   return parent.transport().write(std::string("\0\0\0", 3) + static_cast<char>(size.size()) + size) ? 0 : 4;
 }
 
+// Answers the first message only, then reads the second and waits for the parent to hang up.
+CHILDPROC_ENTRY(reply_once)(cp::channel& parent) {
+  if (!parent.receive_sync()) return 3;
+  if (!parent.send(std::string("r1"))) return 4;
+  // Not needed for the outcome: it makes the parent's write wait, so that its flush surely
+  // reads r1 (the defect this guards against hid the reply only then).
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  if (!parent.receive_sync()) return 5;
+  return parent.receive_sync().error() == cp::errc::end_of_stream ? 0 : 6;
+}
+
 // Sends two replies and exits without reading anything.
 CHILDPROC_ENTRY(reply_and_exit)(cp::channel& parent) {
   (void)parent.send(std::string("reply1"));
@@ -252,6 +263,23 @@ TEST_CASE("a loop stopped and destroyed before its write ran: the bytes come bac
     CHECK(w.receive_sync().value() == "one");
     CHECK(w.receive_sync().value() == "two");
   }
+  w.disconnect();
+  CHECK(w.wait()->exit_code() == 0);
+}
+
+TEST_CASE("a receive_sync whose flush read the awaited reply while it wrote returns it (it once waited for more)") {
+  auto w = cp::fork_self("reply_once").value();
+  {
+    cp::event_loop loop;  // stopped and destroyed with both messages still queued
+    loop.post([&] {
+      CHECK(w.send(std::string("m1")));
+      CHECK(w.send(std::string(std::size_t{4} << 20, 'm')));
+      loop.stop();
+    });
+    REQUIRE(loop.run());
+  }
+  // The flush writes 4 MiB; the child answers m1 meanwhile and then sends nothing more.
+  CHECK(w.receive_sync<std::string>().value() == "r1");
   w.disconnect();
   CHECK(w.wait()->exit_code() == 0);
 }

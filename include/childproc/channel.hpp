@@ -286,7 +286,9 @@ class basic_channel {
       if (!m) co_return std::move(m).error();
       if (*m) co_return decode<T>(std::move(**m));
       if (!c_->io.is_open()) co_return closed_error("receive");
-      // About to wait (most likely for a reply): what was sent this round leaves first.
+      // About to wait (most likely for a reply): what was sent this round leaves first, and so
+      // does what a loop that stopped still held.
+      if (event_loop* loop = event_loop::current(); loop && (!c_->out.empty() || c_->job)) start_writing(c_.get(), *loop);
       if (c_->job && !c_->job->issued && !c_->out.empty()) write_now(c_.get());
       auto r = co_await c_->io.async_read_some(spare(c_.get()), stop);
       if (auto e = absorb(c_.get(), r); !e) co_return std::move(e).error();
@@ -302,8 +304,11 @@ class basic_channel {
       if (!m) return std::move(m).error();
       if (*m) return decode<T>(std::move(**m));
       if (!c_->io.is_open()) return closed_error("receive");
-      if (c_->job || !c_->out.empty())
+      if (c_->job || !c_->out.empty()) {
+        const std::size_t held = buffered();
         if (auto e = flush(); !e) return std::move(e).error();
+        if (buffered() != held) continue;  // the flush read while it wrote: look at that first
+      }
       auto r = c_->io.read_some(spare(c_.get()));
       if (auto e = absorb(c_.get(), r); !e) return std::move(e).error();
     }
