@@ -90,15 +90,25 @@ CHILDPROC_ENTRY(flood_then_read)(cp::channel& parent) {
   return parent.transport().write(std::string("\0\0\0", 3) + static_cast<char>(size.size()) + size) ? 0 : 4;
 }
 
-// Answers the first message only, then reads the second and waits for the parent to hang up.
+// Answers the first message at once; the second (with its size) only after a third.
 CHILDPROC_ENTRY(reply_once)(cp::channel& parent) {
   if (!parent.receive_sync()) return 3;
   if (!parent.send(std::string("r1"))) return 4;
   // Not needed for the outcome: it makes the parent's write wait, so that its flush surely
   // reads r1 (the defect this guards against hid the reply only then).
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  if (!parent.receive_sync()) return 5;
-  return parent.receive_sync().error() == cp::errc::end_of_stream ? 0 : 6;
+  auto m2 = parent.receive_sync();
+  if (!m2 || !parent.receive_sync()) return 5;  // then nothing until the parent's next message
+  if (!parent.send(std::to_string(m2->size()))) return 6;
+  return parent.receive_sync().error() == cp::errc::end_of_stream ? 0 : 7;
+}
+
+// Sends a pipe holding "from the child" and exits at once.
+CHILDPROC_ENTRY(give_and_exit)(cp::channel& parent) {
+  auto p = cp::make_pipe().value();
+  if (!p.write.write("from the child")) return 3;
+  p.write.close();
+  return parent.send(std::string("pipe"), p.read.handle()) ? 0 : 4;
 }
 
 // Sends two replies and exits without reading anything.
@@ -280,8 +290,11 @@ TEST_CASE("a receive_sync whose flush read the awaited reply while it wrote retu
     });
     REQUIRE(loop.run());
   }
-  // The flush writes 4 MiB; the child answers m1 meanwhile and then sends nothing more.
+  // The flush writes 4 MiB; the child answers m1 meanwhile and then sends nothing until our next
+  // message: a receive that waited for more after the flush would wait for ever.
   CHECK(w.receive_sync<std::string>().value() == "r1");
+  CHECK(w.send(std::string("next")));
+  CHECK(w.receive_sync<std::string>().value() == std::to_string(std::size_t{4} << 20));
   w.disconnect();
   CHECK(w.wait()->exit_code() == 0);
 }
@@ -323,6 +336,22 @@ TEST_CASE("send() on a loop past the high-water mark: queue_full, nothing queued
     if (!m || *m != std::to_string(in_order) + ":" + kib) break;
   }
   CHECK(in_order == accepted + 1);  // each once: the refused one only when sent again
+  w.disconnect();
+  CHECK(w.wait()->exit_code() == 0);
+}
+
+TEST_CASE("a message with a handle larger than the mark is taken by an empty queue, as one without") {
+  auto w = cp::fork_self("echo", {}, {.high_water_mark = 1000}).value();
+  auto p = cp::make_pipe().value();
+  const std::string big(5000, 'h');
+  cp::sync_wait([&]() -> cp::task<void> {
+    CHECK(w.send(big, p.read.handle()));  // the queue was empty: accepted
+    auto second = w.send(big, p.read.handle());  // the first still waits in this round: refused
+    REQUIRE(!second);
+    CHECK(second.error() == cp::errc::queue_full);
+    co_return;
+  }());
+  CHECK(w.receive_sync<std::string>().value() == big);
   w.disconnect();
   CHECK(w.wait()->exit_code() == 0);
 }
@@ -390,6 +419,16 @@ TEST_CASE("a task that throws with a large send queued: run(task) rethrows at on
   CHECK(w.receive_sync<std::string>().value() == "after");
   w.disconnect();
   CHECK(w.wait()->exit_code() == 0);
+}
+
+TEST_CASE("a child that sends a handle and exits at once: the parent still receives the handle, working") {
+  auto w = cp::fork_self("give_and_exit").value();
+  CHECK(w.wait()->exit_code() == 0);  // gone before the parent reads anything
+  auto m = w.receive_sync();
+  REQUIRE(m);
+  CHECK(*m == "pipe");
+  REQUIRE(m->has_handle());
+  CHECK(raw::read_all(m->handle()) == "from the child");
 }
 
 TEST_CASE("send_async without a loop: no_event_loop, and nothing was queued (a retry does not send it twice)") {
@@ -465,9 +504,10 @@ TEST_CASE("Win32: a forged handle value in a control frame cannot name one of th
   auto w = cp::fork_self("forged_handle").value();
   REQUIRE(w.send(std::to_string(reinterpret_cast<std::uintptr_t>(mine))));
   auto m = w.receive_sync();
-  // The value is pulled out of the child's table: there it names nothing (an error) or one of
-  // the child's own handles; ours is untouched either way.
-  if (m) CHECK(*m == "mine");
+  REQUIRE(!m);  // the value names one of our handles that the child did not send: refused
+  CHECK(m.error() == cp::errc::bad_frame);
+  CHECK(m.error().message() == "receive: the peer announced handle " +
+                                   std::to_string(reinterpret_cast<std::uintptr_t>(mine)) + ", which it did not send");
   CHECK(WaitForSingleObject(mine, 0) == WAIT_TIMEOUT);  // still open: closing it would make this WAIT_FAILED
   CHECK(SetEvent(mine));
   CloseHandle(mine);

@@ -544,7 +544,7 @@ class basic_channel {
   // Encodes `msg` onto the queue. With `bounded`, a queue that is not empty and would pass the
   // high-water mark refuses it (errc::queue_full, nothing queued).
   template <class T>
-  result<void> queue(const T& msg, bool bounded) {
+  result<void> queue(const T& msg, bool bounded, std::size_t ahead = 0) {  // ahead: this send's control frame
     if (c_ && c_->failed) return c_->failure;  // a failure says why the channel closed
     if (!c_ || !c_->io.is_open()) return closed_error("send");
     std::string& out = c_->out;
@@ -558,9 +558,9 @@ class basic_channel {
                                                 " bytes, more than max_message_size " + std::to_string(c_->max));
     }
     if (!Codec::finish(out, at)) return error(errc::invalid_argument, "send: the channel's codec cannot carry this message");
-    const std::uint64_t waiting = c_->queued - c_->written;
-    if (bounded && waiting > 0 && waiting + (out.size() - at) > high_water(c_.get())) {
-      const std::size_t frame = out.size() - at;
+    const std::uint64_t waiting = c_->queued - c_->written - ahead;
+    if (bounded && waiting > 0 && waiting + ahead + (out.size() - at) > high_water(c_.get())) {
+      const std::size_t frame = ahead + out.size() - at;
       out.resize(at);
       return error(errc::queue_full, "send: " + std::to_string(waiting) + " bytes wait to be written and " +
                                          std::to_string(frame) + " more would pass the high-water mark of " +
@@ -592,7 +592,7 @@ class basic_channel {
       const std::uint64_t offset = c_->queued;
       const std::uint64_t control = out.size() - at;
       c_->queued += control;
-      if (auto e = queue(msg, bounded); !e) {  // the message was refused: so is its handle
+      if (auto e = queue(msg, bounded, control); !e) {  // the message was refused: so is its handle
         out.resize(at);
         c_->queued -= control;
         detail::drop_handle_native(*copy);
@@ -988,7 +988,23 @@ class basic_channel {
   void release() noexcept {
     if (!c_) return;
     disconnect();
-    c_.reset();  // descriptors received and never taken close with it; on Win32 nothing was pulled
+    drop_buffered_handles();
+    c_.reset();  // descriptors received and never taken close with it
+  }
+
+  // Handles announced in frames received but never parsed are closed with the channel (on
+  // Win32 they are in this process's handle table already; POSIX descriptors close with `fds`).
+  void drop_buffered_handles() noexcept {
+    if constexpr (Codec::carries_handles) {
+      core& c = *c_;
+      std::string_view have(c.in.data() + c.head, c.fill - c.head);
+      while (c.big.empty()) {
+        const frame_scan s = Codec::scan(have, c.max);
+        if (s.what != frame_scan::kind::frame) return;
+        if (s.handle) (void)detail::take_received_handle_native(have.substr(s.header, s.size), unique_handle(), c.peer.get());
+        have.remove_prefix(s.header + s.size + s.trailer);
+      }
+    }
   }
 
   std::unique_ptr<core> c_;

@@ -36,8 +36,10 @@ inline void unset_env_native(const char* name) noexcept;
 
 /// A handle on its way to the channel's peer, from send() until its bytes are written.
 struct outgoing_handle {
-  std::string payload;  ///< what the control frame carries (8 to 1024 bytes; see below)
-  unique_handle own;    ///< our copy: POSIX, sent by SCM_RIGHTS; Win32, pulled by the peer. Empty for a Win32 socket.
+  std::string payload;        ///< what the control frame carries (8 to 1024 bytes; see below)
+  unique_handle own;          ///< POSIX: our duplicate, sent by SCM_RIGHTS then closed. Win32: empty.
+  std::uint64_t remote = 0;   ///< Win32: its value in the peer process, to close it on a drop.
+  native_handle peer = invalid_handle();  ///< Win32: the peer process (borrowed).
 };
 
 /// The process at the other end of a channel, which handles are duplicated into.
@@ -49,27 +51,29 @@ inline auto channel_peer_native(native_handle transport, const native_child* chi
 /// Makes the copy of `h` that travels to the peer; `h` stays the caller's.
 ///   POSIX: fcntl(F_DUPFD_CLOEXEC); the payload is 8 zero bytes (the descriptor goes by SCM_RIGHTS).
 ///   Win32: a socket (ws2_32 loaded and getsockopt works) by WSADuplicateSocketW for the peer's
-///   pid: payload 8 zero bytes + its WSAPROTOCOL_INFOW; anything else by DuplicateHandle within
-///   this process (same access, not inheritable): payload its value, 8 bytes little-endian, for
-///   the peer to pull. Nothing is ever put into the peer's handle table by the sender.
+///   pid: payload 8 zero bytes + its WSAPROTOCOL_INFOW; anything else by DuplicateHandle into
+///   `peer` (same access), *marked inheritable* there: payload its value, 8 bytes little-endian.
+///   The mark is what the receiver checks (and clears) before it takes the value as its own.
 inline auto prepare_handle_native(native_handle h, native_handle peer) -> result<outgoing_handle>;
 
-/// The bytes announcing `h` were written: the peer has it, or takes it.
-///   POSIX: closes our copy (the kernel holds the descriptor in flight).   Win32: lets go of our
-///   copy without closing it: the peer's DuplicateHandle(DUPLICATE_CLOSE_SOURCE) closes it here.
+/// The bytes announcing `h` were written: the peer has it.
+///   POSIX: closes our duplicate (the kernel holds the descriptor in flight).   Win32: nothing
+///   (the handle is in the peer already).
 inline void sent_handle_native(outgoing_handle& h) noexcept;
 
 /// Closes a handle whose message was never written (the channel closed first).
-///   POSIX and Win32: closes our copy (a socket's description is only bytes).
+///   POSIX: closes our duplicate.   Win32: DuplicateHandle(peer, remote, DUPLICATE_CLOSE_SOURCE)
+///   (a socket's description is only bytes: nothing was made in the peer yet).
 inline void drop_handle_native(outgoing_handle& h) noexcept;
 
 /// The handle a received control frame announced, owned by the caller. `received` is the
 /// descriptor that arrived with the frame's bytes (POSIX), `peer` the sending process (Win32).
 ///   POSIX: `received` itself; none is a bad_frame.
 ///   Win32: a socket made from the description (WSASocketW, overlapped, not inheritable; WSAStartup
-///   is called for a process that had not), or the value pulled out of the peer with
-///   DuplicateHandle(peer, value, DUPLICATE_CLOSE_SOURCE): a forged value can only name one of
-///   the peer's own handles, never one of ours.
+///   is called for a process that had not), or the value, taken only if it names an open handle
+///   of ours marked inheritable (the sender's mark; the mark is then cleared): a forged value that
+///   names one of our other handles is refused, and that handle is left alone. (It could still
+///   name a handle this program made inheritable itself: the library makes none.)
 inline auto take_received_handle_native(std::string_view payload, unique_handle received, native_handle peer)
     -> result<unique_handle>;
 

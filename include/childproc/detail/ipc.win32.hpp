@@ -100,20 +100,25 @@ inline auto prepare_handle_native(native_handle h, native_handle peer) -> result
       return win32_error(static_cast<DWORD>(ws.last_error()), "send: WSADuplicateSocketW");
     return out;
   }
-  HANDLE copy = nullptr;
-  if (!::DuplicateHandle(::GetCurrentProcess(), h, ::GetCurrentProcess(), &copy, 0, FALSE, DUPLICATE_SAME_ACCESS))
+  HANDLE remote = nullptr;  // inheritable there: the mark the receiver checks
+  if (!::DuplicateHandle(::GetCurrentProcess(), h, peer, &remote, 0, TRUE, DUPLICATE_SAME_ACCESS))
     return last_win32_error("send: DuplicateHandle");
-  out.own.reset(copy);
-  const auto value = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(copy));
-  for (int i = 0; i < 8; ++i) out.payload[i] = static_cast<char>(value >> (8 * i));
+  out.remote = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(remote));
+  out.peer = peer;
+  for (int i = 0; i < 8; ++i) out.payload[i] = static_cast<char>(out.remote >> (8 * i));
   return out;
 }
 
-inline void sent_handle_native(outgoing_handle& h) noexcept { (void)h.own.release(); }
+inline void sent_handle_native(outgoing_handle&) noexcept {}
 
-inline void drop_handle_native(outgoing_handle& h) noexcept { h.own.reset(); }
+inline void drop_handle_native(outgoing_handle& h) noexcept {
+  if (h.remote && h.peer != invalid_handle())
+    ::DuplicateHandle(h.peer, reinterpret_cast<HANDLE>(static_cast<std::uintptr_t>(h.remote)), nullptr, nullptr, 0,
+                      FALSE, DUPLICATE_CLOSE_SOURCE);
+  h.remote = 0;
+}
 
-inline auto take_received_handle_native(std::string_view payload, unique_handle, native_handle peer) -> result<unique_handle> {
+inline auto take_received_handle_native(std::string_view payload, unique_handle, native_handle) -> result<unique_handle> {
   std::uint64_t value = 0;
   for (std::size_t i = 0; i < 8 && i < payload.size(); ++i)
     value |= std::uint64_t{static_cast<unsigned char>(payload[i])} << (8 * i);
@@ -128,13 +133,14 @@ inline auto take_received_handle_native(std::string_view payload, unique_handle,
     return unique_handle(reinterpret_cast<HANDLE>(sock));
   }
   if (payload.size() != 8 || value == 0) return error(errc::bad_frame, "receive: a handle was announced without its value");
-  if (peer == invalid_handle() || !peer)
-    return error(errc::invalid_argument, "receive: this channel does not know its peer process, so it cannot take handles");
-  HANDLE own = nullptr;
-  if (!::DuplicateHandle(peer, reinterpret_cast<HANDLE>(static_cast<std::uintptr_t>(value)), ::GetCurrentProcess(), &own, 0,
-                         FALSE, DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE))
-    return last_win32_error("receive: DuplicateHandle of handle " + std::to_string(value) + " from the peer");
-  return unique_handle(own);
+  const auto h = reinterpret_cast<HANDLE>(static_cast<std::uintptr_t>(value));
+  DWORD flags = 0;
+  if (!::GetHandleInformation(h, &flags))
+    return error(errc::bad_frame, "receive: the peer announced handle " + std::to_string(value) + ", which is not open here");
+  if (!(flags & HANDLE_FLAG_INHERIT))  // not the sender's mark: one of ours, never to be taken or closed
+    return error(errc::bad_frame, "receive: the peer announced handle " + std::to_string(value) + ", which it did not send");
+  if (!::SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0)) return last_win32_error("receive: SetHandleInformation");
+  return unique_handle(h);
 }
 
 inline auto self_exe_native(const std::string&) -> result<std::string> {
