@@ -36,13 +36,15 @@ void wait_for_gate() { (void)std::getchar(); }
 // ---- the children ----
 
 // Sends back every message as it came, blocking, until the parent disconnects.
-CHILDPROC_ENTRY(echo)(cp::channel& parent) {
+static int echo_all(cp::channel& parent) {
   for (;;) {
     auto m = parent.receive_sync();
     if (!m) return m.error() == cp::errc::end_of_stream ? 0 : 3;
     if (!parent.send(m->bytes())) return 4;
   }
 }
+
+CHILDPROC_ENTRY(echo)(cp::channel& parent) { return echo_all(parent); }
 
 // Sends entry_args()[0] numbered messages without reading, then reads as many and checks them.
 CHILDPROC_ENTRY(send_first)(cp::channel& parent) {
@@ -59,11 +61,7 @@ CHILDPROC_ENTRY(send_first)(cp::channel& parent) {
 // Waits for the gate on stdin before it reads anything, then echoes.
 CHILDPROC_ENTRY(gated_echo)(cp::channel& parent) {
   wait_for_gate();
-  for (;;) {
-    auto m = parent.receive_sync();
-    if (!m) return m.error() == cp::errc::end_of_stream ? 0 : 3;
-    if (!parent.send(m->bytes())) return 4;
-  }
+  return echo_all(parent);
 }
 
 // A thread writes entry_args()[0] frames of 64 KiB straight to the socket (no reading); the
