@@ -974,6 +974,7 @@ class basic_channel {
     }
     if (r.error() == errc::cancelled) return r.error();
     c->eof = true;  // nothing more can be read
+    if (c->failed) return c->failure;  // the first failure says why (EPIPE, then ECONNRESET on the read)
     return fail(c, r.error());
   }
 
