@@ -185,7 +185,9 @@ TEST_CASE("uid and gid are refused on Win32") {
 }
 
 TEST_CASE("kill ends the whole tree: no grandchild survives") {
-  auto p = cp::spawn(child_path(), {"grandchild", "100000"}, {.stdio = {cp::ignore, cp::pipe, cp::ignore}}).value();
+  // grandchild-stay: the child lives on after "ready" (with "grandchild" it exits then, and the
+  // kill raced its exit: an ESRCH, or its own exit code 0 instead of SIGTERM, 9 runs in 10 busy).
+  auto p = cp::spawn(child_path(), {"grandchild-stay", "100000"}, {.stdio = {cp::ignore, cp::pipe, cp::ignore}}).value();
   char buf[6];
   REQUIRE(p.out().read_some(buf).value() == 6);  // "ready\n": the grandchild runs and holds stdout
   REQUIRE(p.kill());

@@ -403,7 +403,7 @@ class basic_channel {
     core* c;
     std::uint64_t target;
     event_loop* loop = event_loop::current();
-    std::weak_ptr<detail::reactor*> loop_alive = loop->reactor().token();  // expires with the loop
+    std::shared_ptr<detail::loop_anchor> anchor = loop->anchor();  // reaches the loop while it lives
     std::coroutine_handle<> h;
     bool woken = false;  // by wake_writers, with `outcome`: the channel may be gone by then
     error outcome;
@@ -641,9 +641,20 @@ class basic_channel {
 
   // Ends `job` without its completion; the bytes it had not written go back to the front of
   // the queue. Its loop must not be inside a round (the completion could be in its batch).
-  static void take_back(write_job* job) noexcept {
+  // `wait`: the caller writes next anyway, so on Win32 an issued write is finished (reading
+  // meanwhile) rather than cancelled, whose count Wine loses; without it (a loop destroyed, a
+  // task that threw) it is cancelled, and a Win32 pipe write cancelled halfway is the open
+  // defect the README names.
+  static void take_back(write_job* job, bool wait = true) noexcept {
     core* c = job->owner;
-    if (job->issued) job->loop->reactor().withdraw(job);
+    if (job->issued) {
+      if (c && wait) {
+        inbox sink(c);
+        job->loop->reactor().withdraw(job, &sink);
+      } else {
+        job->loop->reactor().withdraw(job);
+      }
+    }
     if (!c) {
       delete job;
       return;
@@ -665,7 +676,7 @@ class basic_channel {
     auto* job = static_cast<write_job*>(w);
     core* c = job->owner;
     event_loop* loop = job->loop;
-    take_back(job);
+    take_back(job, finish);
     if (!c) return;
     if (!finish) {
       std::erase_if(c->writers, [loop](written_awaiter* a) { return a->loop == loop; });
@@ -792,8 +803,8 @@ class basic_channel {
     event_loop* here = event_loop::current();
     for (auto* w : ready)
       if (w->loop == here) w->h.resume();
-      else if (!w->loop_alive.expired()) w->loop->post([h = w->h] { h.resume(); });
-      // else its loop is gone, and with it every way to resume that coroutine
+      else (void)detail::post_to(*w->anchor, [h = w->h] { h.resume(); });
+      // (false: its loop is gone, and with it every way to resume that coroutine)
 
   }
 
@@ -972,7 +983,13 @@ class basic_channel {
       c->eof = true;
       return {};
     }
-    if (r.error() == errc::cancelled) return r.error();
+    if (r.error() == errc::cancelled) {
+      // A read its loop cancelled may have taken bytes (Win32): the stream kept them; they
+      // come in now, before any read of this channel's own.
+      while (c->io.buffered())
+        if (auto e = absorb(c, c->io.read_some(spare(c))); !e) return e;
+      return r.error();
+    }
     c->eof = true;  // nothing more can be read
     if (c->failed) return c->failure;  // the first failure says why (EPIPE, then ECONNRESET on the read)
     return fail(c, r.error());

@@ -28,6 +28,7 @@ enum class errc {
   message_too_large,    ///< a message (sent or received) longer than the channel's max_message_size
   bad_frame,            ///< the channel's byte stream is not a sequence of frames (e.g. cut inside one)
   queue_full,           ///< a channel's send queue is at its high-water mark (the peer reads too slowly)
+  busy,                 ///< a second read (or write) on a stream while one is pending: refused, the first goes on
 };
 
 namespace detail {
@@ -49,6 +50,7 @@ class errc_category final : public std::error_category {
       case errc::message_too_large: return "message too large";
       case errc::bad_frame: return "bad frame";
       case errc::queue_full: return "send queue full";
+      case errc::busy: return "another operation is pending";
     }
     return "unknown childproc error";
   }
@@ -64,6 +66,7 @@ class errc_category final : public std::error_category {
       case errc::message_too_large: return std::errc::message_size;
       case errc::bad_frame: return std::errc::bad_message;
       case errc::queue_full: return std::errc::resource_unavailable_try_again;
+      case errc::busy: return std::errc::device_or_resource_busy;
       default: return {value, *this};
     }
   }

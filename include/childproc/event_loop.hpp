@@ -23,13 +23,33 @@ class event_loop;
 
 namespace detail {
 
-// What a stop callback shares with the operation it may cancel. Only the loop's thread reads or
-// writes it: a callback on another thread posts its cancel to the loop.
-struct stop_link_state {
+/// A loop's address for other threads: null once the loop is destroyed. Hold `m` while using it
+/// (the destructor takes `m` to clear it), so a post from another thread never meets a dead loop.
+struct loop_anchor {
+  std::mutex m;
   event_loop* loop = nullptr;
+};
+
+/// Runs `fn` on the anchored loop's thread (at once when called there); false if the loop is gone.
+inline bool post_to(loop_anchor& a, std::function<void()> fn);
+
+struct stop_link_fn;
+
+// What a stop callback shares with the operation it may cancel; `m` guards the flags and
+// `callback`. The callback owns the state and the state owns the callback: whoever is last
+// (the operation's completion, or a callback running on another thread) destroys the callback,
+// which ends the cycle. So the loop thread never destroys a callback that runs elsewhere, which
+// would block in ~stop_callback (and can stay blocked: libstdc++ 12's semaphore wait, used there
+// on platforms without futexes such as mingw-w64, can miss its wake-up).
+struct stop_link_state {
+  std::shared_ptr<loop_anchor> anchor;
   reactor_op* op = nullptr;
   void (*cancel)(reactor&, reactor_op*) = nullptr;
-  bool done = false;  // the operation completed: a late cancel does nothing
+  std::mutex m;
+  bool done = false;     // the operation completed: a late cancel does nothing
+  bool running = false;  // the callback is under way on another thread
+  bool dropped = false;  // done while running: the callback destroys itself at its end
+  std::unique_ptr<std::stop_callback<stop_link_fn>> callback;
 };
 
 struct stop_link_fn {
@@ -37,24 +57,45 @@ struct stop_link_fn {
   void operator()() const;  // defined after event_loop
 };
 
+inline std::shared_ptr<loop_anchor> loop_anchor_of(event_loop* loop);
+
 /// Cancels one pending reactor operation when a std::stop_token is triggered, from any thread.
-/// Costs nothing for a token that can never stop.
+/// Costs nothing for a token that can never stop; a trigger after the loop is gone does nothing.
 class stop_link {
  public:
+  stop_link() = default;
+  stop_link(const stop_link&) = delete;
+  stop_link& operator=(const stop_link&) = delete;
+  ~stop_link() { completed(); }
+
   /// Watches `token` for the operation `op` that has just started on `loop`.
   void arm(const std::stop_token& token, event_loop* loop, reactor_op* op, void (*cancel)(reactor&, reactor_op*)) {
     if (!token.stop_possible()) return;
-    state_ = std::make_shared<stop_link_state>(stop_link_state{loop, op, cancel, false});
-    callback_.emplace(token, stop_link_fn{state_});  // runs at once if stop was already requested
+    state_ = std::make_shared<stop_link_state>();
+    state_->anchor = loop_anchor_of(loop);
+    state_->op = op;
+    state_->cancel = cancel;
+    // Runs at once if stop was already requested (the cancel is then posted to this loop).
+    auto cb = std::make_unique<std::stop_callback<stop_link_fn>>(token, stop_link_fn{state_});
+    std::lock_guard lock(state_->m);
+    state_->callback = std::move(cb);
   }
   /// Called by the operation's completion, before the awaiting coroutine resumes.
   void completed() noexcept {
-    if (state_) state_->done = true;
+    if (!state_) return;
+    std::unique_ptr<std::stop_callback<stop_link_fn>> doomed;
+    {
+      std::lock_guard lock(state_->m);
+      state_->done = true;
+      if (state_->running) state_->dropped = true;  // it destroys itself when it ends
+      else doomed = std::move(state_->callback);
+    }
+    doomed.reset();
+    state_.reset();
   }
 
  private:
   std::shared_ptr<stop_link_state> state_;
-  std::optional<std::stop_callback<stop_link_fn>> callback_;
 };
 
 /// Work a loop carries for others (a channel's background write), on an intrusive list. `run`
@@ -80,26 +121,36 @@ class event_loop {
 
  public:
   event_loop() {
+    anchor_->loop = this;
     open_ = reactor_.open();
     if (open_) open_ = reactor_.enable_wake();
   }
   event_loop(const event_loop&) = delete;
   event_loop& operator=(const event_loop&) = delete;
   /// Work still held (a channel's unwritten messages) goes back to its owner, nothing lost:
-  /// the next loop or blocking call writes it.
+  /// the next loop or blocking call writes it. Every operation still pending (a when_any loser
+  /// left running, a read that a stopped run() left) is cancelled and its coroutine resumed
+  /// here with errc::cancelled, so none is left issued into a buffer; bytes a read had already
+  /// taken stay with its stream. What those coroutines start meanwhile is cancelled at once.
   ~event_loop() {
-    while (work_) work_->settle(work_, false);
+    finish_pending();
+    std::lock_guard lock(anchor_->m);  // waits for a post from another thread under way
+    anchor_->loop = nullptr;
   }
+
+  /// For the library: this loop's anchor, which other threads use to reach it while it lives.
+  const std::shared_ptr<detail::loop_anchor>& anchor() const noexcept { return anchor_; }
 
   /// The loop running on this thread (inside run()), or nullptr.
   static event_loop* current() noexcept { return current_ref(); }
 
-  /// Runs until stop(); an OS failure of the poller is returned.
+  /// Runs until stop(); an OS failure of the poller is returned. A stop() that came before
+  /// run() (from another thread, say) is not lost: run() then returns at once. Each stop()
+  /// ends one run().
   result<void> run() {
     if (!open_) return open_.error();
     scope s(this);
-    stopped_.store(false);
-    while (!stopped_.load()) {
+    while (!stopped_.exchange(false)) {
       if (auto r = step(); !r) return r;
     }
     return {};
@@ -210,13 +261,28 @@ class event_loop {
     return loop;
   }
 
-  result<void> step() {
-    bool pending;
-    {
-      std::lock_guard lock(post_mutex_);
-      pending = !posted_.empty();
+  bool posted() {
+    std::lock_guard lock(post_mutex_);
+    return !posted_.empty();
+  }
+
+  // The destructor's rounds: cancel what is pending, run the completions (and what they post or
+  // schedule), until nothing is left. Bounded, for a coroutine that retries forever.
+  void finish_pending() noexcept {
+    scope s(this);
+    if (open_) reactor_.shut();
+    for (int round = 0; round < 100000; ++round) {
+      while (work_) work_->settle(work_, false);
+      if (!open_) break;
+      reactor_.cancel_all();
+      if (!reactor_.busy() && !posted() && !due_head_) break;
+      (void)step(true);
     }
-    pending = pending || due_head_;
+    while (work_) work_->settle(work_, false);
+  }
+
+  result<void> step(bool no_wait = false) {
+    const bool pending = no_wait || posted() || due_head_;
     // With work posted, the reactor only collects what is ready: it must not sleep on it.
     auto r = reactor_.run_once(pending ? std::optional(detail::reactor_clock::now()) : std::nullopt);
     if (!r) return std::move(r).error();
@@ -237,6 +303,7 @@ class event_loop {
   }
 
   detail::reactor reactor_;
+  std::shared_ptr<detail::loop_anchor> anchor_ = std::make_shared<detail::loop_anchor>();
   result<void> open_;
   std::atomic<bool> stopped_{false};
   int running_ = 0;                          // run() calls on the stack
@@ -286,12 +353,39 @@ inline event_loop::timer_awaiter event_loop::sleep_until(detail::reactor_clock::
   return timer_awaiter(this, when, std::move(stop));
 }
 
+inline bool detail::post_to(loop_anchor& a, std::function<void()> fn) {
+  std::lock_guard lock(a.m);
+  if (!a.loop) return false;
+  if (event_loop::current() == a.loop) fn();  // on the loop's thread: now
+  else a.loop->post(std::move(fn));           // elsewhere: on the loop's thread, soon
+  return true;
+}
+
+inline std::shared_ptr<detail::loop_anchor> detail::loop_anchor_of(event_loop* loop) { return loop->anchor(); }
+
 inline void detail::stop_link_fn::operator()() const {
-  auto cancel = [s = state] {
-    if (!s->done) s->cancel(s->loop->reactor(), s->op);
-  };
-  if (event_loop::current() == state->loop) cancel();  // on the loop's thread: now
-  else state->loop->post(cancel);                      // elsewhere: on the loop's thread, soon
+  const std::shared_ptr<stop_link_state> s = state;  // `this` may be destroyed below
+  {
+    std::lock_guard lock(s->m);
+    if (s->done) return;
+    s->running = true;
+  }
+  // The cancel runs on the loop's thread, where only the completion sets `done`; a loop that
+  // is gone took its operations with it.
+  (void)post_to(*s->anchor, [s] {
+    {
+      std::lock_guard lock(s->m);
+      if (s->done) return;
+    }
+    s->cancel(s->anchor->loop->reactor(), s->op);
+  });
+  std::unique_ptr<std::stop_callback<stop_link_fn>> doomed;
+  {
+    std::lock_guard lock(s->m);
+    s->running = false;
+    if (s->dropped) doomed = std::move(s->callback);
+  }
+  doomed.reset();  // from inside its own callback: ~stop_callback does not wait
 }
 
 /// Runs `t` on a new event_loop on this thread until it ends, and returns its value.

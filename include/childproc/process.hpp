@@ -144,10 +144,12 @@ class process {
     child_ = {};
   }
 
-  /// The parent's end of stdio entry `index` (an empty stream where it is not a pipe).
+  /// The parent's end of stdio entry `index` (an empty stream where it is not a pipe, or past
+  /// the last entry). The streams never move: one with an operation pending stays where it is.
   stream& stdio(std::size_t index) {
-    if (index >= stdio_.size()) stdio_.resize(index + 1);
-    return stdio_[index];
+    if (index < stdio_.size()) return stdio_[index];
+    absent_ = stream();  // not stdio_.resize(): that would move every live stream
+    return absent_;
   }
   /// The child's stdin, when it is a pipe.
   stream& in() { return stdio(0); }
@@ -288,6 +290,7 @@ class process {
 
   detail::native_child child_;
   std::vector<stream> stdio_;
+  stream absent_;  // what stdio(i) returns past the last entry
   childproc::channel channel_;
   std::optional<exit_status> status_;
   bool detached_ = false;

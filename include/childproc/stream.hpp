@@ -36,7 +36,9 @@ class stream {
         reactor_(std::move(o.reactor_)),
         received_(std::exchange(o.received_, nullptr)),
         socket_(std::exchange(o.socket_, false)),
-        drained_(std::exchange(o.drained_, false)) {}
+        drained_(std::exchange(o.drained_, false)) {
+    adopt_pending(o);
+  }
   stream& operator=(stream&& o) noexcept {
     if (this != &o) {
       close();
@@ -47,6 +49,7 @@ class stream {
       received_ = std::exchange(o.received_, nullptr);
       socket_ = std::exchange(o.socket_, false);
       drained_ = std::exchange(o.drained_, false);
+      adopt_pending(o);
     }
     return *this;
   }
@@ -54,6 +57,9 @@ class stream {
 
   /// Whether the stream is open.
   bool is_open() const noexcept { return h_.valid(); }
+  /// Bytes read ahead (by read_line, read_until or a read its loop cancelled) not yet consumed:
+  /// the next read returns them first.
+  std::size_t buffered() const noexcept { return ahead().size(); }
   /// The descriptor or HANDLE (still owned by the stream).
   native_handle handle() const noexcept { return h_.get(); }
   /// Gives up ownership of the descriptor or HANDLE.
@@ -205,6 +211,9 @@ class stream {
       if (!self->is_open()) early = error(errc::no_process, write ? "write: the stream is closed" : "read: the stream is closed");
       else if (!event_loop::current()) early = error(errc::no_event_loop, write ? "write" : "read");
       else if (stop.stop_requested()) early = error(errc::cancelled, write ? "write: cancelled" : "read: cancelled");
+      else if (write ? self->writer_ : self->reader_)  // a second one would race the first for the same bytes
+        early = error(errc::busy, write ? "write: another write is pending on this stream"
+                                        : "read: another read is pending on this stream");
       else if (from_ahead && !self->ahead().empty()) bytes = self->take_ahead({data, size}).value();
       else return false;
       return true;
@@ -217,20 +226,27 @@ class stream {
       socket = self->socket_;
       complete = [](detail::reactor_op* op) {
         auto* a = static_cast<io_awaiter*>(op);
+        if (a->self) (a->write ? a->self->writer_ : a->self->reader_) = nullptr;
         a->link.completed();
         a->h.resume();
       };
       auto* loop = event_loop::current();
+      (write ? self->writer_ : self->reader_) = this;
       self->reactor_ = loop->reactor().token();
       loop->reactor().start_io(this);
       link.arm(stop, loop, this, [](detail::reactor& r, detail::reactor_op* op) { r.cancel_op(static_cast<io_op*>(op)); });
     }
     result<std::size_t> await_resume() {
       if (early) return early;
-      if (err == errc::cancelled) return error(errc::cancelled, write ? "write: cancelled" : "read: cancelled");
+      if (err == errc::cancelled) {
+        // Cancelled after it had read (Win32, when its loop ended): the stream keeps the bytes
+        // for the next read. fill_ahead keeps its own (they are already in the buffer).
+        if (!write && from_ahead && bytes && self) self->ahead_.append(data, bytes);
+        return error(errc::cancelled, write ? "write: cancelled" : "read: cancelled");
+      }
       if (err) return err;
       if (!write && bytes == 0 && size != 0) return errc::end_of_stream;
-      if (!write) self->drained_ = bytes < size;
+      if (!write && self) self->drained_ = bytes < size;
       return bytes;
     }
   };
@@ -243,8 +259,10 @@ class stream {
     }
     const std::size_t old = ahead_.size();
     ahead_.resize(old + 65536);
-    auto r = co_await io_awaiter(this, ahead_.data() + old, 65536, false, false, std::move(stop));
-    ahead_.resize(old + (r ? *r : 0));
+    io_awaiter a(this, ahead_.data() + old, 65536, false, false, std::move(stop));
+    auto r = co_await a;
+    if (a.self != this) co_return r ? error(errc::cancelled, "read: cancelled") : std::move(r).error();  // closed meanwhile
+    ahead_.resize(old + (r ? *r : a.err == errc::cancelled ? a.bytes : 0));  // a cancelled read keeps what it took
     if (!r) co_return std::move(r).error();
     co_return result<void>();
   }
@@ -257,9 +275,26 @@ class stream {
   }
 
   // The reactor must forget the handle before it closes (and before it moves to another loop).
+  // A pending operation ends now, cancelled, and the OS is done with its buffer on return (the
+  // read-ahead buffer goes with the stream); its coroutine resumes in the loop's next round.
   void forget() noexcept {
-    if (auto r = reactor_.lock(); r && h_.valid()) (*r)->forget(h_.get());
+    auto r = reactor_.lock();
+    for (io_awaiter* a : {std::exchange(reader_, nullptr), std::exchange(writer_, nullptr)}) {
+      if (!a) continue;
+      a->self = nullptr;
+      if (r) (*r)->abort(a);
+    }
+    if (r && h_.valid()) (*r)->forget(h_.get());
+    else if (h_.valid()) detail::reactor::forget_everywhere(h_.get());
     reactor_.reset();
+  }
+
+  // After a move: the operations pending on `o` now belong to this stream.
+  void adopt_pending(stream& o) noexcept {
+    reader_ = std::exchange(o.reader_, nullptr);
+    writer_ = std::exchange(o.writer_, nullptr);
+    for (io_awaiter* a : {reader_, writer_})
+      if (a) a->self = this;
   }
 
   detail::unique_handle h_;
@@ -285,6 +320,8 @@ class stream {
   std::vector<detail::unique_handle>* received_ = nullptr;  // collect_handles()
   bool socket_ = false;                                     // mark_socket()
   bool drained_ = false;  // the last read returned less than asked: the next one waits first (a hint)
+  io_awaiter* reader_ = nullptr;  // the read pending on a loop (one at a time)
+  io_awaiter* writer_ = nullptr;  // the write pending on a loop (one at a time)
 };
 
 }  // namespace childproc::inline v0

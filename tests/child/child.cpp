@@ -363,6 +363,14 @@ int mode_grandchild_win32(const Args& a) {
     CloseHandle(pi.hProcess);
     return emit("ready\n");
 }
+
+// The same, but this process stays too (asleep as long): a kill then meets it alive, for sure.
+int mode_grandchild_stay(const Args& a) {
+    const int rc = mode_grandchild_win32(a);
+    if (rc != kOk) return rc;
+    sleep_ms(*parse_number<std::uint32_t>(a[0]));
+    return kOk;
+}
 #endif
 
 #ifndef _WIN32
@@ -426,6 +434,13 @@ int mode_grandchild(const Args& a) {
         _exit(0);
     }
     return emit("ready\n");
+}
+
+int mode_grandchild_stay(const Args& a) {
+    const int rc = mode_grandchild(a);
+    if (rc != kOk) return rc;
+    sleep_ms(*parse_number<std::uint32_t>(a[0]));
+    return kOk;
 }
 
 std::string_view disposition(const struct sigaction& action) {
@@ -526,8 +541,10 @@ constexpr Mode kModes[] = {
     {"fds", 0, POSIX_ONLY(mode_fds)},
 #ifdef _WIN32
     {"grandchild", 1, mode_grandchild_win32},
+    {"grandchild-stay", 1, mode_grandchild_stay},
 #else
     {"grandchild", 1, mode_grandchild},
+    {"grandchild-stay", 1, mode_grandchild_stay},
 #endif
     {"crash", 0, mode_crash},
     {"signals", 0, POSIX_ONLY(mode_signals)},

@@ -149,6 +149,65 @@ inline auto write_some_reading_native(native_handle h, std::span<const char> dat
   }
 }
 
+// Waits for a write already issued on `h` (`written`, no event of its own) to finish, reading
+// into `sink` meanwhile so that a peer that writes too goes on: for a write that must not be
+// cancelled, since a pipe write cancelled halfway reports 0 bytes under Wine (its count lost).
+// Returns its bytes and Win32 error.
+inline std::pair<DWORD, DWORD> finish_write_reading_win32(HANDLE h, OVERLAPPED* written, read_sink& sink) noexcept {
+  OVERLAPPED rov{};
+  HANDLE event = ::CreateEventW(nullptr, TRUE, FALSE, nullptr);
+  rov.hEvent = reinterpret_cast<HANDLE>(reinterpret_cast<ULONG_PTR>(event) | 1);  // no port packet
+  const auto deliver = [&](DWORD n, DWORD err) {
+    if (!err || err == ERROR_BROKEN_PIPE || err == ERROR_HANDLE_EOF) return sink.arrived(std::size_t{err ? 0 : n});
+    if (err != ERROR_OPERATION_ABORTED) sink.arrived(win32_error(err, "read"));
+  };
+  bool reading = false, peer_ended = false;
+  std::pair<DWORD, DWORD> outcome{0, 0};
+  for (;;) {
+    DWORD n = 0;
+    if (::GetOverlappedResult(h, written, &n, FALSE)) {
+      outcome = {n, 0};
+      break;
+    }
+    if (const DWORD err = ::GetLastError(); err != ERROR_IO_INCOMPLETE) {
+      outcome = {n, err};
+      break;
+    }
+    if (!reading && !peer_ended && event) {
+      const std::span<char> room = sink.room();
+      if (!room.empty()) {
+        const auto want = static_cast<DWORD>(std::min<std::size_t>(room.size(), 1u << 30));
+        if (::ReadFile(h, room.data(), want, nullptr, &rov) || ::GetLastError() == ERROR_IO_PENDING) {
+          reading = true;
+        } else {
+          peer_ended = true;
+          deliver(0, ::GetLastError());
+        }
+      }
+    }
+    // The write has no event to wait on (its completion goes to a port): look again each ms.
+    if (!reading) {
+      ::Sleep(1);
+      continue;
+    }
+    if (::WaitForSingleObject(event, 1) != WAIT_OBJECT_0) continue;
+    DWORD got = 0;
+    const DWORD err = ::GetOverlappedResult(h, &rov, &got, FALSE) ? 0 : ::GetLastError();
+    reading = false;
+    ::ResetEvent(event);
+    peer_ended = err != 0 || got == 0;
+    deliver(got, err);
+  }
+  if (reading) {  // what it read before the cancel took is delivered, nothing lost
+    ::CancelIoEx(h, &rov);
+    DWORD got = 0;
+    const DWORD err = ::GetOverlappedResult(h, &rov, &got, TRUE) ? 0 : ::GetLastError();
+    deliver(got, err);
+  }
+  if (event) ::CloseHandle(event);
+  return outcome;
+}
+
 inline auto write_now_native(native_handle, std::span<const char>, native_handle, bool) -> result<std::size_t> {
   return std::size_t{0};
 }

@@ -79,16 +79,29 @@ struct op_queue {
     tail = op;
   }
   bool empty() const noexcept { return head == nullptr; }
+  /// Takes `op` out if it is queued.
+  bool remove(reactor_op* op) noexcept {
+    reactor_op* prev = nullptr;
+    for (reactor_op* o = head; o; prev = o, o = o->next) {
+      if (o != op) continue;
+      (prev ? prev->next : head) = o->next;
+      if (tail == o) tail = prev;
+      return true;
+    }
+    return false;
+  }
 };
 
 struct reactor_state;  // each backend defines it
 
-/// Opens the OS poller.  POSIX: epoll_create1(EPOLL_CLOEXEC), or nothing for poll(2).  Win32: an I/O completion port.
+/// Opens the OS poller.  POSIX: epoll_create1(EPOLL_CLOEXEC), or nothing for poll(2).  Win32: the
+/// reactor's own I/O completion port (handles are bound to the process-wide one, which forwards here).
 inline auto reactor_open_native(reactor_state& s) -> result<void>;
 
 /// Starts a read or write; an operation that can finish at once goes straight to `done`.
 ///   POSIX: one non-blocking read(2)/write(2) now, else the fd waits for readiness (edge-triggered epoll).
-///   Win32: an overlapped ReadFile/WriteFile whose completion arrives on the port.
+///   Win32: an overlapped ReadFile/WriteFile; the handle is bound to the shared port on first use
+///   by any reactor, and the completion is forwarded to this reactor's port.
 inline void start_io_native(reactor_state& s, io_op* op, op_queue& done);
 
 /// Starts waiting for a child's end.
@@ -98,8 +111,8 @@ inline void start_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done
 
 /// Completes every operation pending on `h` with errc::cancelled; `closing` also forgets `h` (call it so
 /// before closing `h`, since a new handle may take its value).
-///   POSIX: removes the fd from epoll.   Win32: CancelIoEx (completions then arrive as cancelled);
-///   the handle stays bound to the port unless closing.
+///   POSIX: removes the fd from epoll.   Win32: CancelIoEx on each of this reactor's operations on
+///   `h` (completions then arrive as cancelled); `h` stays bound to the shared port unless closing.
 inline void cancel_native(reactor_state& s, native_handle h, bool closing, op_queue& done);
 
 /// Cancels one pending read or write (others on the same handle go on); it completes with errc::cancelled.
@@ -110,9 +123,21 @@ inline void cancel_io_native(reactor_state& s, io_op* op, op_queue& done);
 /// Takes back one pending read or write for good: its completion will not run. On return the OS
 /// is done with its buffer and `op->bytes` / `op->err` say what it did.
 ///   POSIX: the fd stops waiting for it; nothing was read or written (bytes 0, errc::cancelled).
-///   Win32: CancelIoEx on its OVERLAPPED, then GetOverlappedResult waits for the outcome (one that
+///   Win32: CancelIoEx on its OVERLAPPED, then it waits until GetOverlappedResult has the outcome (one that
 ///   had finished keeps its bytes); the packet that still arrives on the port is dropped.
-inline void withdraw_io_native(reactor_state& s, io_op* op) noexcept;
+///   A write given `meanwhile` is not cancelled on Win32 but waited for, reading into `meanwhile`
+///   (a pipe write cancelled halfway reports 0 bytes under Wine: its count would be lost).
+inline void withdraw_io_native(reactor_state& s, io_op* op, read_sink* meanwhile) noexcept;
+
+/// Completes every pending read, write and exit wait with errc::cancelled (a loop that ends);
+/// on return the OS is done with every buffer. A read that had moved bytes keeps them in
+/// `op->bytes` (its owner keeps them: nothing read is lost).
+///   POSIX: every fd leaves the poller; nothing was read or written.   Win32: each overlapped
+///   operation is withdrawn (CancelIoEx, then a wait for its outcome); each exit wait is cancelled.
+inline void cancel_all_native(reactor_state& s, op_queue& done) noexcept;
+
+/// Whether any read, write or exit wait is pending.
+inline bool pending_native(const reactor_state& s) noexcept;
 
 /// Cancels one pending exit wait; it completes with errc::cancelled (or normally if the child had just ended).
 ///   POSIX: the pidfd waiter or the polled entry is dropped.   Win32: UnregisterWaitEx, waiting
@@ -131,7 +156,13 @@ inline auto reactor_enable_wake_native(reactor_state& s) -> result<void>;
 ///   POSIX: one byte into the self-pipe.   Win32: PostQueuedCompletionStatus with the wake key.
 inline void reactor_wake_native(reactor_state& s) noexcept;
 
-/// Releases the OS poller.
+/// Forgets a handle that is about to close, wherever it was used (a new handle may take its value).
+///   POSIX: nothing (each reactor forgets its fds in cancel_native).   Win32: its binding to the shared port.
+inline void forget_handle_native(native_handle h) noexcept;
+
+/// Releases the OS poller; what is still pending is withdrawn first (the OS is done with its buffers).
+///   POSIX: closes the epoll fd and the self-pipe.   Win32: withdraws what is in flight, frees the
+///   records whose packets it holds, closes its port.
 inline void reactor_close_native(reactor_state& s) noexcept;
 
 }  // namespace childproc::inline v0::detail
@@ -152,6 +183,9 @@ class reactor {
   reactor& operator=(const reactor&) = delete;
   ~reactor() { reactor_close_native(state_); }
 
+  /// Forgets a handle that is about to close, where no reactor that used it lives any more.
+  static void forget_everywhere(native_handle h) noexcept { forget_handle_native(h); }
+
   /// A weak handle that expires with the reactor: streams use it to cancel before they close.
   std::weak_ptr<reactor*> token() { return alive_; }
 
@@ -159,9 +193,15 @@ class reactor {
   result<void> open() { return reactor_open_native(state_); }
 
   /// Starts a read (op->write false) or a write.
-  void start_io(io_op* op) { start_io_native(state_, op, done_); }
+  void start_io(io_op* op) {
+    if (shut_) return refuse(op);
+    start_io_native(state_, op, done_);
+  }
   /// Starts waiting for a child's end.
-  void start_exit_wait(exit_op* op) { start_exit_wait_native(state_, op, done_); }
+  void start_exit_wait(exit_op* op) {
+    if (shut_) return refuse(op);
+    start_exit_wait_native(state_, op, done_);
+  }
   /// Completes everything pending on `h` with ECANCELED; `h` stays usable.
   void cancel(native_handle h) { cancel_native(state_, h, false, done_); }
   /// Cancels and forgets `h`: call right before closing it.
@@ -170,15 +210,20 @@ class reactor {
   void cancel_op(io_op* op) { cancel_io_native(state_, op, done_); }
   /// Takes back one pending or completed read or write so that it never completes (its owner
   /// goes away); op->bytes and op->err say what it did. Not from inside a completion of this reactor.
-  void withdraw(io_op* op) noexcept {
-    reactor_op* prev = nullptr;
-    for (reactor_op* o = done_.head; o; prev = o, o = o->next) {
-      if (o != op) continue;
-      (prev ? prev->next : done_.head) = o->next;  // completed, its completion not run yet: the outcome is set
-      if (done_.tail == o) done_.tail = prev;
-      return;
-    }
-    withdraw_io_native(state_, op);
+  /// A write given `meanwhile` (Win32) is finished rather than cancelled, reading into it.
+  void withdraw(io_op* op, read_sink* meanwhile = nullptr) noexcept {
+    // Completed, its completion not run yet (this round's or the next): the outcome is set.
+    if (done_.remove(op) || batch_.remove(op)) return;
+    withdraw_io_native(state_, op, meanwhile);
+  }
+  /// Ends one pending read or write now: the OS is done with its buffer on return, and its
+  /// completion runs in the next round with errc::cancelled (what it had moved is dropped: its
+  /// owner is closing). Safe from inside a completion.
+  void abort(io_op* op) noexcept {
+    withdraw(op);
+    op->err = error(errc::cancelled);
+    op->bytes = 0;
+    done_.push(op);
   }
   void cancel_op(exit_op* op) { cancel_exit_wait_native(state_, op, done_); }
   void cancel_op(timer_op* op) {
@@ -196,6 +241,7 @@ class reactor {
   /// Arms a timer (re-arming moves it).
   void start_timer(timer_op* op, reactor_clock::time_point deadline) {
     cancel_timer(op);
+    if (shut_) return refuse(op);
     op->skip = op->fired = false;
     op->deadline = deadline;
     op->where = timers_.emplace(deadline, op);
@@ -207,6 +253,23 @@ class reactor {
     else if (op->fired) op->skip = true;
     op->armed = false;
   }
+
+  /// The loop is ending: from now on every operation started completes at once with
+  /// errc::cancelled (in the next round), so that finishing the pending ones terminates.
+  void shut() noexcept { shut_ = true; }
+  /// Completes everything pending (reads, writes, exit waits, timers) with errc::cancelled, in
+  /// the next round; the OS is done with every buffer on return.
+  void cancel_all() noexcept {
+    cancel_all_native(state_, done_);
+    for (auto& [when, t] : timers_) {
+      t->armed = false;
+      t->err = error(errc::cancelled);
+      done_.push(t);
+    }
+    timers_.clear();
+  }
+  /// Whether anything is pending or completed and not yet run.
+  bool busy() const noexcept { return !done_.empty() || !timers_.empty() || pending_native(state_); }
 
   /// Waits for at least one completion or until `until`, then runs the completions that were ready.
   /// Returns how many ran.
@@ -231,16 +294,19 @@ class reactor {
       t->err = {};
       done_.push(t);
     }
-    op_queue batch = done_;  // completions started now wait for the next round
-    done_ = {};
+    // Completions started now wait for the next round. The batch is a member so that an
+    // operation aborted by an earlier completion of this round is taken out of it.
+    const op_queue outer = std::exchange(batch_, std::exchange(done_, {}));
     std::size_t n = 0;
-    while (reactor_op* op = batch.head) {
-      batch.head = op->next;
+    while (reactor_op* op = batch_.head) {
+      batch_.head = op->next;
+      if (!batch_.head) batch_.tail = nullptr;
       op->fired = false;
       if (std::exchange(op->skip, false)) continue;
       op->complete(op);
       ++n;
     }
+    batch_ = outer;
     return n;
   }
 
@@ -248,6 +314,16 @@ class reactor {
   reactor_state state_;
   std::shared_ptr<reactor*> alive_ = std::make_shared<reactor*>(this);
   op_queue done_;
+  op_queue batch_;  // this round's completions not run yet
+  bool shut_ = false;
+  void refuse(reactor_op* op) noexcept {
+    op->err = error(errc::cancelled);
+    done_.push(op);
+  }
+  void refuse(io_op* op) noexcept {
+    op->bytes = 0;
+    refuse(static_cast<reactor_op*>(op));
+  }
   std::multimap<reactor_clock::time_point, timer_op*> timers_;
 };
 

@@ -19,8 +19,9 @@ namespace childproc::inline v0::detail {
 struct fd_waiters {
   io_op* reader = nullptr;
   io_op* writer = nullptr;
-  exit_op* exit = nullptr;
+  std::vector<exit_op*> exits;  // a pidfd: any number wait for the one child (a watchdog beside the main task)
   bool registered = false;
+  bool waited() const noexcept { return reader || writer || !exits.empty(); }
 };
 
 struct reactor_state {
@@ -54,7 +55,7 @@ inline bool attempt_exit_posix(exit_op* op) {
 inline auto arm_fd_posix(reactor_state& s, int fd, fd_waiters& w) -> result<void> {
 #if CHILDPROC_HAS_EPOLL
   epoll_event ev{};
-  ev.events = EPOLLONESHOT | EPOLLRDHUP | ((w.reader || w.exit) ? EPOLLIN : 0u) | (w.writer ? EPOLLOUT : 0u);
+  ev.events = EPOLLONESHOT | EPOLLRDHUP | ((w.reader || !w.exits.empty()) ? EPOLLIN : 0u) | (w.writer ? EPOLLOUT : 0u);
   ev.data.fd = fd;
   if (w.registered && ::epoll_ctl(s.epoll_fd, EPOLL_CTL_MOD, fd, &ev) == 0) return {};
   if (::epoll_ctl(s.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0 &&
@@ -80,16 +81,25 @@ inline void on_ready_posix(reactor_state& s, int fd, bool readable, bool writabl
   fd_waiters& w = it->second;
   if (readable && w.reader && attempt_io_posix(w.reader)) done.push(std::exchange(w.reader, nullptr));
   if (writable && w.writer && attempt_io_posix(w.writer)) done.push(std::exchange(w.writer, nullptr));
-  if (readable && w.exit && attempt_exit_posix(w.exit)) done.push(std::exchange(w.exit, nullptr));
-  if (w.reader || w.writer || w.exit)
+  if (readable && !w.exits.empty() && attempt_exit_posix(w.exits.front())) {
+    for (exit_op* op : w.exits) {
+      op->err = w.exits.front()->err;
+      done.push(op);
+    }
+    w.exits.clear();
+  }
+  if (w.waited())
     if (auto r = arm_fd_posix(s, fd, w); !r) {
       for (reactor_op* op : {static_cast<reactor_op*>(std::exchange(w.reader, nullptr)),
-                             static_cast<reactor_op*>(std::exchange(w.writer, nullptr)),
-                             static_cast<reactor_op*>(std::exchange(w.exit, nullptr))})
+                             static_cast<reactor_op*>(std::exchange(w.writer, nullptr))})
         if (op) {
           op->err = r.error();
           done.push(op);
         }
+      for (exit_op* op : std::exchange(w.exits, {})) {
+        op->err = r.error();
+        done.push(op);
+      }
     }
 }
 
@@ -104,6 +114,10 @@ inline auto reactor_open_native(reactor_state& s) -> result<void> {
 }
 
 inline void start_io_native(reactor_state& s, io_op* op, op_queue& done) {
+  if (auto it = s.fds.find(op->handle); it != s.fds.end() && (op->write ? it->second.writer : it->second.reader)) {
+    op->err = error(errc::busy, op->write ? "write: another write is pending on this handle" : "read: another read is pending on this handle");
+    return done.push(op);  // the first one keeps waiting: a second never replaces it
+  }
   const bool try_first = op->write || !op->wait_first;
   if (try_first && attempt_io_posix(op)) return done.push(op);
   auto& w = s.fds[op->handle];
@@ -122,9 +136,9 @@ inline void start_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done
   if (!op->child->handle) return s.polled_exits.push_back(op);
   const int fd = op->child->handle.get();
   auto& w = s.fds[fd];
-  w.exit = op;
+  w.exits.push_back(op);
   if (auto r = arm_fd_posix(s, fd, w); !r) {
-    w.exit = nullptr;
+    w.exits.pop_back();
     op->err = std::move(r).error();
     done.push(op);
   }
@@ -133,8 +147,10 @@ inline void start_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done
 inline void cancel_native(reactor_state& s, native_handle h, bool, op_queue& done) {
   auto it = s.fds.find(h);
   if (it == s.fds.end()) return;
-  for (reactor_op* op : {static_cast<reactor_op*>(it->second.reader), static_cast<reactor_op*>(it->second.writer),
-                         static_cast<reactor_op*>(it->second.exit)})
+  std::vector<reactor_op*> ops(it->second.exits.begin(), it->second.exits.end());
+  ops.push_back(it->second.reader);
+  ops.push_back(it->second.writer);
+  for (reactor_op* op : ops)
     if (op) {
       op->err = error(errc::cancelled);
       op->bytes = 0;
@@ -153,12 +169,11 @@ inline void unwait_posix(reactor_state& s, int fd, reactor_op* op, op_queue& don
   fd_waiters& w = it->second;
   if (w.reader == op) w.reader = nullptr;
   else if (w.writer == op) w.writer = nullptr;
-  else if (w.exit == op) w.exit = nullptr;
-  else return;  // not pending: already completed
+  else if (!std::erase_if(w.exits, [op](exit_op* e) { return e == op; })) return;  // not pending: already completed
   op->err = error(errc::cancelled);
   op->bytes = 0;
   done.push(op);
-  if (w.reader || w.writer || w.exit) {
+  if (w.waited()) {
     if (auto r = arm_fd_posix(s, fd, w); !r) on_ready_posix(s, fd, true, true, done);  // let them see the error
     return;
   }
@@ -170,10 +185,22 @@ inline void unwait_posix(reactor_state& s, int fd, reactor_op* op, op_queue& don
 
 inline void cancel_io_native(reactor_state& s, io_op* op, op_queue& done) { unwait_posix(s, op->handle, op, done); }
 
-inline void withdraw_io_native(reactor_state& s, io_op* op) noexcept {
+inline void withdraw_io_native(reactor_state& s, io_op* op, read_sink*) noexcept {  // nothing was written: exact
   op_queue dropped;  // the cancelled completion, which must not run
   unwait_posix(s, op->handle, op, dropped);
 }
+
+inline void cancel_all_native(reactor_state& s, op_queue& done) noexcept {
+  std::vector<int> fds;
+  for (auto& [fd, w] : s.fds) fds.push_back(fd);
+  for (int fd : fds) cancel_native(s, fd, false, done);
+  for (exit_op* op : std::exchange(s.polled_exits, {})) {
+    op->err = error(errc::cancelled);
+    done.push(op);
+  }
+}
+
+inline bool pending_native(const reactor_state& s) noexcept { return !s.fds.empty() || !s.polled_exits.empty(); }
 
 inline void cancel_exit_wait_native(reactor_state& s, exit_op* op, op_queue& done) {
   if (std::erase(s.polled_exits, op)) {
@@ -202,7 +229,7 @@ inline auto reactor_poll_native(reactor_state& s, int timeout_ms, op_queue& done
   s.poll_set.clear();
   if (s.wake_read >= 0) s.poll_set.push_back({s.wake_read, POLLIN, 0});
   for (auto& [fd, w] : s.fds) {
-    const short want = static_cast<short>(((w.reader || w.exit) ? POLLIN : 0) | (w.writer ? POLLOUT : 0));
+    const short want = static_cast<short>(((w.reader || !w.exits.empty()) ? POLLIN : 0) | (w.writer ? POLLOUT : 0));
     if (want) s.poll_set.push_back({fd, want, 0});
   }
   const int n = ::poll(s.poll_set.data(), s.poll_set.size(), timeout_ms);
@@ -244,6 +271,8 @@ inline void reactor_wake_native(reactor_state& s) noexcept {
   const char byte = 0;
   (void)!::write(s.wake_write, &byte, 1);  // a full pipe is already a pending wake-up
 }
+
+inline void forget_handle_native(native_handle) noexcept {}
 
 inline void reactor_close_native(reactor_state& s) noexcept {
   for (int* fd : {&s.epoll_fd, &s.wake_read, &s.wake_write})

@@ -1,0 +1,228 @@
+// The event loop under the patterns that wedged it: two waiters on one thing, a stop before
+// run, a stop request after the loop is gone, a stream closed or looked up while a read waits.
+#include "helpers.hpp"
+
+#include <doctest/doctest.h>
+
+#include <ostream>  // doctest prints std::error_code through it
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+TEST_CASE("two co_await p.exit() on one process both resume with its status; a third, cancelled, leaves them be") {
+  auto p = cp::spawn(child_path(), {"sleep", "200"}, {.stdio = {cp::ignore, cp::ignore, cp::ignore}}).value();
+  std::stop_source cancel_third;
+  auto waiter = [&](std::stop_token stop) -> cp::task<std::string> {
+    auto st = co_await p.exit(stop);
+    co_return st ? st->to_string() : st.error().message();
+  };
+  auto canceller = [&]() -> cp::task<std::string> {
+    (void)co_await cp::event_loop::current()->sleep(20ms);
+    cancel_third.request_stop();
+    co_return "";
+  };
+  std::vector<cp::task<std::string>> tasks;
+  tasks.push_back(waiter({}));
+  tasks.push_back(waiter({}));
+  tasks.push_back(waiter(cancel_third.get_token()));
+  tasks.push_back(canceller());
+  auto got = cp::sync_wait(cp::when_all(std::move(tasks)));
+  CHECK(got[0] == "exited with code 0");
+  CHECK(got[1] == "exited with code 0");
+  CHECK(got[2] == "wait: cancelled");
+}
+
+TEST_CASE("a second read on a stream while one waits is refused with errc::busy; the first gets the bytes") {
+  auto p = cp::spawn(child_path(), {"echo"}, {.stdio = {cp::pipe, cp::pipe, cp::ignore}}).value();
+  auto first = [&]() -> cp::task<std::string> {
+    char buf[64];
+    auto n = co_await p.out().async_read_some(buf);
+    co_return n ? std::string(buf, *n) : n.error().message();
+  };
+  auto second = [&]() -> cp::task<std::string> {
+    char buf[64];
+    auto n = co_await p.out().async_read_some(buf);
+    REQUIRE_FALSE(n);
+    CHECK(n.error() == cp::errc::busy);
+    CHECK(n.error().message() == "read: another read is pending on this stream");
+    auto line = co_await p.out().read_line();  // read_line reads too: refused the same way
+    REQUIRE_FALSE(line);
+    CHECK(line.error() == cp::errc::busy);
+    REQUIRE(co_await p.in().async_write("hi\n"));
+    co_return "";
+  };
+  auto [a, b] = cp::sync_wait(cp::when_all(first(), second()));
+  CHECK(a == "hi\n");
+  // Once the first has ended, reading works again.
+  p.in().close();
+  auto rest = cp::sync_wait(p.out().async_read_all());
+  REQUIRE(rest);
+  CHECK(rest->empty());
+  CHECK(p.wait()->success());
+}
+
+TEST_CASE("a second write while one waits on a full pipe is refused with errc::busy") {
+  auto p = cp::spawn(child_path(), {"sleep", "300"}, {.stdio = {cp::pipe, cp::ignore, cp::ignore}}).value();
+  const std::string big(8 << 20, 'x');  // far more than any pipe holds: the write waits
+  auto first = [&]() -> cp::task<cp::result<void>> { co_return co_await p.in().async_write(big); };
+  auto second = [&]() -> cp::task<cp::result<void>> {
+    auto r = co_await p.in().async_write_some(std::string_view("y"));
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == cp::errc::busy);
+    CHECK(r.error().message() == "write: another write is pending on this stream");
+    co_return cp::result<void>();
+  };
+  auto [a, b] = cp::sync_wait(cp::when_all(first(), second()));
+  REQUIRE_FALSE(a);  // the child ended without reading: the pipe broke under the first write
+  CHECK(a.error() == std::errc::broken_pipe);
+  CHECK(b);
+}
+
+TEST_CASE("stop() before run() is not lost; each stop() ends one run()") {
+  cp::event_loop loop;
+  std::thread([&] { loop.stop(); }).join();  // a shutdown request that comes early
+  REQUIRE(loop.run());                        // returns at once (it hung before)
+  // The flag was consumed: the next run() runs until the next stop().
+  std::atomic<int> ran{0};
+  loop.post([&] { ++ran; });
+  std::thread later([&] {
+    while (ran.load() == 0) std::this_thread::yield();
+    loop.stop();
+  });
+  REQUIRE(loop.run());
+  later.join();
+  CHECK(ran.load() == 1);
+}
+
+TEST_CASE("a stop request after the loop is gone does nothing (the loser of a when_any without a stop source)") {
+  auto p = cp::spawn(child_path(), {"sleep", "500"}, {.stdio = {cp::ignore, cp::pipe, cp::ignore}}).value();
+  std::stop_source src;
+  char buf[16];
+  auto reader = [&]() -> cp::task<int> {
+    (void)co_await p.out().async_read_some(buf, src.get_token());
+    co_return 0;
+  };
+  auto timeout = [&]() -> cp::task<int> {
+    (void)co_await cp::event_loop::current()->sleep(20ms);
+    co_return 1;
+  };
+  auto loop = std::make_unique<cp::event_loop>();
+  auto r = loop->run(cp::when_any(reader(), timeout()));
+  CHECK(r.index == 1);
+  loop.reset();
+  src.request_stop();  // posted into the freed loop before (ASan: heap-use-after-free)
+  CHECK(p.kill());
+  CHECK(p.wait());
+}
+
+TEST_CASE("stop requests racing the loop's end, from another thread, 200 times") {
+  auto p = cp::spawn(child_path(), {"sleep", "5000"}, {.stdio = {cp::ignore, cp::pipe, cp::ignore}}).value();
+  for (int i = 0; i < 200; ++i) {
+    std::stop_source src;
+    char buf[16];
+    auto reader = [&]() -> cp::task<int> {
+      (void)co_await p.out().async_read_some(buf, src.get_token());
+      co_return 0;
+    };
+    auto yield = []() -> cp::task<int> { co_return 1; };
+    auto loop = std::make_unique<cp::event_loop>();
+    auto r = loop->run(cp::when_any(reader(), yield()));
+    REQUIRE(r.index == 1);
+    std::thread t([&] { src.request_stop(); });  // while the loop is destroyed, or just after
+    loop.reset();
+    t.join();
+  }
+  CHECK(p.kill());
+  CHECK(p.wait());
+}
+
+TEST_CASE("stdio(i) past the last entry moves no stream: a pending read_line still gets its line") {
+  auto p = cp::spawn(child_path(), {"echo"}, {.stdio = {cp::pipe, cp::pipe, cp::pipe}}).value();
+  cp::stream* out_before = &p.out();
+  auto reader = [&]() -> cp::task<std::string> {
+    auto line = co_await p.out().read_line();  // pending on the stream at &stdio_[1]
+    co_return line ? *line : line.error().message();
+  };
+  auto other = [&]() -> cp::task<bool> {
+    const bool has_fd3 = p.stdio(3).is_open();  // grew (and moved) the vector before
+    REQUIRE(co_await p.in().async_write("hello\n"));
+    p.in().close();
+    co_return has_fd3;
+  };
+  auto [line, has_fd3] = cp::sync_wait(cp::when_all(reader(), other()));
+  CHECK(line == "hello");
+  CHECK_FALSE(has_fd3);
+  CHECK(&p.out() == out_before);
+  CHECK(&p.stdio(7) == &p.stdio(4));  // one empty stream stands for every missing entry
+  CHECK(p.wait()->success());
+}
+
+TEST_CASE("closing a stream while a read_line waits on it resumes the reader with errc::cancelled") {
+  auto p = cp::spawn(child_path(), {"echo"}, {.stdio = {cp::pipe, cp::pipe, cp::ignore}}).value();
+  auto reader = [&]() -> cp::task<std::string> {
+    auto line = co_await p.out().read_line();
+    co_return line ? *line : line.error().message();
+  };
+  auto closer = [&]() -> cp::task<int> {
+    (void)co_await cp::event_loop::current()->sleep(20ms);
+    p.out().close();  // the read-ahead buffer goes; the OS must be done with it first (Win32)
+    REQUIRE(co_await p.in().async_write("late\n"));  // the child still runs; nobody reads now
+    co_return 0;
+  };
+  auto [line, n] = cp::sync_wait(cp::when_all(reader(), closer()));
+  CHECK(line == "read: cancelled");
+  p.in().close();
+  CHECK(p.wait());
+}
+
+TEST_CASE("a stream closed by a completion of the same round as its own read: resumed once, 100 times") {
+  for (int i = 0; i < 100; ++i) {
+    auto p = cp::spawn(child_path(), {"echo-both"}, {.stdio = {cp::pipe, cp::pipe, cp::pipe}}).value();
+    int resumed = 0;
+    auto on_err = [&]() -> cp::task<std::string> {
+      char buf[8];
+      auto n = co_await p.err().async_read_some(buf);
+      p.out().close();  // the read on out may have completed in this very round
+      co_return n ? std::string(buf, *n) : n.error().message();
+    };
+    auto on_out = [&]() -> cp::task<std::string> {
+      char buf[8];
+      auto n = co_await p.out().async_read_some(buf);
+      ++resumed;
+      co_return n ? std::string(buf, *n) : n.error().message();
+    };
+    auto feed = [&]() -> cp::task<std::string> {
+      REQUIRE(co_await p.in().async_write("x"));
+      p.in().close();
+      co_return "";
+    };
+    auto [e, o, f] = cp::sync_wait(cp::when_all(on_err(), on_out(), feed()));
+    CHECK(e == "x");
+    const bool expected = o == "x" || o == "read: cancelled";
+    CHECK_MESSAGE(expected, o);
+    CHECK(resumed == 1);
+    CHECK(p.wait());
+  }
+}
+
+TEST_CASE("one stream read by 100 loops in turn (sync_wait each time)") {
+  auto p = cp::spawn(child_path(), {"echo"}, {.stdio = {cp::pipe, cp::pipe, cp::ignore}}).value();
+  for (int i = 0; i < 100; ++i) {
+    const std::string line = std::to_string(i);
+    auto round = [&]() -> cp::task<std::string> {
+      REQUIRE(co_await p.in().async_write(line + "\n"));
+      auto got = co_await p.out().read_line();
+      co_return got ? *got : got.error().message();
+    };
+    REQUIRE(cp::sync_wait(round()) == line);
+  }
+  p.in().close();
+  CHECK(p.wait()->success());
+}
