@@ -524,6 +524,32 @@ TEST_CASE("Win32: a forged handle value in a control frame cannot name one of th
 }
 #endif
 
+TEST_CASE("a large send_async cut off by its loop's end fails the channel clearly: nothing follows a cut frame") {
+  auto w = cp::fork_self("gated_echo", {}, {.stdio = {cp::pipe, cp::inherit, cp::inherit}}).value();
+  const std::string big(std::size_t{16} << 20, 'x');  // written from our memory, more than the socket holds
+  cp::result<void> sent;
+  auto send = [&]() -> cp::task<int> {
+    sent = co_await w.send_async(big);
+    co_return 0;
+  };
+  auto timeout = [&]() -> cp::task<int> {
+    (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(50));
+    co_return 1;
+  };
+  {
+    cp::event_loop loop;
+    CHECK(loop.run(cp::when_any(send(), timeout())).index == 1);  // the send is left pending
+  }  // the loop ends it: resumed with the failure
+  REQUIRE_FALSE(sent);
+  CHECK(sent.error() == cp::errc::cancelled);
+  CHECK(sent.error().message() == "send: a large send_async was cut off when its loop ended");
+  auto next = w.send(std::string("after"));  // would follow a cut frame: refused, the same failure
+  REQUIRE_FALSE(next);
+  CHECK(next.error().message() == "send: a large send_async was cut off when its loop ended");
+  CHECK(w.kill());
+  CHECK(w.wait());
+}
+
 TEST_CASE("one channel used by 100 loops in turn: send_async and receive each time (Win32: one port per handle once)") {
   auto w = cp::fork_self("echo").value();
   for (int i = 0; i < 100; ++i) {

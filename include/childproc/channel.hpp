@@ -529,7 +529,13 @@ class basic_channel {
     c->direct = false;
     if (!r) {
       if (c->failed) co_return c->failure;
-      if (r.error() == errc::cancelled || !c->io.is_open()) co_return closed_error("send");
+      if (!c->io.is_open()) co_return closed_error("send");
+      if (r.error() == errc::cancelled) {  // its loop ended partway: the frame may be cut, nothing may follow it
+        auto e = fail(c, error(errc::cancelled, "send: a large send_async was cut off when its loop ended"));
+        drop_outgoing(c);
+        wake_writers(c, e);
+        co_return e;
+      }
       auto e = fail(c, std::move(r).error());
       drop_outgoing(c);
       wake_writers(c, e);
