@@ -287,6 +287,10 @@ TEST_CASE("a loop stopped and destroyed before its write ran: the bytes come bac
   CHECK(w.wait()->exit_code() == 0);
 }
 
+// Not on Win32 yet: the loop is destroyed with the 4 MiB write in flight while the child reads,
+// and a Win32 pipe write cancelled halfway reports 0 bytes under Wine, so its bytes go twice and
+// the child sees a bad frame (the open defect in the README's "Not yet"; CI saw it once).
+#if !defined(_WIN32)
 TEST_CASE("a receive_sync whose flush read the awaited reply while it wrote returns it (it once waited for more)") {
   auto w = cp::fork_self("reply_once").value();
   {
@@ -306,6 +310,7 @@ TEST_CASE("a receive_sync whose flush read the awaited reply while it wrote retu
   w.disconnect();
   CHECK(w.wait()->exit_code() == 0);
 }
+#endif
 
 TEST_CASE("send() on a loop past the high-water mark: queue_full, nothing queued, the channel still works") {
   constexpr std::size_t mark = 1 << 20;
@@ -548,6 +553,35 @@ TEST_CASE("a large send_async cut off by its loop's end fails the channel clearl
   CHECK(next.error().message() == "send: a large send_async was cut off when its loop ended");
   CHECK(w.kill());
   CHECK(w.wait());
+}
+
+TEST_CASE("a receive() left pending on a loop that lives on: blocking calls and other loops read, it ends cancelled") {
+  auto w = cp::fork_self("echo").value();
+  std::string got_a;
+  auto recv = [&]() -> cp::task<int> {
+    auto m = co_await w.receive<std::string>();
+    got_a = m ? *m : m.error().message();
+    co_return 0;
+  };
+  auto pause = [](int ms) -> cp::task<int> {
+    (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(ms));
+    co_return 1;
+  };
+  cp::event_loop a;
+  REQUIRE(a.run(cp::when_any(recv(), pause(20))).index == 1);  // its receive stays pending on `a`
+  REQUIRE(w.send(numbered(1)));
+  CHECK(w.receive_sync<std::string>().value() == numbered(1));  // not taken by `a`'s read
+  auto other = [&]() -> cp::task<std::string> {
+    if (auto s = co_await w.send_async(numbered(2)); !s) co_return s.error().message();
+    auto m = co_await w.receive<std::string>();
+    co_return m ? *m : m.error().message();
+  };
+  CHECK(cp::sync_wait(other()) == numbered(2));
+  CHECK(got_a.empty());
+  (void)a.run(pause(1));  // `a` runs again: its receive was taken back
+  CHECK(got_a == "read: cancelled");
+  w.disconnect();
+  CHECK(w.wait()->success());
 }
 
 TEST_CASE("one channel used by 100 loops in turn: send_async and receive each time (Win32: one port per handle once)") {

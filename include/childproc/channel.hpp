@@ -290,6 +290,7 @@ class basic_channel {
       // does what a loop that stopped still held.
       if (event_loop* loop = event_loop::current(); loop && (!c_->out.empty() || c_->job)) start_writing(c_.get(), *loop);
       if (c_->job && !c_->job->issued && !c_->out.empty()) write_now(c_.get());
+      if (event_loop* loop = event_loop::current()) c_->io.take_back_read(&loop->reactor());  // one a stopped loop left
       auto r = co_await c_->io.async_read_some(spare(c_.get()), stop);
       if (auto e = absorb(c_.get(), r); !e) co_return std::move(e).error();
     }
@@ -299,6 +300,7 @@ class basic_channel {
   /// written first (a request whose reply this waits for).
   template <class T = message>
   result<T> receive_sync() {
+    if (c_) c_->io.take_back_read();  // a receive() left pending on a loop: this call reads now
     for (;;) {
       auto m = take_frame();
       if (!m) return std::move(m).error();
@@ -643,6 +645,7 @@ class basic_channel {
   // back, so that this blocking call or another loop writes them.
   void reclaim() noexcept {
     if (c_ && c_->job && !c_->job->loop->running()) take_back(c_->job);
+    if (c_) c_->io.take_back_read();  // a receive() left pending on a loop: this call reads now
   }
 
   // Ends `job` without its completion; the bytes it had not written go back to the front of

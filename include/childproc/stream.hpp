@@ -57,6 +57,29 @@ class stream {
 
   /// Whether the stream is open.
   bool is_open() const noexcept { return h_.valid(); }
+  /// Ends a read left pending on a loop (one that stopped, say) so that another loop or a blocking
+  /// call may read: what it had read is kept for the next read; its coroutine resumes, when
+  /// that loop runs again, with errc::cancelled. For the library (a channel's blocking calls).
+  /// A read pending on `except` (the caller's own loop) is left alone (a second one there is busy).
+  void take_back_read(const detail::reactor* except = nullptr) noexcept {
+    io_awaiter* a = reader_;
+    if (!a) return;
+    auto w = a->where.lock();
+    if (!w || *w == except) return;  // its loop is gone, and finished it; or it is the caller's
+    reader_ = nullptr;
+    (*w)->withdraw(a);  // the OS is done with its buffer; a->bytes: what it took
+    const std::size_t took = a->err ? 0 : a->bytes;
+    if (a->from_ahead) {
+      ahead_.append(a->data, took);
+    } else {  // fill_ahead's read into ahead_ itself: drop the room it had made, keep what came
+      ahead_.resize(static_cast<std::size_t>(a->data - ahead_.data()) + took);
+    }
+    a->self = nullptr;  // settled here: its coroutine touches the stream no more
+    a->err = error(errc::cancelled);
+    a->bytes = 0;
+    (*w)->complete_later(a);
+  }
+
   /// Bytes read ahead (by read_line, read_until or a read its loop cancelled) not yet consumed:
   /// the next read returns them first.
   std::size_t buffered() const noexcept { return ahead().size(); }
@@ -201,6 +224,7 @@ class stream {
     detail::stop_link link;
     std::coroutine_handle<> h;
     error early;
+    std::weak_ptr<detail::reactor*> where;  // the reactor it waits on (a stream may be used by several loops)
     io_awaiter(stream* s, char* d, std::size_t n, bool w, bool ahead, std::stop_token st) noexcept
         : self(s), from_ahead(ahead), stop(std::move(st)) {
       data = d;
@@ -232,7 +256,8 @@ class stream {
       };
       auto* loop = event_loop::current();
       (write ? self->writer_ : self->reader_) = this;
-      self->reactor_ = loop->reactor().token();
+      where = loop->reactor().token();
+      self->reactor_ = where;
       loop->reactor().start_io(this);
       link.arm(stop, loop, this, [](detail::reactor& r, detail::reactor_op* op) { r.cancel_op(static_cast<io_op*>(op)); });
     }
@@ -278,12 +303,15 @@ class stream {
   // A pending operation ends now, cancelled, and the OS is done with its buffer on return (the
   // read-ahead buffer goes with the stream); its coroutine resumes in the loop's next round.
   void forget() noexcept {
-    auto r = reactor_.lock();
     for (io_awaiter* a : {std::exchange(reader_, nullptr), std::exchange(writer_, nullptr)}) {
       if (!a) continue;
       a->self = nullptr;
-      if (r) (*r)->abort(a);
+      if (auto w = a->where.lock()) {  // on its own loop's reactor, which may not be the last one used
+        (*w)->abort(a);
+        if (h_.valid()) (*w)->forget(h_.get());
+      }
     }
+    auto r = reactor_.lock();
     if (r && h_.valid()) (*r)->forget(h_.get());
     else if (h_.valid()) detail::reactor::forget_everywhere(h_.get());
     reactor_.reset();

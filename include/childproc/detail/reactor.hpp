@@ -216,6 +216,8 @@ class reactor {
     if (done_.remove(op) || batch_.remove(op)) return;
     withdraw_io_native(state_, op, meanwhile);
   }
+  /// Queues the completion of an operation already withdrawn (its outcome set), for the next round.
+  void complete_later(reactor_op* op) noexcept { done_.push(op); }
   /// Ends one pending read or write now: the OS is done with its buffer on return, and its
   /// completion runs in the next round with errc::cancelled (what it had moved is dropped: its
   /// owner is closing). Safe from inside a completion.
