@@ -46,6 +46,18 @@ static int echo_all(cp::channel& parent) {
 
 CHILDPROC_ENTRY(echo)(cp::channel& parent) { return echo_all(parent); }
 
+// Echoes each message with a plain blocking write of the frame, not reading while it writes (as
+// a simple peer in another language would): a parent that stops reading blocks it.
+CHILDPROC_ENTRY(echo_plain)(cp::channel& parent) {
+  for (;;) {
+    auto m = parent.receive_sync<std::string>();
+    if (!m) return m.error() == cp::errc::end_of_stream ? 0 : 3;
+    const std::size_t n = m->size();
+    std::string frame{static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8), static_cast<char>(n)};
+    if (!parent.transport().write(frame + *m)) return 4;
+  }
+}
+
 // Sends entry_args()[0] numbered messages without reading, then reads as many and checks them.
 CHILDPROC_ENTRY(send_first)(cp::channel& parent) {
   const int n = std::stoi(cp::entry_args().at(0));
@@ -238,6 +250,64 @@ TEST_CASE("a task that send()s two 1 MiB messages to an echo child: sync_wait re
   }());
   CHECK(w.receive_sync<std::string>().value() == a);
   CHECK(w.receive_sync<std::string>().value() == b);
+  w.disconnect();
+  CHECK(w.wait()->exit_code() == 0);
+}
+
+TEST_CASE("a task that co_awaits its sends to an echo child before it receives: the loop reads while it writes") {
+  // The child echoes each message at once and blocks writing it back while nobody reads; the
+  // parent's writes wait for room. A loop reads what arrives meanwhile (Node's channel always
+  // reads), so neither side waits for the other for ever.
+  auto w = cp::fork_self("echo_plain").value();
+  std::vector<std::string> sent;
+  SUBCASE("8 x 1 MiB: written from the caller's memory") {
+    for (int i = 0; i < 8; ++i) sent.push_back(std::string(std::size_t{1} << 20, static_cast<char>('a' + i)));
+  }
+  SUBCASE("400 x 40 KiB: through the queue") {
+    for (int i = 0; i < 400; ++i) sent.push_back(std::string(40 * 1024, static_cast<char>('a' + i % 26)) + std::to_string(i));
+  }
+  SUBCASE("send() without waiting, then a timer, then the replies") {
+    for (int i = 0; i < 40; ++i) sent.push_back(std::string(100 * 1024, static_cast<char>('a' + i % 26)) + std::to_string(i));
+  }
+  const bool awaited = sent.size() != 40;
+  std::size_t in_order = 0, sends_ok = 0;
+  cp::sync_wait([&]() -> cp::task<void> {
+    for (const auto& m : sent) {
+      if (awaited) {
+        if (co_await w.send_async(m)) ++sends_ok;
+      } else if (w.send(m)) {
+        ++sends_ok;
+      }
+    }
+    if (!awaited) (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(50));
+    while (in_order < sent.size()) {
+      auto m = co_await w.receive<std::string>();
+      if (!m || *m != sent[in_order]) break;
+      ++in_order;
+    }
+  }());
+  CHECK(sends_ok == sent.size());
+  CHECK(in_order == sent.size());
+  w.disconnect();
+  CHECK(w.wait()->exit_code() == 0);
+}
+
+TEST_CASE("receive and send_async in turn while the echo child is still writing back: the reads resume after each receive") {
+  auto w = cp::fork_self("echo_plain").value();
+  const std::string big(std::size_t{3} << 20, 'x');
+  int rounds = 0;
+  cp::sync_wait([&]() -> cp::task<void> {
+    if (!co_await w.send_async(big)) co_return;
+    for (int i = 0; i < 6; ++i) {
+      if (!co_await w.send_async(big)) co_return;  // the echo of the one before is still coming
+      auto m = co_await w.receive<std::string>();
+      if (!m || *m != big) co_return;
+      ++rounds;
+    }
+    auto m = co_await w.receive<std::string>();
+    if (m && *m == big) ++rounds;
+  }());
+  CHECK(rounds == 7);
   w.disconnect();
   CHECK(w.wait()->exit_code() == 0);
 }

@@ -139,7 +139,9 @@ class message {
 ///   round (many small messages coalesce into one write). The queue is bounded: past the
 ///   high-water mark (options::high_water_mark, default twice max_message_size) send() fails
 ///   with errc::queue_full, nothing queued and the channel still usable, while send_async()
-///   waits for room and then completes when its bytes are written (backpressure).
+///   waits for room and then completes when its bytes are written (backpressure). While such
+///   a write waits for room, the loop reads what the peer sends into the receive buffer (up to
+///   the mark), as Node's channel always reads.
 /// - A peer that is gone: the next send() reports EPIPE (never SIGPIPE), and so does every
 ///   send after it; what was queued is dropped.
 /// - When run(task) ends, what is still queued is written (blocking, reading meanwhile as
@@ -282,9 +284,13 @@ class basic_channel {
   template <class T = message>
   task<result<T>> receive(std::stop_token stop = {}) {
     for (;;) {
+      if (c_) stop_pump(c_.get());  // parsing moves the buffer the pump reads into; what it read comes first
       auto m = take_frame();
       if (!m) co_return std::move(m).error();
-      if (*m) co_return decode<T>(std::move(**m));
+      if (*m) {
+        resume_pump(c_.get());  // a write that waits on this loop still needs it
+        co_return decode<T>(std::move(**m));
+      }
       if (!c_->io.is_open()) co_return closed_error("receive");
       // About to wait (most likely for a reply): what was sent this round leaves first, and so
       // does what a loop that stopped still held.
@@ -292,7 +298,10 @@ class basic_channel {
       if (c_->job && !c_->job->issued && !c_->out.empty()) write_now(c_.get());
       if (event_loop* loop = event_loop::current()) c_->io.take_back_read(&loop->reactor());  // one a stopped loop left
       auto r = co_await c_->io.async_read_some(spare(c_.get()), stop);
-      if (auto e = absorb(c_.get(), r); !e) co_return std::move(e).error();
+      if (auto e = absorb(c_.get(), r); !e) {
+        resume_pump(c_.get());  // a receive cancelled by its stop token
+        co_return std::move(e).error();
+      }
     }
   }
 
@@ -300,7 +309,10 @@ class basic_channel {
   /// written first (a request whose reply this waits for).
   template <class T = message>
   result<T> receive_sync() {
-    if (c_) c_->io.take_back_read();  // a receive() left pending on a loop: this call reads now
+    if (c_) {
+      c_->io.take_back_read();  // a receive() left pending on a loop: this call reads now
+      stop_pump(c_.get());
+    }
     for (;;) {
       auto m = take_frame();
       if (!m) return std::move(m).error();
@@ -322,7 +334,7 @@ class basic_channel {
     if (!c_) return;
     if (c_->job) c_->job->owner = nullptr;  // it frees itself: its write is cancelled, or its loop ends it
     c_->job = nullptr;
-    c_->io.close();
+    close_io(c_.get());
     c_->out.clear();
     drop_outgoing(c_.get());
     wake_writers(c_.get(), closed_error("send"));
@@ -334,6 +346,15 @@ class basic_channel {
  private:
   struct write_job;
   struct written_awaiter;
+
+  // The read a loop keeps issued while one of this channel's writes waits there, so a peer
+  // that blocks writing to us while we block writing to it (an echo that does not read as it
+  // writes) is read: Node's channel always reads. Into the receive buffer, up to the mark.
+  struct pump_op final : detail::io_op {
+    core* owner = nullptr;
+    event_loop* loop = nullptr;
+    bool pending = false;
+  };
 
   struct core {
     stream io;
@@ -359,6 +380,8 @@ class basic_channel {
     write_job* job = nullptr;    // the background write, while one is in flight
     std::vector<written_awaiter*> writers;
     bool direct = false;         // a large payload is being written from the caller's memory
+    event_loop* direct_loop = nullptr;
+    pump_op pump;                // reads while a write waits on a loop
     // Handle passing.
     struct pending_handle {
       std::uint64_t at;  // where its control frame starts in the stream
@@ -470,18 +493,91 @@ class basic_channel {
   struct inbox final : detail::read_sink {
     core* c;
     explicit inbox(core* cc) noexcept : c(cc) { received = Codec::carries_handles ? &cc->arrived : nullptr; }
-    std::span<char> room() override {
-      if (c->failed || c->eof) return {};
-      if (!c->big.empty() && c->big_fill == c->big.size()) park_big(c);
-      const std::size_t held = (c->fill - c->head) + c->big_fill + c->ready_bytes;
-      if (held >= high_water(c) || c->fds.size() + 1 >= max_held_fds) return {};
-      return spare(c);
-    }
+    std::span<char> room() override { return inbox_room(c); }
     void arrived(result<std::size_t> r) override {
       if (r && *r == 0) r = errc::end_of_stream;
       (void)absorb(c, r);
     }
   };
+
+  // Room for what arrives while a write waits: none past the high-water mark.
+  static std::span<char> inbox_room(core* c) {
+    if (c->failed || c->eof || !c->io.is_open()) return {};
+    if (!c->big.empty() && c->big_fill == c->big.size()) park_big(c);
+    const std::size_t held = (c->fill - c->head) + c->big_fill + c->ready_bytes;
+    if (held >= high_water(c) || c->fds.size() + 1 >= max_held_fds) return {};
+    return spare(c);
+  }
+
+  // Whether one of the channel's writes waits on `loop`.
+  static bool writing_on(const core* c, const event_loop* loop) noexcept {
+    return (c->direct && c->direct_loop == loop) || (c->job && c->job->issued && c->job->waiting && c->job->loop == loop);
+  }
+
+  // Issues the pump on `loop` unless a read is pending (the pump or a receive()) or there is no room.
+  static void start_pump(core* c, event_loop& loop) {
+    pump_op& p = c->pump;
+    if (p.pending || c->io.reading()) return;
+    while (c->io.buffered())  // what a cancelled read kept comes first
+      if (!absorb(c, c->io.read_some(spare(c)))) return;
+    const std::span<char> room = inbox_room(c);
+    if (room.empty()) return;
+    p.complete = &pumped;
+    p.err = {};
+    p.bytes = 0;
+    p.handle = c->io.handle();
+    p.data = room.data();
+    p.size = room.size();
+    p.write = false;
+    p.received = Codec::carries_handles ? &c->arrived : nullptr;
+    p.owner = c;
+    p.loop = &loop;
+    p.pending = true;
+    loop.reactor().start_io(&p);
+  }
+
+  // After a receive() read for itself: a write still waiting on this loop needs the pump again.
+  static void resume_pump(core* c) {
+    if (event_loop* loop = event_loop::current(); loop && writing_on(c, loop)) start_pump(c, *loop);
+  }
+
+  static void pumped(detail::reactor_op* op) {
+    auto* p = static_cast<pump_op*>(op);
+    core* c = p->owner;
+    p->pending = false;
+    const bool again = !p->err;
+    settle_pump(c);
+    if (again && writing_on(c, p->loop)) start_pump(c, *p->loop);
+  }
+
+  // Takes in what the pump read (a cancelled one may have read on Win32).
+  static void settle_pump(core* c) {
+    pump_op& p = c->pump;
+    if (p.err == errc::cancelled) {
+      if (p.bytes) (void)absorb(c, p.bytes);
+      else (void)absorb(c, std::size_t{0});  // descriptors that came with nothing (none on POSIX)
+      return;
+    }
+    result<std::size_t> r = p.err ? result<std::size_t>(p.err) : result<std::size_t>(p.bytes);
+    if (r && *r == 0) r = errc::end_of_stream;
+    (void)absorb(c, r);
+  }
+
+  // Ends the pump now, keeping what it read: before another read of the channel, before its
+  // stream closes, and when no write waits any more. Its loop must not be inside another round.
+  static void stop_pump(core* c) noexcept {
+    pump_op& p = c->pump;
+    if (!p.pending) return;
+    p.loop->reactor().withdraw(&p);
+    p.pending = false;
+    settle_pump(c);
+  }
+
+  // Closes the transport (a bad frame, a disconnect): the pump is ended first.
+  static void close_io(core* c) noexcept {
+    stop_pump(c);
+    c->io.close();
+  }
 
   // Writes the whole queue, blocking, reading meanwhile.
   static result<void> write_out(core* c) {
@@ -524,11 +620,14 @@ class basic_channel {
     std::weak_ptr<int> alive = c->alive;  // the channel may be destroyed while the write waits
     const auto header = frame_header(payload.size());
     c->direct = true;
+    c->direct_loop = event_loop::current();
     c->queued += header.size() + payload.size();
+    start_pump(c, *c->direct_loop);  // a large write is likely to wait: read meanwhile
     auto r = co_await c->io.async_write({header.data(), header.size()});
     if (r && !alive.expired()) r = co_await c->io.async_write(payload);
     if (alive.expired()) co_return closed_error("send");
     c->direct = false;
+    stop_pump(c);
     if (!r) {
       if (c->failed) co_return c->failure;
       if (!c->io.is_open()) co_return closed_error("send");
@@ -645,6 +744,7 @@ class basic_channel {
   // back, so that this blocking call or another loop writes them.
   void reclaim() noexcept {
     if (c_ && c_->job && !c_->job->loop->running()) take_back(c_->job);
+    if (c_ && c_->pump.pending && !c_->pump.loop->running()) stop_pump(c_.get());
     if (c_) c_->io.take_back_read();  // a receive() left pending on a loop: this call reads now
   }
 
@@ -656,6 +756,7 @@ class basic_channel {
   // defect the README names.
   static void take_back(write_job* job, bool wait = true) noexcept {
     core* c = job->owner;
+    if (c) stop_pump(c);  // before the withdraw below reads into the same buffer
     if (job->issued) {
       if (c && wait) {
         inbox sink(c);
@@ -762,6 +863,7 @@ class basic_channel {
     job->socket = true;
     c->in_flight_end = c->written + size;
     job->loop->reactor().start_io(job);
+    if (job->waiting) start_pump(c, *job->loop);  // the socket is full: read while it waits
   }
 
   static void on_written(detail::reactor_op* op) {
@@ -772,6 +874,7 @@ class basic_channel {
       return;
     }
     c->in_flight_end = c->written;
+    stop_pump(c);  // restarted below if the next write waits too
     if (job->err) {
       // A write cancelled because the channel failed (a bad frame received) keeps that failure.
       const error e = c->failed ? c->failure : fail(c, job->err);
@@ -880,11 +983,11 @@ class basic_channel {
         return std::optional<message>(std::move(m));
       }
       case frame_scan::kind::too_large:
-        c->io.close();
+        close_io(c);
         return fail(c, error(errc::message_too_large, "receive: a message of " + std::to_string(s.size) +
                                                           " bytes, more than max_message_size " + std::to_string(c->max)));
       case frame_scan::kind::garbage:
-        c->io.close();
+        close_io(c);
         return fail(c, error(errc::bad_frame, "receive: not a frame"));
       case frame_scan::kind::need_more:
         if (c->failed && (c->eof || !c->io.is_open())) return c->failure;  // else what is still in the socket is read
@@ -928,11 +1031,11 @@ class basic_channel {
     if (!c->peer_known) set_peer(detail::channel_peer_native(c->io.handle(), nullptr));
     auto h = detail::take_received_handle_native(payload, std::move(fd), c->peer.get());
     if (!h) {
-      c->io.close();
+      close_io(c);
       return fail(c, std::move(h).error());
     }
     if (c->incoming) {
-      c->io.close();
+      close_io(c);
       return fail(c, error(errc::bad_frame, "receive: two handles announced for one message"));
     }
     c->incoming = std::move(*h);
@@ -980,7 +1083,7 @@ class basic_channel {
     c->arrived.clear();
     if (c->fds.size() > max_held_fds) {
       c->fds.clear();
-      c->io.close();
+      close_io(c);
       return fail(c, error(errc::bad_frame, "receive: more than " + std::to_string(max_held_fds) +
                                                 " descriptors arrived ahead of the frames that announce them"));
     }

@@ -80,6 +80,8 @@ class stream {
     (*w)->complete_later(a);
   }
 
+  /// Whether a read is pending on a loop (for the library: a channel reads only when none is).
+  bool reading() const noexcept { return reader_ != nullptr; }
   /// Bytes read ahead (by read_line, read_until or a read its loop cancelled) not yet consumed:
   /// the next read returns them first.
   std::size_t buffered() const noexcept { return ahead().size(); }

@@ -55,6 +55,7 @@ struct io_op : reactor_op {
   bool socket = false;                               ///< write: the handle is a socket (POSIX: MSG_NOSIGNAL)
   std::vector<unique_handle>* received = nullptr;    ///< read: where descriptors that arrive go (POSIX)
   bool wait_first = false;                           ///< read: the last one emptied the handle; wait, then try (POSIX)
+  bool waiting = false;                              ///< set by start_io: it could not finish at once (it waits for the OS)
 };
 
 /// Completes when the child has ended (it is not reaped: its owner does that).

@@ -118,11 +118,14 @@ inline void start_io_native(reactor_state& s, io_op* op, op_queue& done) {
     op->err = error(errc::busy, op->write ? "write: another write is pending on this handle" : "read: another read is pending on this handle");
     return done.push(op);  // the first one keeps waiting: a second never replaces it
   }
+  op->waiting = false;
   const bool try_first = op->write || !op->wait_first;
   if (try_first && attempt_io_posix(op)) return done.push(op);
   auto& w = s.fds[op->handle];
   (op->write ? w.writer : w.reader) = op;
+  op->waiting = true;
   if (auto r = arm_fd_posix(s, op->handle, w); !r) {
+    op->waiting = false;
     (op->write ? w.writer : w.reader) = nullptr;
     // epoll refuses regular files (EPERM), which are always ready: read at once after all.
     if (!try_first && r.error().value() == EPERM && attempt_io_posix(op)) return done.push(op);

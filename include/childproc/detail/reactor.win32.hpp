@@ -146,6 +146,7 @@ inline void start_io_native(reactor_state& s, io_op* op, op_queue& done) {
   const BOOL ok = op->write ? ::WriteFile(op->handle, op->data, size, nullptr, &o->ov)
                             : ::ReadFile(op->handle, op->data, size, nullptr, &o->ov);
   const DWORD err = ok ? 0 : ::GetLastError();
+  op->waiting = err == ERROR_IO_PENDING;
   if (ok || err == ERROR_IO_PENDING) return;  // the completion arrives on the port either way
   op->pending = nullptr;
   s.active.erase(o);
