@@ -166,6 +166,30 @@ TEST_CASE_FIXTURE(batch_fixture, "injection vectors reach the batch file as lite
   }
 }
 
+TEST_CASE_FIXTURE(batch_fixture, "a batch file forwarding %* to a program: it gets the same arguments (Rust's vectors)") {
+  // The forwarded program is the test helper: its `args` mode prints each argument and a NUL.
+  const std::string fwd = dir + "\\forward.bat";
+  std::ofstream(fwd) << "@\"" << child_path() << "\" args %*\r\n";
+  const std::vector<std::vector<std::string>> vectors = {
+      {"a", "b"}, {"c is for cat", "d is for dog"}, {"\\", "\\"}, {">file.txt"}, {"whoami.exe"}, {"&a.exe"},
+      {"&echo hello "}, {"&echo hello", "&whoami", ">file.txt"}, {"!TMP!"}, {"key=value"}, {"key = value"},
+      {"", "a=b"}, {"key\\=value"}, {"x\\", " --evil "}, {"x\\\\", "y"}, {"\\\\server\\share\\", "z"}, {"a b\\\\\\"}};
+  for (const auto& args : vectors) {
+    auto r = cp::exec_file(fwd, args, {.cwd = dir});
+    REQUIRE(r);
+    std::string want;
+    for (const auto& a : args) (want += a) += '\0';
+    CHECK_MESSAGE(r->out == want, args.front());
+    CHECK(!std::filesystem::exists(dir + "\\file.txt"));  // no redirection ran
+  }
+  // The vectors holding '"' or '%' are refused before anything runs.
+  for (const char* arg : {"\"", "key=\"foo bar\"", "%PATH%", "%%cd:~,%", "abc\"&echo hello", "hello^\"world"}) {
+    auto r = cp::spawn(fwd, {arg});
+    REQUIRE_MESSAGE(!r, arg);
+    CHECK(r.error() == cp::errc::invalid_argument);
+  }
+}
+
 TEST_CASE_FIXTURE(batch_fixture, "a.bat. and a.bat with a trailing space are batch files too") {
   for (const std::string& name : {bat + ".", bat + " "}) {
     auto ok = cp::exec_file(name, {"x y"});

@@ -136,7 +136,18 @@ void check_batch(const std::string& comspec, const std::string& script, const st
     }
   }
   FUZZ_CHECK(!quoted && !seen.empty() && seen[0] == script);
-  FUZZ_CHECK(seen.size() == argv.size() && std::equal(seen.begin() + 1, seen.end(), argv.begin() + 1));
+  // The script sees each argument with its trailing backslashes doubled...
+  FUZZ_CHECK(seen.size() == argv.size());
+  for (std::size_t i = 1; i < argv.size(); ++i) {
+    const std::size_t tail = argv[i].size() - (argv[i].find_last_not_of('\\') + 1);
+    FUZZ_CHECK(seen[i] == argv[i] + std::string(tail, '\\'));
+  }
+  // ...so that a program it forwards %* to parses them back exactly.
+  const std::size_t rest = 2 + script.size();  // past "script"
+  auto forwarded = parse_command_line("p" + std::string(inner.substr(rest)));
+  FUZZ_CHECK(!forwarded.empty());
+  forwarded.erase(forwarded.begin());
+  FUZZ_CHECK(std::equal(forwarded.begin(), forwarded.end(), argv.begin() + 1, argv.end()));
 }
 
 // is_batch_file against its description: .bat or .cmd in any case, after trailing dots and spaces.

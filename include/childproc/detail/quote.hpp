@@ -137,7 +137,8 @@ inline bool is_batch_file(std::string_view program) noexcept {
 /// The command line that runs a batch file safely: `cmd.exe /d /e:ON /v:OFF /s /c ""script" "arg" ..."`.
 /// Each argument is quoted, so & | < > ^ ( ) ! and spaces stay literal; what cmd.exe would still
 /// interpret inside quotes — '"' (ends the quoting), '%' (variable expansion), CR, LF and NUL — is
-/// refused with errc::invalid_argument (the "BatBadBut" injections, CVE-2024-27980).
+/// refused with errc::invalid_argument (the "BatBadBut" injections, CVE-2024-27980). Trailing
+/// backslashes are doubled, so a script forwarding %* to a program hands it the same arguments.
 inline result<std::string> make_batch_command_line(std::string_view comspec, std::string_view script,
                                                    const std::vector<std::string>& argv) {
   auto check = [](std::string_view what, std::string_view s) -> result<void> {
@@ -158,6 +159,10 @@ inline result<std::string> make_batch_command_line(std::string_view comspec, std
     if (auto r = check("argument " + std::to_string(i), argv[i]); !r) return std::move(r).error();
     line += " \"";
     line += argv[i];
+    // Backslashes before the closing quote are doubled: a script that forwards %* hands the
+    // line to a program whose parser would read `\"` as a literal quote (argument injection).
+    const std::size_t tail = argv[i].size() - (argv[i].find_last_not_of('\\') + 1);
+    line.append(tail, '\\');
     line += '"';
   }
   line += '"';
