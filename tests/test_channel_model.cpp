@@ -73,15 +73,9 @@ plan make_plan(std::uint64_t seed) {
       const auto m = rng() % 10;
       current[side] = m < 4 ? mode::sync : m < 8 ? mode::loop : mode::stopped_loop;
       // CHILDPROC_MODEL_MODES: s (blocking calls), l (a task on a loop), x (a loop stopped with
-      // its sends queued); all three by default. On Win32 s and l for now: a loop destroyed with
-      // a large write in flight cancels it, and a pipe write cancelled halfway reports 0 bytes
-      // under Wine, so its bytes are written twice (the open defect the README names).
+      // its sends queued); all three by default.
       const char* env = std::getenv("CHILDPROC_MODEL_MODES");
-#if defined(_WIN32)
-      if (const char* only = env ? env : "sl") {
-#else
       if (const char* only = env ? env : "slx") {
-#endif
         const char letter = current[side] == mode::sync ? 's' : current[side] == mode::loop ? 'l' : 'x';
         if (!std::strchr(only, letter)) current[side] = only[0] == 'l' ? mode::loop : only[0] == 'x' ? mode::stopped_loop : mode::sync;
       }

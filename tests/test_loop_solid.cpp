@@ -16,6 +16,39 @@
 
 using namespace std::chrono_literals;
 
+TEST_CASE("co_await p.exit() while a blocking wait() reaps the child: the status, not ECHILD") {
+  auto p = cp::spawn(child_path(), {"exit", "7"}, {.stdio = {cp::ignore, cp::ignore, cp::ignore}}).value();
+  std::string got;
+  cp::event_loop loop;
+  loop.post([&] { CHECK(p.wait()->exit_code() == 7); });  // blocks this thread and reaps, the waiter below pending
+  got = loop.run([&]() -> cp::task<std::string> {
+    auto st = co_await p.exit();
+    co_return st ? st->to_string() : st.error().message();
+  }());
+  CHECK(got == "exited with code 7");
+}
+
+TEST_CASE("a second co_await p.exit() started after the child ended, the first still waiting: both get the status") {
+  auto p = cp::spawn(child_path(), {"sleep", "50"}, {.stdio = {cp::ignore, cp::ignore, cp::ignore}}).value();
+  auto waiter = [&]() -> cp::task<std::string> {
+    auto st = co_await p.exit();
+    co_return st ? st->to_string() : st.error().message();
+  };
+  cp::event_loop loop;
+  auto got = loop.run([&]() -> cp::task<std::vector<std::string>> {
+    std::vector<cp::task<std::string>> w;
+    w.push_back(waiter());  // waits on the child's pidfd
+    w.push_back([&]() -> cp::task<std::string> {
+      // Ends when the child has: blocking, so the loop has not yet seen the first waiter's wake-up.
+      while (!p.try_wait().value()) std::this_thread::sleep_for(5ms);
+      co_return co_await waiter();
+    }());
+    co_return co_await cp::when_all(std::move(w));
+  }());
+  CHECK(got[0] == "exited with code 0");
+  CHECK(got[1] == "exited with code 0");
+}
+
 TEST_CASE("two co_await p.exit() on one process both resume with its status; a third, cancelled, leaves them be") {
   auto p = cp::spawn(child_path(), {"sleep", "200"}, {.stdio = {cp::ignore, cp::ignore, cp::ignore}}).value();
   std::stop_source cancel_third;

@@ -284,24 +284,23 @@ class basic_channel {
   template <class T = message>
   task<result<T>> receive(std::stop_token stop = {}) {
     for (;;) {
-      if (c_) stop_pump(c_.get());  // parsing moves the buffer the pump reads into; what it read comes first
-      auto m = take_frame();
+      auto m = take_frame();  // the pump may read on meanwhile: parsing leaves its room alone
       if (!m) co_return std::move(m).error();
-      if (*m) {
-        resume_pump(c_.get());  // a write that waits on this loop still needs it
-        co_return decode<T>(std::move(**m));
-      }
+      if (*m) co_return decode<T>(std::move(**m));
       if (!c_->io.is_open()) co_return closed_error("receive");
+      if (c_->pump.pending) {  // what it has read comes before a read of our own
+        stop_pump(c_.get());
+        continue;
+      }
       // About to wait (most likely for a reply): what was sent this round leaves first, and so
       // does what a loop that stopped still held.
       if (event_loop* loop = event_loop::current(); loop && (!c_->out.empty() || c_->job)) start_writing(c_.get(), *loop);
       if (c_->job && !c_->job->issued && !c_->out.empty()) write_now(c_.get());
       if (event_loop* loop = event_loop::current()) c_->io.take_back_read(&loop->reactor());  // one a stopped loop left
       auto r = co_await c_->io.async_read_some(spare(c_.get()), stop);
-      if (auto e = absorb(c_.get(), r); !e) {
-        resume_pump(c_.get());  // a receive cancelled by its stop token
-        co_return std::move(e).error();
-      }
+      const auto e = absorb(c_.get(), r);
+      rearm_pump(c_.get());  // a write still waiting needs the pump again
+      if (!e) co_return std::move(e).error();
     }
   }
 
@@ -309,23 +308,12 @@ class basic_channel {
   /// written first (a request whose reply this waits for).
   template <class T = message>
   result<T> receive_sync() {
-    if (c_) {
-      c_->io.take_back_read();  // a receive() left pending on a loop: this call reads now
-      stop_pump(c_.get());
-    }
-    for (;;) {
-      auto m = take_frame();
-      if (!m) return std::move(m).error();
-      if (*m) return decode<T>(std::move(**m));
-      if (!c_->io.is_open()) return closed_error("receive");
-      if (c_->job || !c_->out.empty()) {
-        const std::size_t held = buffered();
-        if (auto e = flush(); !e) return std::move(e).error();
-        if (buffered() != held) continue;  // the flush read while it wrote: look at that first
-      }
-      auto r = c_->io.read_some(spare(c_.get()));
-      if (auto e = absorb(c_.get(), r); !e) return std::move(e).error();
-    }
+    if (!c_) return closed_error("receive");
+    c_->io.take_back_read();  // a receive() left pending on a loop: this call reads now
+    stop_pump(c_.get());
+    auto r = receive_blocking<T>();
+    if (c_) rearm_pump(c_.get());  // a write that waits on a loop reads on there
+    return r;
   }
 
   /// Closes this side: the peer's receive() ends with errc::end_of_stream. Queued messages not
@@ -515,9 +503,29 @@ class basic_channel {
   }
 
   // Issues the pump on `loop` unless a read is pending (the pump or a receive()) or there is no room.
+  // receive_sync's loop, the pump stopped.
+  template <class T>
+  result<T> receive_blocking() {
+    for (;;) {
+      auto m = take_frame();
+      if (!m) return std::move(m).error();
+      if (*m) return decode<T>(std::move(**m));
+      if (!c_->io.is_open()) return closed_error("receive");
+      if (c_->job || !c_->out.empty()) {
+        const std::size_t held = buffered();
+        if (auto e = flush(); !e) return std::move(e).error();
+        if (buffered() != held) continue;  // the flush read while it wrote: look at that first
+      }
+      auto r = c_->io.read_some(spare(c_.get()));
+      if (auto e = absorb(c_.get(), r); !e) return std::move(e).error();
+    }
+  }
+
   static void start_pump(core* c, event_loop& loop) {
     pump_op& p = c->pump;
-    if (p.pending || c->io.reading()) return;
+    if (p.pending) return;
+    c->io.take_back_read(&loop.reactor());  // a receive() a stopped loop left must not hold it off
+    if (c->io.reading()) return;            // a receive() on this loop reads instead
     while (c->io.buffered())  // what a cancelled read kept comes first
       if (!absorb(c, c->io.read_some(spare(c)))) return;
     const std::span<char> room = inbox_room(c);
@@ -536,9 +544,11 @@ class basic_channel {
     loop.reactor().start_io(&p);
   }
 
-  // After a receive() read for itself: a write still waiting on this loop needs the pump again.
-  static void resume_pump(core* c) {
-    if (event_loop* loop = event_loop::current(); loop && writing_on(c, loop)) start_pump(c, *loop);
+  // After a read of the channel's own (which stopped the pump): a write still waiting on some
+  // loop gets it back there.
+  static void rearm_pump(core* c) {
+    if (c->direct && c->direct_loop) start_pump(c, *c->direct_loop);
+    else if (c->job && c->job->issued && c->job->waiting) start_pump(c, *c->job->loop);
   }
 
   static void pumped(detail::reactor_op* op) {
@@ -581,6 +591,7 @@ class basic_channel {
 
   // Writes the whole queue, blocking, reading meanwhile.
   static result<void> write_out(core* c) {
+    stop_pump(c);  // this write reads into the same buffer
     const std::string pending = std::exchange(c->out, {});
     std::string_view left = pending;
     inbox sink(c);
@@ -604,6 +615,7 @@ class basic_channel {
     core* c = c_.get();
     const auto header = frame_header(payload.size());
     c->queued += header.size() + payload.size();
+    stop_pump(c);  // this write reads into the same buffer
     inbox sink(c);
     for (std::string_view part : {std::string_view(header.data(), header.size()), payload})
       while (!part.empty()) {
@@ -622,10 +634,25 @@ class basic_channel {
     c->direct = true;
     c->direct_loop = event_loop::current();
     c->queued += header.size() + payload.size();
-    start_pump(c, *c->direct_loop);  // a large write is likely to wait: read meanwhile
-    auto r = co_await c->io.async_write({header.data(), header.size()});
-    if (r && !alive.expired()) r = co_await c->io.async_write(payload);
-    if (alive.expired()) co_return closed_error("send");
+    result<void> r;
+    for (std::string_view part : {std::string_view(header.data(), header.size()), payload}) {
+      while (r && !part.empty()) {
+        // What fits goes now; a piece that must wait for room reads meanwhile (the pump), so
+        // a peer that writes to us as we write to it is not left blocked.
+        auto now = detail::write_now_native(c->io.handle(), {part.data(), part.size()}, detail::invalid_handle(), true);
+        if (!now) {
+          r = std::move(now).error();
+          break;
+        }
+        part.remove_prefix(*now);
+        if (part.empty()) break;
+        start_pump(c, *event_loop::current());
+        auto some = co_await c->io.async_write_some(part);
+        if (alive.expired()) co_return closed_error("send");
+        if (!some) r = std::move(some).error();
+        else part.remove_prefix(*some);
+      }
+    }
     c->direct = false;
     stop_pump(c);
     if (!r) {
@@ -744,21 +771,20 @@ class basic_channel {
   // back, so that this blocking call or another loop writes them.
   void reclaim() noexcept {
     if (c_ && c_->job && !c_->job->loop->running()) take_back(c_->job);
-    if (c_ && c_->pump.pending && !c_->pump.loop->running()) stop_pump(c_.get());
     if (c_) c_->io.take_back_read();  // a receive() left pending on a loop: this call reads now
   }
 
   // Ends `job` without its completion; the bytes it had not written go back to the front of
   // the queue. Its loop must not be inside a round (the completion could be in its batch).
-  // `wait`: the caller writes next anyway, so on Win32 an issued write is finished (reading
-  // meanwhile) rather than cancelled, whose count Wine loses; without it (a loop destroyed, a
-  // task that threw) it is cancelled, and a Win32 pipe write cancelled halfway is the open
-  // defect the README names.
+  // `wait`: the caller writes next anyway, so an issued write is finished (reading meanwhile)
+  // rather than cancelled. Without it (a loop destroyed, a task that threw) it is cancelled
+  // where a cancel says what it wrote (POSIX), and finished where it cannot (Win32: a frame
+  // written in part and then again would break the stream).
   static void take_back(write_job* job, bool wait = true) noexcept {
     core* c = job->owner;
     if (c) stop_pump(c);  // before the withdraw below reads into the same buffer
     if (job->issued) {
-      if (c && wait) {
+      if (c && (wait || !detail::cancelled_write_counted_native)) {
         inbox sink(c);
         job->loop->reactor().withdraw(job, &sink);
       } else {
@@ -874,12 +900,12 @@ class basic_channel {
       return;
     }
     c->in_flight_end = c->written;
-    stop_pump(c);  // restarted below if the next write waits too
     if (job->err) {
       // A write cancelled because the channel failed (a bad frame received) keeps that failure.
       const error e = c->failed ? c->failure : fail(c, job->err);
       c->job = nullptr;
       delete job;
+      stop_pump(c);
       drop_outgoing(c);
       wake_writers(c, e);
       return;
@@ -894,8 +920,9 @@ class basic_channel {
     if (job->buffer.empty()) {
       c->job = nullptr;
       delete job;
+      stop_pump(c);  // no write waits any more
     } else {
-      issue(job);
+      issue(job);  // the pump, if running, reads on while the next write waits too
     }
     wake_writers(c, {});
   }
@@ -931,7 +958,7 @@ class basic_channel {
     c->head += n;
     c->consumed += n;
     c->scanned = 0;
-    if (c->head == c->fill) c->head = c->fill = 0;
+    if (c->head == c->fill && !c->pump.pending) c->head = c->fill = 0;  // the pump's room stays put
   }
 
   // The most descriptors held before the frames that announce them are parsed: a peer that
@@ -997,6 +1024,10 @@ class basic_channel {
                                                     " bytes of " + (s.want ? std::to_string(s.want) : std::string("?")) + ")"));
         }
         if (s.header && s.size >= big_frame && s.trailer == 0) {  // read the rest straight into its own buffer
+          if (c->pump.pending) {  // it reads into the receive buffer, where the frame's rest must not go
+            stop_pump(c);
+            return take_frame();
+          }
           const std::size_t part = have.size() - s.header;
 #if defined(__cpp_lib_string_resize_and_overwrite)
           c->big.resize_and_overwrite(s.size, [](char*, std::size_t n) { return n; });  // the reads below fill it

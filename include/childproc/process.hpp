@@ -227,6 +227,9 @@ class process {
     result<exit_status> await_resume() {
       if (early) return early;
       if (err == errc::cancelled) return error(errc::cancelled, "wait: cancelled");
+      // Another waiter (a second co_await, a blocking wait()) may have reaped it first: then
+      // the OS says ECHILD, but the status is known.
+      if (err && self->status_) return *self->status_;
       if (err) return err;
       return self->wait();  // it has ended: this reaps without blocking
     }

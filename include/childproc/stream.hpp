@@ -269,6 +269,9 @@ class stream {
         // Cancelled after it had read (Win32, when its loop ended): the stream keeps the bytes
         // for the next read. fill_ahead keeps its own (they are already in the buffer).
         if (!write && from_ahead && bytes && self) self->ahead_.append(data, bytes);
+        // A write that had moved bytes says how many (Win32: it finished just as it was
+        // cancelled), so its caller does not write them again.
+        if (write && bytes) return bytes;
         return error(errc::cancelled, write ? "write: cancelled" : "read: cancelled");
       }
       if (err) return err;

@@ -130,6 +130,12 @@ inline void cancel_io_native(reactor_state& s, io_op* op, op_queue& done);
 ///   (a pipe write cancelled halfway reports 0 bytes under Wine: its count would be lost).
 inline void withdraw_io_native(reactor_state& s, io_op* op, read_sink* meanwhile) noexcept;
 
+/// Whether a cancelled write reports exactly what it had moved (each backend defines it as
+/// `inline constexpr bool cancelled_write_counted_native`).
+///   POSIX: yes (a write waiting for readiness has moved nothing).   Win32: no: a pipe write
+///   cancelled after the reader took part of it reports 0 bytes under Wine, so an owner that
+///   must know finishes the write instead (withdraw with `meanwhile`).
+
 /// Completes every pending read, write and exit wait with errc::cancelled (a loop that ends);
 /// on return the OS is done with every buffer. A read that had moved bytes keeps them in
 /// `op->bytes` (its owner keeps them: nothing read is lost).

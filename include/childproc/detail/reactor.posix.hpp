@@ -188,6 +188,8 @@ inline void unwait_posix(reactor_state& s, int fd, reactor_op* op, op_queue& don
 
 inline void cancel_io_native(reactor_state& s, io_op* op, op_queue& done) { unwait_posix(s, op->handle, op, done); }
 
+inline constexpr bool cancelled_write_counted_native = true;
+
 inline void withdraw_io_native(reactor_state& s, io_op* op, read_sink*) noexcept {  // nothing was written: exact
   op_queue dropped;  // the cancelled completion, which must not run
   unwait_posix(s, op->handle, op, dropped);

@@ -185,6 +185,8 @@ inline void cancel_io_native(reactor_state&, io_op* op, op_queue&) {
   if (auto* o = static_cast<overlapped_op_win32*>(op->pending)) ::CancelIoEx(op->handle, &o->ov);
 }
 
+inline constexpr bool cancelled_write_counted_native = false;
+
 inline void withdraw_io_native(reactor_state& s, io_op* op, read_sink* meanwhile) noexcept {
   auto* o = static_cast<overlapped_op_win32*>(op->pending);
   if (!o) return;
