@@ -171,7 +171,8 @@ class event_loop {
     }
     // What channels still hold for this loop is written now, blocking (reading what their
     // peers send meanwhile, so a peer that writes too is not deadlocked).
-    // A task that threw hands it back instead: its exception is not held up by a peer.
+    // A task that threw hands it back instead: its exception is not held up by a peer (Win32:
+    // but for a write already in flight, which is finished: Windows cannot say what a cancel left).
     while (work_) work_->settle(work_, !latch.error);
     if (latch.error) std::rethrow_exception(latch.error);
     if constexpr (!std::is_void_v<T>) return std::move(*slot);
