@@ -371,6 +371,36 @@ TEST_CASE("the loop reads while it writes even after a receive() was left pendin
   CHECK(w.wait()->exit_code() == 0);
 }
 
+TEST_CASE("two receive() at once on one loop: the second is refused busy, the first gets the message, the channel goes on") {
+  auto w = cp::fork_self("echo").value();
+  std::string first, second;
+  cp::sync_wait([&]() -> cp::task<void> {
+    auto rx = [&]() -> cp::task<std::string> {
+      auto m = co_await w.receive<std::string>();
+      co_return m ? *m : m.error().message();
+    };
+    auto later = [&]() -> cp::task<std::string> {
+      (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(20));
+      (void)w.send(std::string("ping"));
+      co_return "";
+    };
+    std::vector<cp::task<std::string>> t;
+    t.push_back(rx());
+    t.push_back(rx());
+    t.push_back(later());
+    auto got = co_await cp::when_all(std::move(t));
+    first = got[0];
+    second = got[1];
+  }());
+  CHECK(first == "ping");
+  CHECK(second == "receive: another receive is pending on this channel");
+  CHECK(w.connected());
+  CHECK(w.send(std::string("pong")));
+  CHECK(w.receive_sync<std::string>().value() == "pong");
+  w.disconnect();
+  CHECK(w.wait()->exit_code() == 0);
+}
+
 TEST_CASE("a loop stopped and destroyed before its write ran: the bytes come back and leave later, in order") {
   auto w = cp::fork_self("echo").value();
   SUBCASE("then sync calls") {

@@ -297,6 +297,8 @@ class basic_channel {
       if (event_loop* loop = event_loop::current(); loop && (!c_->out.empty() || c_->job)) start_writing(c_.get(), *loop);
       if (c_->job && !c_->job->issued && !c_->out.empty()) write_now(c_.get());
       if (event_loop* loop = event_loop::current()) c_->io.take_back_read(&loop->reactor());  // one a stopped loop left
+      if (c_->io.reading())  // another receive() waits on this loop: a second would race it for the same bytes
+        co_return error(errc::busy, "receive: another receive is pending on this channel");
       auto r = co_await c_->io.async_read_some(spare(c_.get()), stop);
       const auto e = absorb(c_.get(), r);
       rearm_pump(c_.get());  // a write still waiting needs the pump again
@@ -953,12 +955,15 @@ class basic_channel {
     return e;
   }
 
+  // Whether a read is pending into the receive buffer (the pump's, or a receive()'s).
+  static bool reading_in(const core* c) noexcept { return c->pump.pending || c->io.reading(); }
+
   // Frames parsed: the stream moves on by `n` bytes.
   static void consume(core* c, std::size_t n) noexcept {
     c->head += n;
     c->consumed += n;
     c->scanned = 0;
-    if (c->head == c->fill && !c->pump.pending) c->head = c->fill = 0;  // the pump's room stays put
+    if (c->head == c->fill && !reading_in(c)) c->head = c->fill = 0;  // a pending read's room stays put
   }
 
   // The most descriptors held before the frames that announce them are parsed: a peer that
@@ -1028,6 +1033,7 @@ class basic_channel {
             stop_pump(c);
             return take_frame();
           }
+          if (c->io.reading()) return std::optional<message>();  // a receive() reads there: it sets this up
           const std::size_t part = have.size() - s.header;
 #if defined(__cpp_lib_string_resize_and_overwrite)
           c->big.resize_and_overwrite(s.size, [](char*, std::size_t n) { return n; });  // the reads below fill it
