@@ -264,6 +264,41 @@ TEST_CASE("writing to a child that closed stdin is EPIPE, never SIGPIPE") {
   CHECK(!sigismember(&pending, SIGPIPE));
 }
 
+TEST_CASE("a pid that is not our child when spawn takes hold of it is marked gone: never signalled or waited by pid") {
+  // With SIGCHLD ignored the kernel may reap a quick child before spawn opens its pidfd, and
+  // give the pid to another process. Both shapes of that, made on purpose:
+  cp::detail::native_child c;
+  SUBCASE("the child was reaped already (its pid names nothing)") {
+    const pid_t pid = ::fork();
+    if (pid == 0) ::_exit(0);
+    REQUIRE(::waitpid(pid, nullptr, 0) == pid);
+    c.pid = pid;
+  }
+  SUBCASE("the pid names a live process that is not our child (pid 1 stands in for a reused pid)") {
+    c.pid = 1;
+  }
+  cp::detail::adopt_child_posix(c);
+  CHECK(c.gone);
+  CHECK(!c.handle);
+  auto k = cp::detail::kill_native(c, 0);  // signal 0: harmless even if this check failed
+  REQUIRE(!k);
+  CHECK(k.error().message() == "kill ESRCH");
+  auto w = cp::detail::wait_native(c);
+  REQUIRE(!w);
+  CHECK(w.error().message() == "wait " + std::to_string(c.pid) + " ECHILD");
+}
+
+TEST_CASE("a child of ours, alive, is adopted with its pidfd and not marked gone") {
+  auto p = cp::spawn(child_path(), {"sleep", "5000"}, {.stdio = {cp::ignore, cp::ignore, cp::ignore}}).value();
+  cp::detail::native_child c;
+  c.pid = static_cast<pid_t>(p.pid());
+  cp::detail::adopt_child_posix(c);
+  CHECK(!c.gone);
+  CHECK(c.handle);
+  CHECK(p.kill());
+  CHECK(p.wait()->signal() == SIGTERM);
+}
+
 TEST_CASE("SIGCHLD ignored by the application: wait reports ECHILD instead of hanging") {
   struct sigaction ign {}, old {};
   ign.sa_handler = SIG_IGN;

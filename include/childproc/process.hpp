@@ -82,6 +82,11 @@ class process {
   result<exit_status> wait() {
     if (auto e = check("wait"); e) return e;
     if (status_) return *status_;
+    if (signals_by_pid()) {
+      auto ended = detail::wait_ended_for_native(child_, std::chrono::milliseconds(1000000000000000LL));
+      if (!ended) return std::move(ended).error();
+      return reap_held();
+    }
     auto r = detail::wait_native(child_);
     if (r) reaped(*r);
     return r;
@@ -91,6 +96,14 @@ class process {
   result<std::optional<exit_status>> try_wait() {
     if (auto e = check("wait"); e) return e;
     if (status_) return status_;
+    if (signals_by_pid()) {
+      auto ended = detail::has_exited_native(child_);
+      if (!ended) return std::move(ended).error();
+      if (!*ended) return std::optional<exit_status>();
+      auto r = reap_held();
+      if (!r) return std::move(r).error();
+      return std::optional<exit_status>(*r);
+    }
     auto r = detail::try_wait_native(child_);
     if (r && *r) reaped(**r);
     return r;
@@ -105,6 +118,14 @@ class process {
     const auto ms = std::chrono::duration<double, std::milli>(timeout).count() >= 1e15
                         ? std::chrono::milliseconds(1000000000000000LL)
                         : std::chrono::ceil<std::chrono::milliseconds>(timeout);
+    if (signals_by_pid()) {
+      auto ended = detail::wait_ended_for_native(child_, ms);
+      if (!ended) return std::move(ended).error();
+      if (!*ended) return std::optional<exit_status>();
+      auto r = reap_held();
+      if (!r) return std::move(r).error();
+      return std::optional<exit_status>(*r);
+    }
     auto r = detail::wait_for_native(child_, ms);
     if (r && *r) reaped(**r);
     return r;
@@ -234,6 +255,21 @@ class process {
       return self->wait();  // it has ended: this reaps without blocking
     }
   };
+
+  // A stop watcher that signals by pid (POSIX without a pidfd) must never meet the pid once it
+  // is reaped: another process may take it at once.
+  bool signals_by_pid() const noexcept { return stop_ && !child_.handle; }  // (Win32 always has its HANDLE)
+
+  // Reaps a child known to have ended (a zombie, its pid still ours) with the stop watcher held
+  // off, and ends the watch before letting it go.
+  result<exit_status> reap_held() {
+    std::unique_lock lock(stop_->mutex);
+    auto r = detail::wait_native(child_);  // it has ended: at once
+    stop_->child = nullptr;
+    lock.unlock();
+    if (r) reaped(*r);
+    return r;
+  }
 
   void reaped(const exit_status& st) noexcept {
     status_ = st;

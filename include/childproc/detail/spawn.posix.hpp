@@ -149,6 +149,54 @@ inline std::vector<char*> c_strings(const std::vector<std::string>& v) {
   return out;
 }
 
+// Closes every descriptor from `first` on but `keep`, in a forked child: async-signal-safe (no
+// allocation, no locks). close_range where the kernel has it (5.9); else the descriptors listed
+// in /proc/self/fd, read with getdents64 into the stack; else each one below the soft
+// RLIMIT_NOFILE. CHILDPROC_NO_CLOSE_RANGE takes the path of older kernels (for the tests).
+inline void close_from_posix(int first, int keep) noexcept {
+#if defined(SYS_close_range) && !defined(CHILDPROC_NO_CLOSE_RANGE)
+  if ((keep == first || keep < first || ::syscall(SYS_close_range, first, keep - 1, 0) == 0) &&
+      ::syscall(SYS_close_range, keep < first ? first : keep + 1, ~0U, 0) == 0)
+    return;
+#endif
+#if defined(SYS_getdents64)
+  const int dir = ::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    struct entry {  // struct linux_dirent64
+      unsigned long long ino;
+      long long off;
+      unsigned short reclen;
+      unsigned char type;
+      char name[1];
+    };
+    alignas(8) char buf[4096];
+    // Closing while listing may hide entries from the listing: list again until a pass closes none.
+    for (bool closed = true; closed;) {
+      closed = false;
+      if (::lseek(dir, 0, SEEK_SET) != 0) break;
+      for (long n; (n = ::syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0;)
+        for (long at = 0; at < n;) {
+          const auto* e = reinterpret_cast<const entry*>(buf + at);
+          at += e->reclen;
+          int fd = 0;
+          const char* c = e->name;
+          for (; *c >= '0' && *c <= '9'; ++c) fd = fd * 10 + (*c - '0');
+          if (*c || c == e->name || fd < first || fd == keep || fd == dir) continue;  // ".", "..", kept
+          ::close(fd);
+          closed = true;
+        }
+    }
+    ::close(dir);
+    return;
+  }
+#endif
+  rlimit limit{};
+  const long top = ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY
+                       ? static_cast<long>(limit.rlim_cur) : 1L << 20;
+  for (long fd = first; fd < top; ++fd)
+    if (fd != keep) ::close(static_cast<int>(fd));
+}
+
 // The one fallback for what posix_spawn cannot express (uid/gid, the parent-death signal, or an
 // old libc): fork + execve. Between fork and execve the child calls only async-signal-safe
 // functions and reports a failed step through a CLOEXEC pipe. fork, not vfork: setuid in a vfork
@@ -201,17 +249,7 @@ inline auto fork_exec_posix(const spawn_request& req, const std::string& path, c
 #else
     (void)parent;
 #endif
-    if (o.close_other_fds) {  // all but the report pipe, which closes itself at execve (CLOEXEC)
-#ifdef SYS_close_range
-      const bool closed = (report[1] == plan.count || ::syscall(SYS_close_range, plan.count, report[1] - 1, 0) == 0) &&
-                          ::syscall(SYS_close_range, report[1] + 1, ~0U, 0) == 0;
-#else
-      const bool closed = false;
-#endif
-      if (!closed)  // kernels before 5.9: a bounded loop
-        for (int fd = plan.count; fd < 65536; ++fd)
-          if (fd != report[1]) ::close(fd);
-    }
+    if (o.close_other_fds) close_from_posix(plan.count, report[1]);  // the report pipe closes itself at execve
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -274,17 +312,34 @@ inline auto posix_spawn_posix(const spawn_request& req, const std::string& path,
 }
 
 // pidfd_open is probed once: ENOSYS (old kernel) switches to the pid fallback for good.
-inline unique_handle open_pidfd_posix(pid_t pid) noexcept {
-#ifdef SYS_pidfd_open
+// Takes hold of the child `c.pid` just spawned: its pidfd. With SIGCHLD ignored (or a handler
+// that reaps every child) the kernel may have reaped it already and given its pid to another
+// process: a pidfd that names no child of ours, or none at all, marks it gone, so that nothing
+// is ever signalled or waited for by that pid. CHILDPROC_NO_PIDFD takes the path of kernels
+// before 5.3 (for the tests).
+inline void adopt_child_posix(native_child& c) noexcept {
+#if defined(SYS_pidfd_open) && !defined(CHILDPROC_NO_PIDFD)
   static std::atomic<bool> missing{false};
-  if (missing.load(std::memory_order_relaxed)) return {};
-  const long fd = ::syscall(SYS_pidfd_open, pid, 0);
-  if (fd >= 0) return unique_handle(static_cast<int>(fd));
-  if (errno == ENOSYS) missing.store(true, std::memory_order_relaxed);
+  if (missing.load(std::memory_order_relaxed)) return;
+  const long fd = ::syscall(SYS_pidfd_open, c.pid, 0);
+  if (fd < 0) {
+    if (errno == ENOSYS) missing.store(true, std::memory_order_relaxed);
+    if (errno == ESRCH) c.gone = true;  // ended and reaped already
+    return;
+  }
+  unique_handle h(static_cast<int>(fd));
+  siginfo_t info{};
+  int rc;
+  do rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd), &info, WEXITED | WNOHANG | WNOWAIT);
+  while (rc != 0 && errno == EINTR);
+  if (rc != 0 && errno == ECHILD) {  // not our child: ours was reaped and its pid reused
+    c.gone = true;
+    return;
+  }
+  c.handle = std::move(h);  // (EINVAL: Linux 5.3 has no P_PIDFD; the pidfd still signals safely)
 #else
-  (void)pid;
+  (void)c;
 #endif
-  return {};
 }
 
 inline auto spawn_native(const spawn_request& req) -> result<spawned> {
@@ -311,7 +366,7 @@ inline auto spawn_native(const spawn_request& req) -> result<spawned> {
   if (!pid) return std::move(pid).error();
   spawned out;
   out.child.pid = *pid;
-  out.child.handle = open_pidfd_posix(*pid);
+  adopt_child_posix(out.child);
   out.stdio = std::move(plan->parent);
   return out;
 }

@@ -28,6 +28,7 @@ struct native_child {
   unique_handle handle;  ///< Linux: a pidfd (invalid where pidfd_open is missing). Win32: the process HANDLE.
   unique_handle job;     ///< Win32: the kill-on-close job object. POSIX: unused.
   int term_signal = 0;   ///< Win32: the signal kill() emulated, reported as the status. POSIX: unused.
+  bool gone = false;     ///< POSIX: not our child by the time spawn looked (reaped by others): never signalled or waited by pid
 };
 
 /// Blocks until the child ends and reaps it.
@@ -44,6 +45,10 @@ inline auto try_wait_native(native_child& c) -> result<std::optional<exit_status
 ///   Win32: WaitForSingleObject(h, ms).
 inline auto wait_for_native(native_child& c, std::chrono::milliseconds timeout)
     -> result<std::optional<exit_status>>;
+
+/// Waits at most `timeout` for the child to end, without reaping it: true once it has ended.
+///   POSIX: wait_for_native's waits with WNOWAIT.   Win32: WaitForSingleObject(h, ms).
+inline auto wait_ended_for_native(native_child& c, std::chrono::milliseconds timeout) -> result<bool>;
 
 /// Whether the child has ended, without reaping it (so the owner still reaps it exactly once).
 ///   POSIX: waitid(WEXITED | WNOHANG | WNOWAIT).   Win32: WaitForSingleObject(h, 0).

@@ -34,6 +34,7 @@ inline std::chrono::steady_clock::time_point deadline_after_posix(std::chrono::s
 
 // One waitid(2) on the child; `flags` adds WNOHANG / WNOWAIT. nullopt: not ended yet.
 inline auto waitid_posix(native_child& c, int flags) -> result<std::optional<exit_status>> {
+  if (c.gone) return last_os_error(ECHILD, "wait " + std::to_string(c.pid));  // its pid may be another's now
   siginfo_t info{};
   for (;;) {
     const int rc = c.handle ? ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.handle.get()), &info, WEXITED | flags)
@@ -59,13 +60,14 @@ inline auto try_wait_native(native_child& c) -> result<std::optional<exit_status
   return waitid_posix(c, WNOHANG);
 }
 
-inline auto wait_for_native(native_child& c, std::chrono::milliseconds timeout)
+// wait_for_native's loop; `flags` may add WNOWAIT (the child is then left to reap).
+inline auto wait_for_posix(native_child& c, std::chrono::milliseconds timeout, int flags)
     -> result<std::optional<exit_status>> {
   using clock = std::chrono::steady_clock;
   const auto deadline = deadline_after_posix(clock::now(), timeout);
   auto nap = std::chrono::milliseconds(1);
   for (;;) {
-    auto r = waitid_posix(c, WNOHANG);
+    auto r = waitid_posix(c, WNOHANG | flags);
     if (!r || *r) return r;
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
     if (left.count() <= 0) return r;
@@ -80,6 +82,17 @@ inline auto wait_for_native(native_child& c, std::chrono::milliseconds timeout)
   }
 }
 
+inline auto wait_for_native(native_child& c, std::chrono::milliseconds timeout)
+    -> result<std::optional<exit_status>> {
+  return wait_for_posix(c, timeout, 0);
+}
+
+inline auto wait_ended_for_native(native_child& c, std::chrono::milliseconds timeout) -> result<bool> {
+  auto r = wait_for_posix(c, timeout, WNOWAIT);
+  if (!r) return std::move(r).error();
+  return r->has_value();
+}
+
 inline auto has_exited_native(native_child& c) -> result<bool> {
   auto r = waitid_posix(c, WNOHANG | WNOWAIT);
   if (!r) return std::move(r).error();
@@ -87,6 +100,7 @@ inline auto has_exited_native(native_child& c) -> result<bool> {
 }
 
 inline auto kill_native(native_child& c, int signal) -> result<void> {
+  if (c.gone) return last_os_error(ESRCH, "kill");  // its pid may be another process's now
 #ifdef SYS_pidfd_send_signal
   // Through the pidfd the signal can never reach a recycled pid, even from another thread
   // racing with the reap (options.stop_token); ENOSYS falls back to kill(2).

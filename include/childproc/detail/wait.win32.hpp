@@ -39,6 +39,15 @@ inline auto wait_for_native(native_child& c, std::chrono::milliseconds timeout)
   }
 }
 
+inline auto wait_ended_for_native(native_child& c, std::chrono::milliseconds timeout) -> result<bool> {
+  const auto ms = static_cast<DWORD>(std::min<long long>(timeout.count() < 0 ? 0 : timeout.count(), INFINITE - 1));
+  switch (::WaitForSingleObject(c.handle.get(), ms)) {
+    case WAIT_OBJECT_0: return true;
+    case WAIT_TIMEOUT: return false;
+    default: return last_win32_error("wait");
+  }
+}
+
 inline auto has_exited_native(native_child& c) -> result<bool> {
   const DWORD r = ::WaitForSingleObject(c.handle.get(), 0);
   if (r == WAIT_FAILED) return last_win32_error("wait");
