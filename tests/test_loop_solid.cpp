@@ -16,6 +16,36 @@
 
 using namespace std::chrono_literals;
 
+TEST_CASE("a stream moved while its read_line waits: that read ends cancelled, the line arrives whole on the new stream") {
+  auto p = cp::spawn(child_path(), {"echo"}, {.stdio = {cp::pipe, cp::pipe, cp::ignore}}).value();
+  cp::stream moved;
+  std::vector<std::string> got;
+  cp::event_loop loop;
+  loop.run([&]() -> cp::task<void> {
+    auto reader = [&]() -> cp::task<std::string> {
+      auto l = co_await p.out().read_line();
+      co_return l ? *l : l.error().message();
+    };
+    auto mover = [&]() -> cp::task<std::string> {
+      (void)co_await cp::event_loop::current()->sleep(20ms);
+      moved = std::move(p.out());  // the read_line above is pending
+      (void)p.in().write("hello\n");
+      auto l = co_await moved.read_line();
+      co_return l ? *l : l.error().message();
+    };
+    std::vector<cp::task<std::string>> t;
+    t.push_back(reader());
+    t.push_back(mover());
+    got = co_await cp::when_all(std::move(t));
+  }());
+  REQUIRE(got.size() == 2);
+  CHECK(got[0] == "read: cancelled");
+  CHECK(got[1] == "hello");
+  p.in().close();
+  CHECK(moved.read_all().value() == "");  // nothing more: no room of the old read left as bytes
+  CHECK(p.wait()->exit_code() == 0);
+}
+
 TEST_CASE("co_await p.exit() while a blocking wait() reaps the child: the status, not ECHILD") {
   auto p = cp::spawn(child_path(), {"exit", "7"}, {.stdio = {cp::ignore, cp::ignore, cp::ignore}}).value();
   std::string got;

@@ -322,12 +322,15 @@ class stream {
     reactor_.reset();
   }
 
-  // After a move: the operations pending on `o` now belong to this stream.
+  // After a move: the operations pending on `o` now belong to this stream. A read_line's read
+  // into the read-ahead buffer (which moved here) cannot follow: its coroutine holds the old
+  // stream. It is taken back (its bytes kept here, no room left over) and ends cancelled.
   void adopt_pending(stream& o) noexcept {
     reader_ = std::exchange(o.reader_, nullptr);
     writer_ = std::exchange(o.writer_, nullptr);
     for (io_awaiter* a : {reader_, writer_})
       if (a) a->self = this;
+    if (reader_ && !reader_->from_ahead) take_back_read();
   }
 
   detail::unique_handle h_;
