@@ -1,6 +1,7 @@
 // The event loop under the patterns that wedged it: two waiters on one thing, a stop before
 // run, a stop request after the loop is gone, a stream closed or looked up while a read waits.
 #include "helpers.hpp"
+#include "stop_requester.hpp"
 
 #include <doctest/doctest.h>
 
@@ -204,6 +205,30 @@ TEST_CASE("stop requests racing the loop's end, from another thread, 200 times")
   }
   CHECK(p.kill());
   CHECK(p.wait());
+}
+
+// The completion and the stop request meet: the loop thread ends the operation (and drops its
+// stop callback) while another thread runs that callback. Dropping a callback that runs elsewhere
+// waits for it, and that wait can miss its wake-up in mingw-w64's libstdc++ 12: the loop must never
+// be the one to wait.
+TEST_CASE("an operation ending while another thread requests its stop, 3000 times: each ends once, ok or cancelled") {
+  stop_requester requester;
+  int ok = 0, cancelled = 0, other = 0;
+  for (int i = 1; i <= 3000; ++i) {
+    std::stop_source src;
+    cp::event_loop loop;
+    auto sleeper = [&]() -> cp::task<cp::result<void>> {
+      requester.ask(src, i);  // the request races the timer from here
+      co_return co_await cp::event_loop::current()->sleep(std::chrono::microseconds(i % 3 == 0 ? 0 : i % 40), src.get_token());
+    };
+    auto r = loop.run(sleeper());
+    if (r) ++ok;
+    else if (r.error() == cp::errc::cancelled) ++cancelled;
+    else ++other;
+    requester.wait(i);  // the request has returned: src may go
+  }
+  CHECK(ok + cancelled == 3000);
+  CHECK(other == 0);
 }
 
 TEST_CASE("stdio(i) past the last entry moves no stream: a pending read_line still gets its line") {

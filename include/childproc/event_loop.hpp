@@ -3,6 +3,7 @@
 #define CHILDPROC_EVENT_LOOP_HPP
 
 #include "detail/reactor.hpp"
+#include "detail/stop_watch.hpp"
 #include "result.hpp"
 #include "task.hpp"
 
@@ -33,28 +34,14 @@ struct loop_anchor {
 /// Runs `fn` on the anchored loop's thread (at once when called there); false if the loop is gone.
 inline bool post_to(loop_anchor& a, std::function<void()> fn);
 
-struct stop_link_fn;
-
-// What a stop callback shares with the operation it may cancel; `m` guards the flags and
-// `callback`. The callback owns the state and the state owns the callback: whoever is last
-// (the operation's completion, or a callback running on another thread) destroys the callback,
-// which ends the cycle. So the loop thread never destroys a callback that runs elsewhere, which
-// would block in ~stop_callback (and can stay blocked: libstdc++ 12's semaphore wait, used there
-// on platforms without futexes such as mingw-w64, can miss its wake-up).
-struct stop_link_state {
+// What a stop request shares with the operation it may cancel (see stop_watch for the lifetimes).
+struct stop_link_state : std::enable_shared_from_this<stop_link_state> {
   std::shared_ptr<loop_anchor> anchor;
   reactor_op* op = nullptr;
   void (*cancel)(reactor&, reactor_op*) = nullptr;
   std::mutex m;
-  bool done = false;     // the operation completed: a late cancel does nothing
-  bool running = false;  // the callback is under way on another thread
-  bool dropped = false;  // done while running: the callback destroys itself at its end
-  std::unique_ptr<std::stop_callback<stop_link_fn>> callback;
-};
-
-struct stop_link_fn {
-  std::shared_ptr<stop_link_state> state;
-  void operator()() const;  // defined after event_loop
+  bool done = false;  // the operation completed: a late cancel does nothing
+  void on_stop() noexcept;  // defined after event_loop
 };
 
 inline std::shared_ptr<loop_anchor> loop_anchor_of(event_loop* loop);
@@ -63,11 +50,6 @@ inline std::shared_ptr<loop_anchor> loop_anchor_of(event_loop* loop);
 /// Costs nothing for a token that can never stop; a trigger after the loop is gone does nothing.
 class stop_link {
  public:
-  stop_link() = default;
-  stop_link(const stop_link&) = delete;
-  stop_link& operator=(const stop_link&) = delete;
-  ~stop_link() { completed(); }
-
   /// Watches `token` for the operation `op` that has just started on `loop`.
   void arm(const std::stop_token& token, event_loop* loop, reactor_op* op, void (*cancel)(reactor&, reactor_op*)) {
     if (!token.stop_possible()) return;
@@ -75,27 +57,23 @@ class stop_link {
     state_->anchor = loop_anchor_of(loop);
     state_->op = op;
     state_->cancel = cancel;
-    // Runs at once if stop was already requested (the cancel is then posted to this loop).
-    auto cb = std::make_unique<std::stop_callback<stop_link_fn>>(token, stop_link_fn{state_});
-    std::lock_guard lock(state_->m);
-    state_->callback = std::move(cb);
+    watch_.start(token, state_);  // runs on_stop() at once if stop was already requested
   }
   /// Called by the operation's completion, before the awaiting coroutine resumes.
   void completed() noexcept {
     if (!state_) return;
-    std::unique_ptr<std::stop_callback<stop_link_fn>> doomed;
     {
       std::lock_guard lock(state_->m);
       state_->done = true;
-      if (state_->running) state_->dropped = true;  // it destroys itself when it ends
-      else doomed = std::move(state_->callback);
     }
-    doomed.reset();
+    watch_.end();
     state_.reset();
   }
+  ~stop_link() { completed(); }
 
  private:
   std::shared_ptr<stop_link_state> state_;
+  stop_watch<stop_link_state> watch_;
 };
 
 /// Work a loop carries for others (a channel's background write), on an intrusive list. `run`
@@ -364,29 +342,20 @@ inline bool detail::post_to(loop_anchor& a, std::function<void()> fn) {
 
 inline std::shared_ptr<detail::loop_anchor> detail::loop_anchor_of(event_loop* loop) { return loop->anchor(); }
 
-inline void detail::stop_link_fn::operator()() const {
-  const std::shared_ptr<stop_link_state> s = state;  // `this` may be destroyed below
+inline void detail::stop_link_state::on_stop() noexcept {
   {
-    std::lock_guard lock(s->m);
-    if (s->done) return;
-    s->running = true;
+    std::lock_guard lock(m);
+    if (done) return;
   }
   // The cancel runs on the loop's thread, where only the completion sets `done`; a loop that
   // is gone took its operations with it.
-  (void)post_to(*s->anchor, [s] {
+  (void)post_to(*anchor, [s = shared_from_this()] {
     {
       std::lock_guard lock(s->m);
       if (s->done) return;
     }
     s->cancel(s->anchor->loop->reactor(), s->op);
   });
-  std::unique_ptr<std::stop_callback<stop_link_fn>> doomed;
-  {
-    std::lock_guard lock(s->m);
-    s->running = false;
-    if (s->dropped) doomed = std::move(s->callback);
-  }
-  doomed.reset();  // from inside its own callback: ~stop_callback does not wait
 }
 
 /// Runs `t` on a new event_loop on this thread until it ends, and returns its value.

@@ -3,6 +3,7 @@
 #define CHILDPROC_PROCESS_HPP
 
 #include "channel.hpp"
+#include "detail/stop_watch.hpp"
 #include "detail/wait.hpp"
 #include "event_loop.hpp"
 #include "exit_status.hpp"
@@ -27,17 +28,13 @@ namespace detail {
 // Kills a child when a std::stop_token fires, on whichever thread requests the stop. The mutex
 // keeps the callback away from a child that is being moved to another process object or released.
 struct stop_kill {
-  struct fn {
-    stop_kill* self;
-    void operator()() const {
-      std::lock_guard lock(self->mutex);
-      if (self->child) (void)kill_native(*self->child, self->signal);
-    }
-  };
   std::mutex mutex;
   native_child* child = nullptr;  // null once the child is reaped, detached or released
   int signal = SIGTERM;
-  std::optional<std::stop_callback<fn>> callback;
+  void on_stop() noexcept {
+    std::lock_guard lock(mutex);
+    if (child) (void)kill_native(*child, signal);
+  }
 };
 }  // namespace detail
 
@@ -151,10 +148,10 @@ class process {
   void kill_on_stop(const std::stop_token& token, int signal = SIGTERM) {
     unwatch();
     if (!valid() || status_ || !token.stop_possible()) return;
-    stop_ = std::make_unique<detail::stop_kill>();
+    stop_ = std::make_shared<detail::stop_kill>();
     stop_->child = &child_;
     stop_->signal = signal;
-    stop_->callback.emplace(token, detail::stop_kill::fn{stop_.get()});
+    stop_watch_.start(token, stop_);
   }
 
   /// Lets the child run on its own: this object forgets it, the library still reaps it when it ends.
@@ -287,16 +284,19 @@ class process {
     status_ = o.status_;
     detached_ = o.detached_;
     stop_ = std::move(o.stop_);
+    stop_watch_ = std::move(o.stop_watch_);
     if (stop_) stop_->child = &child_;
   }
 
-  // Stops watching the stop token; waits for a callback that runs on another thread right now.
+  // Stops watching the stop token. A callback under way on another thread has the child taken
+  // from it under the mutex, and ends on its own.
   void unwatch() noexcept {
     if (!stop_) return;
     {
       std::lock_guard lock(stop_->mutex);
       stop_->child = nullptr;
     }
+    stop_watch_.end();
     stop_.reset();
   }
 
@@ -333,7 +333,8 @@ class process {
   childproc::channel channel_;
   std::optional<exit_status> status_;
   bool detached_ = false;
-  std::unique_ptr<detail::stop_kill> stop_;  // kill_on_stop
+  std::shared_ptr<detail::stop_kill> stop_;  // kill_on_stop
+  detail::stop_watch<detail::stop_kill> stop_watch_;
 };
 
 }  // namespace childproc::inline v0

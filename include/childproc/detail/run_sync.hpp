@@ -8,10 +8,12 @@
 #include "../process.hpp"
 #include "../spawn.hpp"
 #include "reactor.hpp"
+#include "stop_watch.hpp"
 
 #include <atomic>      // the stop request, from any thread
 #include <csignal>     // SIGKILL
-#include <optional>    // the stop callback
+#include <memory>      // the stop callback's state
+#include <mutex>       // ... which it may reach from any thread
 #include <stop_token>  // options.stop_token
 #include <string>      // captured output
 
@@ -20,6 +22,16 @@ namespace childproc::inline v0::detail {
 class sync_run {
  public:
   sync_run(process& p, const options& o, output& out) : p_(p), o_(o), out_(out) {}
+  sync_run(const sync_run&) = delete;
+  sync_run& operator=(const sync_run&) = delete;
+  ~sync_run() {
+    if (!stop_) return;
+    {
+      std::lock_guard lock(stop_->m);
+      stop_->self = nullptr;  // a callback under way elsewhere ends without touching this run
+    }
+    stop_watch_.end();
+  }
 
   result<void> run() {
     if (auto r = reactor_.open(); !r) return r;
@@ -42,7 +54,9 @@ class sync_run {
     if (o_.timeout.count() > 0) reactor_.start_timer(&timeout_, deadline_after(now, o_.timeout));
     if (o_.stop_token.stop_possible()) {
       if (auto r = reactor_.enable_wake(); !r) return r;
-      stop_callback_.emplace(o_.stop_token, on_stop{this});  // runs at once if already requested
+      stop_ = std::make_shared<stop_wake>();
+      stop_->self = this;
+      stop_watch_.start(o_.stop_token, stop_);  // runs at once if already requested
     }
     while (!exited_ || reading_[1] || reading_[2] || writing_) {
       if (stop_requested_.exchange(false) && !exited_) {
@@ -68,9 +82,12 @@ class sync_run {
   };
 
   // The stop callback may run on any thread: it only raises a flag and wakes the reactor.
-  struct on_stop {
-    sync_run* self;
-    void operator()() const noexcept {
+  struct stop_wake {
+    std::mutex m;
+    sync_run* self = nullptr;  // null once the run has ended
+    void on_stop() noexcept {
+      std::lock_guard lock(m);
+      if (!self) return;
       self->stop_requested_.store(true);
       self->reactor_.wake();
     }
@@ -201,7 +218,8 @@ class sync_run {
   bool exited_ = false;
   bool killed_ = false;
   std::atomic<bool> stop_requested_{false};
-  std::optional<std::stop_callback<on_stop>> stop_callback_;  // last: deregistered first
+  std::shared_ptr<stop_wake> stop_;
+  stop_watch<stop_wake> stop_watch_;
 };
 
 }  // namespace childproc::inline v0::detail

@@ -1,0 +1,128 @@
+// stop_watch: a stop callback whose owner never waits for it. The race that matters is an owner
+// ending its watch while another thread runs the callback: a std::stop_callback destroyed then
+// waits, and under mingw-w64's libstdc++ 12 that wait could hang for good.
+#include <childproc/detail/stop_watch.hpp>
+
+#include <doctest/doctest.h>
+
+#include "stop_requester.hpp"
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <stop_token>
+#include <thread>
+
+namespace cpd = childproc::detail;
+
+namespace {
+struct counter {
+  std::mutex m;
+  bool live = true;  // what end() cuts off: on_stop touches nothing after it
+  std::atomic<int> runs{0};
+  std::atomic<int> after_end{0};
+  std::thread::id ran_on;
+  void on_stop() noexcept {
+    std::lock_guard lock(m);
+    runs.fetch_add(1);
+    ran_on = std::this_thread::get_id();
+    if (!live) after_end.fetch_add(1);
+  }
+};
+}  // namespace
+
+TEST_CASE("a token already stopped runs on_stop once, at once, on this thread") {
+  std::stop_source src;
+  src.request_stop();
+  auto c = std::make_shared<counter>();
+  std::weak_ptr<counter> gone = c;
+  {
+    cpd::stop_watch<counter> w;
+    w.start(src.get_token(), c);
+    CHECK(c->runs.load() == 1);
+    CHECK(c->ran_on == std::this_thread::get_id());
+    w.end();
+    CHECK(c->runs.load() == 1);
+  }
+  c.reset();
+  CHECK(gone.expired());  // the callback and its state hold no cycle once it has run
+}
+
+TEST_CASE("ended before the stop: on_stop never runs, nothing is kept") {
+  std::stop_source src;
+  auto c = std::make_shared<counter>();
+  std::weak_ptr<counter> gone = c;
+  cpd::stop_watch<counter> w;
+  w.start(src.get_token(), c);
+  w.end();
+  src.request_stop();
+  CHECK(c->runs.load() == 0);
+  c.reset();
+  CHECK(gone.expired());
+}
+
+TEST_CASE("a token that cannot stop costs nothing; a second start ends the first watch") {
+  auto c = std::make_shared<counter>();
+  cpd::stop_watch<counter> w;
+  w.start(std::stop_token{}, c);
+  CHECK(c.use_count() == 1);
+  std::stop_source a, b;
+  w.start(a.get_token(), c);
+  w.start(b.get_token(), c);
+  a.request_stop();
+  CHECK(c->runs.load() == 0);
+  b.request_stop();
+  CHECK(c->runs.load() == 1);
+}
+
+TEST_CASE("a stop from another thread runs on_stop there, once; a moved watch goes on watching") {
+  std::stop_source src;
+  auto c = std::make_shared<counter>();
+  cpd::stop_watch<counter> w;
+  w.start(src.get_token(), c);
+  cpd::stop_watch<counter> moved = std::move(w);
+  w.end();  // the moved-from watch has nothing to end
+  std::thread::id requester;
+  std::thread t([&] {
+    requester = std::this_thread::get_id();
+    src.request_stop();
+  });
+  t.join();
+  CHECK(c->runs.load() == 1);
+  CHECK(c->ran_on == requester);
+  moved.end();
+  CHECK(c->runs.load() == 1);
+}
+
+// The pattern that hung: the owner sees the stop requested and ends its watch while the
+// requesting thread is still inside the callback (its length varies, so every overlap occurs).
+TEST_CASE("the owner ends its watch while another thread runs the callback, 20,000 times") {
+  stop_requester requester;
+  int total_runs = 0, touched_after_end = 0, kept = 0;
+  for (int i = 1; i <= 20000; ++i) {
+    std::stop_source src;
+    auto c = std::make_shared<counter>();
+    std::weak_ptr<counter> gone = c;
+    cpd::stop_watch<counter> w;
+    w.start(src.get_token(), c);
+    requester.ask(src, i);
+    if (i % 2) {
+      while (!src.stop_requested()) std::this_thread::yield();  // the request is under way
+    }
+    for (int k = 0; k < (i * 7907) % 300; ++k) std::atomic_signal_fence(std::memory_order_seq_cst);
+    {
+      std::lock_guard lock(c->m);
+      c->live = false;
+    }
+    w.end();  // must not wait for the callback
+    requester.wait(i);
+    total_runs += c->runs.load();
+    touched_after_end += c->after_end.load();
+    c.reset();
+    if (!gone.expired()) ++kept;
+  }
+  CHECK(touched_after_end <= total_runs);  // late callbacks found the state alive, cut off
+  CHECK(kept == 0);                 // every state freed once the request has returned
+  CHECK(total_runs <= 20000);       // at most once each
+  CHECK(total_runs >= 10000);       // each odd round's stop came before end(): it ran
+}
