@@ -3,8 +3,8 @@
 #ifndef CHILDPROC_HPP
 #define CHILDPROC_HPP
 
+#include "childproc/config.hpp"  // first: it says so plainly when the standard is older than C++20
 #include "childproc/channel.hpp"
-#include "childproc/config.hpp"
 #include "childproc/error.hpp"
 #include "childproc/event_loop.hpp"
 #include "childproc/exec.hpp"

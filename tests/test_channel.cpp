@@ -656,8 +656,8 @@ TEST_CASE("handle passing errors") {
   auto p = cp::make_pipe().value();
   cp::basic_channel<cp::json_lines> json(std::move(p.write));
   auto refused = json.send(std::string("{}"), p.read.handle());
-  CHECK(refused.error() == cp::errc::invalid_argument);
-  CHECK(refused.error().message() == "send: this channel's codec cannot pass handles");
+  CHECK(refused.error() == std::errc::not_supported);  // Node's NODE_HANDLE protocol: not spoken yet
+  CHECK(refused.error().message() == "send: handles cannot be passed over a 'json' channel (not implemented) ENOTSUP");
   cp::channel none;
   CHECK(none.send(std::string("x"), p.read.handle()).error() == cp::errc::channel_closed);
   cp::message plain("text");

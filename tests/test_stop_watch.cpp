@@ -8,6 +8,7 @@
 #include "stop_requester.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <stop_token>
@@ -98,7 +99,7 @@ TEST_CASE("a stop from another thread runs on_stop there, once; a moved watch go
 // requesting thread is still inside the callback (its length varies, so every overlap occurs).
 TEST_CASE("the owner ends its watch while another thread runs the callback, 20,000 times") {
   stop_requester requester;
-  int total_runs = 0, touched_after_end = 0, kept = 0;
+  int total_runs = 0, touched_after_end = 0, kept = 0, finished_first = 0;
   for (int i = 1; i <= 20000; ++i) {
     std::stop_source src;
     auto c = std::make_shared<counter>();
@@ -106,8 +107,10 @@ TEST_CASE("the owner ends its watch while another thread runs the callback, 20,0
     cpd::stop_watch<counter> w;
     w.start(src.get_token(), c);
     requester.ask(src, i);
-    if (i % 2) {
+    if (i % 4 == 1) {
       while (!src.stop_requested()) std::this_thread::yield();  // the request is under way
+    } else if (i % 4 == 3) {
+      requester.wait(i);  // the request has returned: on_stop has run
     }
     for (int k = 0; k < (i * 7907) % 300; ++k) std::atomic_signal_fence(std::memory_order_seq_cst);
     {
@@ -117,6 +120,7 @@ TEST_CASE("the owner ends its watch while another thread runs the callback, 20,0
     w.end();  // must not wait for the callback
     requester.wait(i);
     total_runs += c->runs.load();
+    if (i % 4 == 3) finished_first += c->runs.load();
     touched_after_end += c->after_end.load();
     c.reset();
     if (!gone.expired()) ++kept;
@@ -124,5 +128,45 @@ TEST_CASE("the owner ends its watch while another thread runs the callback, 20,0
   CHECK(touched_after_end <= total_runs);  // late callbacks found the state alive, cut off
   CHECK(kept == 0);                 // every state freed once the request has returned
   CHECK(total_runs <= 20000);       // at most once each
-  CHECK(total_runs >= 10000);       // each odd round's stop came before end(): it ran
+  CHECK(finished_first == 5000);    // a stop whose request returned before end() ran, once
+}
+
+// end() must never wait for on_stop(): here on_stop() waits for the owner to come back from
+// end(), so an end() that waited would show as an on_stop() that gave up (after 2 s).
+namespace {
+struct waits_for_owner {
+  std::atomic<bool>* owner_back = nullptr;
+  std::atomic<int> runs{0};
+  std::atomic<bool> gave_up{false};
+  void on_stop() noexcept {
+    runs.fetch_add(1);
+    const auto t0 = std::chrono::steady_clock::now();
+    while (!owner_back->load())
+      if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(2)) return gave_up.store(true);
+      else std::this_thread::yield();
+  }
+};
+}  // namespace
+
+TEST_CASE("end() returns while on_stop() runs on another thread, 20,000 times: it never waits for it") {
+  stop_requester requester;
+  std::atomic<bool> owner_back{false};
+  int blocked = 0, ran = 0;
+  for (int i = 1; i <= 20000; ++i) {
+    std::stop_source src;
+    auto s = std::make_shared<waits_for_owner>();
+    s->owner_back = &owner_back;
+    cpd::stop_watch<waits_for_owner> w;
+    w.start(src.get_token(), s);
+    owner_back = false;
+    requester.ask(src, i);
+    for (int k = 0; k < i % 64; ++k) std::atomic_signal_fence(std::memory_order_seq_cst);
+    w.end();
+    owner_back = true;
+    requester.wait(i);
+    ran += s->runs.load();
+    blocked += s->gave_up.load();
+  }
+  CHECK(blocked == 0);
+  CHECK(ran <= 20000);
 }

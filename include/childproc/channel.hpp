@@ -3,6 +3,7 @@
 #define CHILDPROC_CHANNEL_HPP
 
 #include "detail/framing.hpp"
+#include "detail/json_check.hpp"
 #include "detail/ipc.hpp"
 #include "detail/pipe.hpp"
 #include "event_loop.hpp"
@@ -152,30 +153,35 @@ class message {
 /// peer's message owns a duplicate (message::take_handle()). A handle whose message is dropped
 /// (the channel closes before it is written, or the receiver never takes it) is closed; a
 /// descriptor the peer attaches to anything but its announcing frame is closed on arrival.
-template <class Codec = length_prefixed>
-class basic_channel {
+class channel {
   struct core;
 
  public:
-  basic_channel() = default;
+  channel() = default;
   /// Takes a connected duplex stream; messages longer than `max_message_size` are refused.
-  explicit basic_channel(stream transport, std::size_t max_message_size = default_max_message_size)
+  /// `format`: childproc's frames, or Node's `json` lines to talk to a Node process.
+  explicit channel(stream transport, std::size_t max_message_size = default_max_message_size,
+                   childproc::serialization format = childproc::serialization::childproc)
       : c_(std::make_unique<core>()) {
     c_->io = std::move(transport);
     c_->max = max_message_size;
+    c_->format = format;
     c_->io.mark_socket();
     // Always set, so a stream taken from another channel does not keep pointing at its list.
-    c_->io.collect_handles(Codec::carries_handles ? &c_->arrived : nullptr);
+    c_->io.collect_handles(detail::carries_handles(format) ? &c_->arrived : nullptr);
   }
-  basic_channel(basic_channel&&) noexcept = default;
-  basic_channel& operator=(basic_channel&& o) noexcept {
+  channel(channel&&) noexcept = default;
+  channel& operator=(channel&& o) noexcept {
     if (this != &o) {
       release();
       c_ = std::move(o.c_);
     }
     return *this;
   }
-  ~basic_channel() { release(); }
+  ~channel() { release(); }
+
+  /// How this channel frames messages: childproc's own frames, or Node's json lines.
+  childproc::serialization serialization() const noexcept { return c_ ? c_->format : childproc::serialization::childproc; }
 
   /// Whether messages can still flow: open, not disconnected, no end of stream or error seen.
   bool connected() const noexcept { return c_ && c_->io.is_open() && !c_->eof && !c_->failed; }
@@ -211,7 +217,7 @@ class basic_channel {
     }
     reclaim();
     if (c_ && c_->direct) return direct_busy();
-    if (auto bytes = direct_bytes(msg); bytes && can_write_direct(*bytes)) return send_direct_sync(*bytes);
+    if (auto bytes = direct_bytes(msg); bytes && framed_by_header() && can_write_direct(*bytes)) return send_direct_sync(*bytes);
     if (auto e = queue(msg, false); !e) return e;
     return flush();
   }
@@ -233,7 +239,7 @@ class basic_channel {
   template <class T>
   task<result<void>> send_async(const T& msg) {
     if (!event_loop::current()) co_return error(errc::no_event_loop, "send_async: no event loop runs on this thread");
-    if (auto bytes = direct_bytes(msg); bytes && can_write_direct(*bytes)) co_return co_await send_direct(*bytes);
+    if (auto bytes = direct_bytes(msg); bytes && framed_by_header() && can_write_direct(*bytes)) co_return co_await send_direct(*bytes);
     auto e = queue(msg, true);
     if (!e && e.error() == errc::queue_full) {
       if (auto room = co_await until_written(); !room) co_return room;  // all of the queue, then this
@@ -349,6 +355,7 @@ class basic_channel {
   struct core {
     stream io;
     std::size_t max = default_max_message_size;
+    childproc::serialization format = childproc::serialization::childproc;
     std::size_t hwm = 0;         // 0: twice max
     // Receiving.
     std::string in;              // received bytes: valid in [head, fill)
@@ -461,10 +468,12 @@ class basic_channel {
   // send_async completes).
   static constexpr std::size_t direct_size = 256 * 1024;
 
+  // Only childproc's frames can be written around the caller's bytes (a header, no trailer, no check).
+  bool framed_by_header() const noexcept { return c_ && c_->format == childproc::serialization::childproc; }
+
   template <class T>
   static std::optional<std::string_view> direct_bytes(const T& msg) noexcept {
-    if constexpr (!std::is_same_v<Codec, length_prefixed>) return std::nullopt;  // a header, no trailer or escaping
-    else if constexpr (std::is_convertible_v<const T&, std::string_view>) return std::string_view(msg);
+    if constexpr (std::is_convertible_v<const T&, std::string_view>) return std::string_view(msg);
     else if constexpr (detail::contiguous_bytes<T>) return std::string_view(reinterpret_cast<const char*>(msg.data()), msg.size());
     else return std::nullopt;
   }
@@ -482,7 +491,7 @@ class basic_channel {
   // high-water mark (and a few descriptors short of the limit).
   struct inbox final : detail::read_sink {
     core* c;
-    explicit inbox(core* cc) noexcept : c(cc) { received = Codec::carries_handles ? &cc->arrived : nullptr; }
+    explicit inbox(core* cc) noexcept : c(cc) { received = detail::carries_handles(cc->format) ? &cc->arrived : nullptr; }
     std::span<char> room() override { return inbox_room(c); }
     void arrived(result<std::size_t> r) override {
       if (r && *r == 0) r = errc::end_of_stream;
@@ -539,7 +548,7 @@ class basic_channel {
     p.data = room.data();
     p.size = room.size();
     p.write = false;
-    p.received = Codec::carries_handles ? &c->arrived : nullptr;
+    p.received = detail::carries_handles(c->format) ? &c->arrived : nullptr;
     p.owner = c;
     p.loop = &loop;
     p.pending = true;
@@ -683,17 +692,24 @@ class basic_channel {
   result<void> queue(const T& msg, bool bounded, std::size_t ahead = 0) {  // ahead: this send's control frame
     if (c_ && c_->failed) return c_->failure;  // a failure says why the channel closed
     if (!c_ || !c_->io.is_open()) return closed_error("send");
+    if (c_->format == childproc::serialization::advanced) return advanced_error("send");
     std::string& out = c_->out;
-    const std::size_t at = Codec::begin(out);  // encoded in place: one copy of the payload
+    const std::size_t at = detail::frame_begin(c_->format, out);  // encoded in place: one copy of the payload
     if constexpr (std::is_convertible_v<const T&, std::string_view>) out.append(std::string_view(msg));
     else message_traits<T>::encode(msg, out);
-    const std::size_t size = Codec::payload_size(out, at);
+    const std::size_t size = detail::frame_payload_size(c_->format, out, at);
     if (size > c_->max) {
       out.resize(at);
       return error(errc::message_too_large, "send: a message of " + std::to_string(size) +
                                                 " bytes, more than max_message_size " + std::to_string(c_->max));
     }
-    if (!Codec::finish(out, at)) return error(errc::invalid_argument, "send: the channel's codec cannot carry this message");
+    if (c_->format == childproc::serialization::json) {  // a Node peer dies on anything JSON.parse refuses
+      if (auto bad = node_refusal(std::string_view(out).substr(at)); !bad) {
+        out.resize(at);
+        return std::move(bad).error();
+      }
+    }
+    if (!detail::frame_finish(c_->format, out, at)) return error(errc::invalid_argument, "send: the channel's codec cannot carry this message");
     const std::uint64_t waiting = c_->queued - c_->written - ahead;
     if (bounded && waiting > 0 && waiting + ahead + (out.size() - at) > high_water(c_.get())) {
       const std::size_t frame = ahead + out.size() - at;
@@ -709,8 +725,9 @@ class basic_channel {
   // A control frame announcing (a copy of) `h`, then the message.
   template <class T>
   result<void> queue_with_handle(const T& msg, native_handle h, bool bounded) {
-    if constexpr (!Codec::carries_handles) {
-      return error(errc::invalid_argument, "send: this channel's codec cannot pass handles");
+    if (!detail::carries_handles(c_ ? c_->format : childproc::serialization::childproc)) {
+      return error(std::make_error_code(std::errc::not_supported), std::string("send: handles cannot be passed over a '") +
+                                            detail::serialization_name(c_->format) + "' channel (not implemented)");
     } else {
       if (c_ && c_->failed) return c_->failure;
       if (!c_ || !c_->io.is_open()) return closed_error("send");
@@ -719,9 +736,9 @@ class basic_channel {
       auto copy = detail::prepare_handle_native(h, c_->peer.get());
       if (!copy) return std::move(copy).error();
       std::string& out = c_->out;
-      const std::size_t at = Codec::begin(out);
+      const std::size_t at = detail::frame_begin(c_->format, out);
       out.append(copy->payload);
-      if (!Codec::finish(out, at, true)) {
+      if (!detail::frame_finish(c_->format, out, at, true)) {
         detail::drop_handle_native(*copy);
         return error(errc::invalid_argument, "send: the handle's description does not fit a control frame");
       }
@@ -998,8 +1015,10 @@ class basic_channel {
     // frames already received are still served, then the failure.
     if (c->failed && !c->io.is_open()) return c->failure;
     if (!c->big.empty() || c->big_fill) return take_big();
+    if (c->format == childproc::serialization::advanced) return advanced_error("receive");
+    for (;;) {  // skips Node's own messages
     const std::string_view have(c->in.data() + c->head, c->fill - c->head);
-    const frame_scan s = Codec::scan(have, c->max, c->scanned);
+    const frame_scan s = detail::frame_scan_in(c->format, have, c->max, c->scanned);
     switch (s.what) {
       case frame_scan::kind::frame: {
         if (s.handle) {
@@ -1008,6 +1027,10 @@ class basic_channel {
           consume(c, s.header + s.size + s.trailer);
           if (auto e = announced(payload, at); !e) return std::move(e).error();
           return take_frame();  // the message it belongs to
+        }
+        if (c->format == childproc::serialization::json && detail::check_json_message(have.substr(s.header, s.size)).internal) {
+          consume(c, s.header + s.size + s.trailer);  // Node's NODE_* message: not the user's
+          continue;
         }
         message m(std::string(have.substr(s.header, s.size)), std::move(c->incoming));
         consume(c, s.header + s.size + s.trailer);
@@ -1053,6 +1076,23 @@ class basic_channel {
         return std::optional<message>();
     }
     return std::optional<message>();
+    }
+  }
+
+  static error advanced_error(const char* what) {
+    return error(std::make_error_code(std::errc::not_supported), std::string(what) + ": Node's 'advanced' serialization (V8's format) is not "
+                                                         "supported; start the Node side with serialization: 'json'");
+  }
+
+  // Why Node could not take `text` as a message (JSON.parse would throw, or it is Node's own).
+  static result<void> node_refusal(std::string_view text) {
+    const detail::json_verdict v = detail::check_json_message(text);
+    if (v.what != detail::json_verdict::kind::ok)
+      return error(errc::invalid_argument, std::string("send: a message to a Node process must be one JSON text; this one is ") +
+                                               detail::json_verdict_words(v.what) + " (at byte " + std::to_string(v.at) + ")");
+    if (v.internal)
+      return error(errc::invalid_argument, "send: a \"cmd\" starting with NODE_ marks Node's own messages; this one is refused");
+    return {};
   }
 
   // A control frame at stream offset `at`: the handle it announces waits for the next message.
@@ -1162,11 +1202,11 @@ class basic_channel {
   // Handles announced in frames received but never parsed are closed with the channel (on
   // Win32 they are in this process's handle table already; POSIX descriptors close with `fds`).
   void drop_buffered_handles() noexcept {
-    if constexpr (Codec::carries_handles) {
+    if (detail::carries_handles(c_->format)) {
       core& c = *c_;
       std::string_view have(c.in.data() + c.head, c.fill - c.head);
       while (c.big.empty()) {
-        const frame_scan s = Codec::scan(have, c.max);
+        const frame_scan s = detail::frame_scan_in(c.format, have, c.max);
         if (s.what != frame_scan::kind::frame) return;
         if (s.handle) (void)detail::take_received_handle_native(have.substr(s.header, s.size), unique_handle(), c.peer.get());
         have.remove_prefix(s.header + s.size + s.trailer);
@@ -1177,8 +1217,15 @@ class basic_channel {
   std::unique_ptr<core> c_;
 };
 
-/// The channel with the default wire format (4-byte big-endian length, then the payload).
-using channel = basic_channel<length_prefixed>;
+/// A channel whose framing is fixed by a codec type: basic_channel<json_lines> talks to Node.
+/// The same type as channel underneath (what process::channel() and parent_channel() give).
+template <class Codec = length_prefixed>
+class basic_channel : public channel {
+ public:
+  basic_channel() = default;
+  explicit basic_channel(stream transport, std::size_t max_message_size = default_max_message_size)
+      : channel(std::move(transport), max_message_size, Codec::kind) {}
+};
 
 }  // namespace childproc::inline v0
 

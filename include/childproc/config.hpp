@@ -3,6 +3,11 @@
 #ifndef CHILDPROC_CONFIG_HPP
 #define CHILDPROC_CONFIG_HPP
 
+// Said first, before the errors an older standard gives in <coroutine>, <span> and concepts.
+#if (defined(_MSVC_LANG) ? _MSVC_LANG : __cplusplus) < 202002L
+#  error "childproc needs C++20: compile with -std=c++20 (MSVC: /std:c++20)"
+#endif
+
 #if defined(_WIN32)
 #  define CHILDPROC_WIN32 1
 #  define CHILDPROC_POSIX 0

@@ -122,31 +122,48 @@ inline result<process> fork(std::string_view program, std::initializer_list<std:
   return detail::spawn_watched(program, detail::to_strings(args), detail::fork_options(o));
 }
 
-/// In a child started by fork: the channel to the parent (made once, on the first call; the
-/// CHILDPROC_CHANNEL variable is then removed so grandchildren do not see it). nullptr in a
-/// process that was not forked, or whose channel could not be taken.
+/// In a child started by fork, fork_self, or Node's fork() / spawn(..., {stdio: [..., 'ipc']}):
+/// the channel to the parent, made once, on the first call; nullptr in a process that was not
+/// started so, or whose channel could not be taken. Under Node its serialization() is `json`
+/// (messages are JSON texts); under Node's 'advanced' serialization every send and receive fails
+/// with ENOTSUP, saying so. The variables (CHILDPROC_CHANNEL, or NODE_CHANNEL_FD and
+/// NODE_CHANNEL_SERIALIZATION_MODE) are removed, so grandchildren do not take the channel.
 inline channel* parent_channel() {
   static std::optional<channel> ch = []() -> std::optional<channel> {
-    auto transport = detail::adopt_channel_from_env(detail::channel_env);
-    if (!transport) return std::nullopt;
-    return channel(std::move(*transport));
+    if (auto own = detail::adopt_channel_from_env(detail::channel_env)) return channel(std::move(*own));
+    const char* mode = std::getenv(detail::node_serialization_env);
+    const serialization s = mode && std::string_view(mode) == "advanced" ? serialization::advanced : serialization::json;
+    auto node = detail::adopt_channel_from_env(detail::node_channel_env);
+    detail::unset_env_native(detail::node_serialization_env);
+    if (!node) return std::nullopt;
+    return channel(std::move(*node), default_max_message_size, s);
   }();
   return ch ? &*ch : nullptr;
 }
 
-/// In a program started by Node's child_process.fork() (its default 'json' serialization): the
-/// channel to the Node parent (NODE_CHANNEL_FD, then removed), else nullptr. Messages are JSON
-/// texts: what Node's process.send() / child.send() carry.
-inline basic_channel<json_lines>* node_parent_channel() {
-  static std::optional<basic_channel<json_lines>> ch = []() -> std::optional<basic_channel<json_lines>> {
-    const char* mode = std::getenv("NODE_CHANNEL_SERIALIZATION_MODE");
-    if (mode && std::string_view(mode) != "json") return std::nullopt;  // 'advanced' is V8's format
-    auto transport = detail::adopt_channel_from_env("NODE_CHANNEL_FD");
-    detail::unset_env_native("NODE_CHANNEL_SERIALIZATION_MODE");
-    if (!transport) return std::nullopt;
-    return basic_channel<json_lines>(std::move(*transport));
-  }();
-  return ch ? &*ch : nullptr;
+/// parent_channel() when the parent is Node (its serialization() is not childproc), else nullptr.
+inline channel* node_parent_channel() {
+  channel* c = parent_channel();
+  return c && c->serialization() != serialization::childproc ? c : nullptr;
+}
+
+/// Runs `node script args...` with a channel Node's child finds as its own `process.send` /
+/// `process.on('message')` (Node's fork(), from C++): messages are JSON texts, one per send.
+/// `node` is looked up in PATH unless options.exec_path names it; stdio as fork's.
+template <argument_range Args>
+result<process> fork_node(std::string_view script, const Args& args, const options& o = {}) {
+  options n = o;
+  n.serialization = serialization::json;
+  std::vector<std::string> argv{std::string(script)};
+  for (auto&& a : args) argv.emplace_back(std::string_view(a));
+  return detail::spawn_watched(o.exec_path.empty() ? std::string_view("node") : std::string_view(o.exec_path), std::move(argv),
+                               detail::fork_options(n));
+}
+
+/// fork_node with arguments given inline (or none): fork_node("worker.js", {"--fast"}).
+inline result<process> fork_node(std::string_view script, std::initializer_list<std::string_view> args = {},
+                                 const options& o = {}) {
+  return fork_node(script, detail::to_strings(args), o);
 }
 
 /// In a fork_self child: the arguments given to fork_self (argv without the program).

@@ -2,6 +2,7 @@
 #ifndef CHILDPROC_OPTIONS_HPP
 #define CHILDPROC_OPTIONS_HPP
 
+#include "detail/framing.hpp"  // serialization
 #include "detail/handle.hpp"
 
 #include <chrono>            // timeouts
@@ -121,6 +122,12 @@ struct options {
   /// fork and `ipc`: how many bytes the parent's channel holds queued for sending, and received
   /// while a blocking send waits, before it pushes back; 0: twice max_message_size (128 MiB).
   std::size_t high_water_mark = 0;
+  /// fork and `ipc`: how the channel frames messages (Node's `serialization`). `json` talks to a
+  /// Node child: it finds the channel in NODE_CHANNEL_FD (NODE_CHANNEL_SERIALIZATION_MODE=json),
+  /// and CHILDPROC_CHANNEL is not set. `advanced` (V8's format) is refused with ENOTSUP.
+  childproc::serialization serialization = childproc::serialization::childproc;
+  /// fork_node: the Node binary to run (Node's `execPath`); empty: `node` from PATH.
+  std::string exec_path = {};
 
   bool windows_hide = false;                 ///< Win32: no console window
   bool windows_verbatim_arguments = false;   ///< Win32: pass the arguments unquoted

@@ -37,8 +37,24 @@ inline result<process> spawn_strings(std::string_view program, std::vector<std::
   const auto ipc_index = static_cast<std::size_t>(ipc_at - o.stdio.begin());
   std::optional<options> with_channel;  // the request points into it: it lives until the spawn is done
   if (ipc_at != o.stdio.end()) {        // the child finds its channel's fd in the environment
+    if (o.serialization == serialization::advanced)
+      return error(std::make_error_code(std::errc::not_supported),
+                   "spawn " + std::string(program) + ": serialization 'advanced' (V8's format) is not supported; use json");
     with_channel.emplace(o);
-    with_channel->env.set.emplace_back(channel_env, std::to_string(ipc_index));
+    auto& set = with_channel->env.set;
+    if (o.serialization == serialization::json) {  // where Node looks, and nothing a C++ grandchild would take
+      set.emplace_back(node_channel_env, std::to_string(ipc_index));
+      set.emplace_back(node_serialization_env, "json");
+      with_channel->env.unset.emplace_back(channel_env);
+    } else {
+      // A Node channel this process was given is not the child's (unless the caller says so).
+      const bool by_hand = std::any_of(set.begin(), set.end(), [](const auto& kv) { return kv.first == node_channel_env; });
+      set.emplace_back(channel_env, std::to_string(ipc_index));
+      if (!by_hand) {
+        with_channel->env.unset.emplace_back(node_channel_env);
+        with_channel->env.unset.emplace_back(node_serialization_env);
+      }
+    }
   }
   auto req = make_spawn_request(std::string(program), std::move(args), with_channel ? *with_channel : o);
   if (!req) return std::move(req).error();
@@ -49,7 +65,7 @@ inline result<process> spawn_strings(std::string_view program, std::vector<std::
   for (auto& h : s->stdio) streams.emplace_back(std::move(h));
   channel ch;
   if (ipc_at != o.stdio.end()) {
-    ch = channel(std::move(streams[ipc_index]), o.max_message_size);
+    ch = channel(std::move(streams[ipc_index]), o.max_message_size, o.serialization);
     ch.set_high_water_mark(o.high_water_mark);
     ch.set_peer(channel_peer_native(ch.transport().handle(), &s->child));  // where handles sent to it go
   }

@@ -27,8 +27,10 @@ cmake_consumer() {  # cmake_consumer <prefix> <build dir> [version asked for]
   cmake -S "$here/cmake" -B "$2" -DCMAKE_PREFIX_PATH="$1" -DCMAKE_BUILD_TYPE=Release -DCHILDPROC_WANT="${3-0.1}" &&
     cmake --build "$2" && "$2/consumer"
 }
-cmake_versions() {  # any version is taken; a newer minor or another major is refused
+cmake_versions() {  # any version and a range holding 0.1.0 are taken; a newer one, another major or a range below, refused
   cmake_consumer "$work/prefix" "$work/cmake-any" "" &&
+    cmake_consumer "$work/prefix" "$work/cmake-range" "0.1...0.3" &&
+    ! cmake -S "$here/cmake" -B "$work/cmake-below" -DCMAKE_PREFIX_PATH="$work/prefix" "-DCHILDPROC_WANT=0.0...<0.1" &&
     ! cmake -S "$here/cmake" -B "$work/cmake-0.2" -DCMAKE_PREFIX_PATH="$work/prefix" -DCHILDPROC_WANT=0.2 &&
     ! cmake -S "$here/cmake" -B "$work/cmake-1.0" -DCMAKE_PREFIX_PATH="$work/prefix" -DCHILDPROC_WANT=1.0
 }
@@ -36,14 +38,17 @@ pkg_config_consumer() {
   g++ "$here/consumer.cpp" -std=c++20 $(PKG_CONFIG_PATH="$work/prefix/share/pkgconfig" pkg-config --cflags --libs childproc) \
       -o "$work/pc-consumer" && "$work/pc-consumer"
 }
-moved_consumer() {
-  mv "$work/prefix" "$work/moved" && cmake_consumer "$work/moved" "$work/cmake-moved" &&
-    mv "$work/moved" "$work/prefix"
+moved_consumer() {  # the prefix comes back even if the consumer fails, for the ways after it
+  mv "$work/prefix" "$work/moved" || return 1
+  cmake_consumer "$work/moved" "$work/cmake-moved"
+  local r=$?
+  mv "$work/moved" "$work/prefix" && return $r
 }
+# The wrap clones the repository: it builds what is committed (HEAD), not uncommitted edits.
 meson_consumer() {
   mkdir -p "$work/meson/subprojects" && cp "$here/meson/meson.build" "$here/consumer.cpp" "$work/meson/" &&
     sed -i 's|../consumer.cpp|consumer.cpp|' "$work/meson/meson.build" &&
-    printf '[wrap-git]\nurl = %s\nrevision = head\ndepth = 1\n\n[provide]\ndependency_names = childproc\n' "$src" \
+    printf '[wrap-git]\nurl = file://%s\nrevision = head\ndepth = 1\n\n[provide]\ndependency_names = childproc\n' "$src" \
       > "$work/meson/subprojects/childproc.wrap" &&
     meson setup "$work/meson/build" "$work/meson" && meson compile -C "$work/meson/build" && "$work/meson/build/consumer"
 }

@@ -11,6 +11,12 @@
 
 namespace childproc::inline v0 {
 
+/// How a channel frames messages (Node's `serialization` option, plus childproc's own):
+/// - `childproc`: a 4-byte big-endian length, then the payload (any bytes, handles too);
+/// - `json`: Node's default, one JSON text per line: a C++ program and a Node program talk so;
+/// - `advanced`: Node's V8 serialization, not spoken: every send and receive fails with ENOTSUP.
+enum class serialization { childproc, json, advanced };
+
 /// What a codec found at the start of the received bytes.
 struct frame_scan {
   enum class kind {
@@ -32,6 +38,7 @@ struct frame_scan {
 /// 2 GiB - 1: the length's top bit marks a control frame, whose payload (8 to 1024 bytes)
 /// announces a handle (a descriptor, HANDLE or socket) that belongs to the next message.
 struct length_prefixed {
+  static constexpr serialization kind = serialization::childproc;
   static constexpr std::size_t header_size = 4;
   static constexpr bool carries_handles = true;
   static constexpr std::uint32_t handle_flag = 0x80000000u;
@@ -94,6 +101,7 @@ struct length_prefixed {
 /// newline, which JSON never needs). With it a C++ parent and a Node child (or the reverse) talk
 /// over NODE_CHANNEL_FD; payloads with a newline cannot be sent.
 struct json_lines {
+  static constexpr serialization kind = serialization::json;
   static constexpr bool carries_handles = false;  // Node's NODE_HANDLE protocol is not spoken
 
   static std::size_t begin(std::string& out) { return out.size(); }
@@ -127,6 +135,26 @@ struct json_lines {
     return s;
   }
 };
+
+namespace detail {
+// The codec of a serialization chosen at run time (`advanced` frames nothing: send refuses first).
+inline bool carries_handles(serialization s) noexcept { return s == serialization::childproc; }
+inline std::size_t frame_begin(serialization s, std::string& out) {
+  return s == serialization::childproc ? length_prefixed::begin(out) : json_lines::begin(out);
+}
+inline bool frame_finish(serialization s, std::string& out, std::size_t at, bool control = false) {
+  return s == serialization::childproc ? length_prefixed::finish(out, at, control) : json_lines::finish(out, at, control);
+}
+inline std::size_t frame_payload_size(serialization s, const std::string& out, std::size_t at) noexcept {
+  return s == serialization::childproc ? length_prefixed::payload_size(out, at) : json_lines::payload_size(out, at);
+}
+inline frame_scan frame_scan_in(serialization s, std::string_view in, std::size_t max, std::size_t scanned = 0) noexcept {
+  return s == serialization::childproc ? length_prefixed::scan(in, max, scanned) : json_lines::scan(in, max, scanned);
+}
+inline const char* serialization_name(serialization s) noexcept {
+  return s == serialization::childproc ? "childproc" : s == serialization::json ? "json" : "advanced";
+}
+}  // namespace detail
 
 /// Appends one frame of `Codec` holding `payload` to `out`; false (nothing appended) if the codec
 /// cannot carry it.

@@ -18,6 +18,9 @@ namespace childproc::inline v0::detail {
 
 /// The environment variable that tells a forked child where its channel is (a descriptor number).
 inline constexpr const char* channel_env = "CHILDPROC_CHANNEL";
+// Where Node's fork() puts its channel, and the serialization it speaks there.
+inline constexpr const char* node_channel_env = "NODE_CHANNEL_FD";
+inline constexpr const char* node_serialization_env = "NODE_CHANNEL_SERIALIZATION_MODE";
 
 /// A duplex transport for a channel; the parent's end is ready for the reactor, the child's end
 /// is what the child gets at its stdio index.

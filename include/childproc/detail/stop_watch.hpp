@@ -3,23 +3,74 @@
 #ifndef CHILDPROC_DETAIL_STOP_WATCH_HPP
 #define CHILDPROC_DETAIL_STOP_WATCH_HPP
 
+#include <atomic>      // owner_done, read by the kicker
 #include <memory>      // the state the callback shares with its watcher
 #include <mutex>       // the callback may run on any thread
-#include <stop_token>  // std::stop_callback
+#include <stop_token>  // std::stop_callback (it brings <semaphore>'s configuration)
 #include <utility>     // std::exchange
+
+// libstdc++ without futexes (mingw-w64) waits on a semaphore in a way that can miss its wake-up
+// (GCC bug 106183): a waiter that checked the value just before the release sleeps on a shared
+// condition variable until the next notification of that slot. Kicking every slot ends it.
+#if defined(__GLIBCXX__) && !defined(_GLIBCXX_HAVE_PLATFORM_WAIT) && defined(__cpp_lib_semaphore)
+#  define CHILDPROC_KICK_SEMAPHORE_WAITERS 1
+#  include <chrono>     // the kicker's pace
+#  include <semaphore>  // the kicks
+#  include <thread>     // the kicker
+#else
+#  define CHILDPROC_KICK_SEMAPHORE_WAITERS 0
+#endif
 
 namespace childproc::inline v0::detail {
 
+#if CHILDPROC_KICK_SEMAPHORE_WAITERS
+// Wakes every thread asleep in a libstdc++ semaphore or atomic wait: releasing a semaphore whose
+// count is 0 notifies its slot of the waiter table (16 slots chosen by address bits 2-5, which 32
+// adjacent 8-byte semaphores cover). A woken waiter checks its own value again: harmless.
+inline void kick_semaphore_waiters() noexcept {
+  struct kick {
+    std::binary_semaphore s{0};
+  };
+  static kick kicks[32];
+  for (auto& k : kicks) {
+    k.s.release();
+    (void)k.s.try_acquire();
+  }
+}
+
+// Until `done`, kicks every millisecond: for an owner that must wait for a stop callback.
+inline void start_kicker(std::shared_ptr<std::atomic<bool>> done) {
+  auto kicker = [done = std::move(done)] {
+    while (!done->load()) {
+      kick_semaphore_waiters();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  };
+#if defined(__cpp_exceptions)
+  try {
+    std::thread(std::move(kicker)).detach();
+  } catch (...) {  // no thread to be had: the owner waits as std::stop_callback would
+  }
+#else
+  std::thread(std::move(kicker)).detach();
+#endif
+}
+#endif
+
 /// Calls `state->on_stop()` once when a std::stop_token is stopped, on the thread that stops it
-/// (or in start(), if it already is). `State` keeps what on_stop() touches behind its own lock, so
-/// that end() can cut it off; the watch keeps the state alive while on_stop() may still run.
+/// (or in start(), if it already is); not after end() has returned, unless it had already begun.
+/// `State` keeps what on_stop() touches behind its own lock, so that the owner can cut it off
+/// before end(); the watch keeps the state alive while on_stop() may still run.
 ///
 /// Why not a std::stop_callback member: destroying one whose callback runs on another thread
 /// waits for that callback, and in libstdc++ 12 without futexes (mingw-w64) that wait can miss
 /// its wake-up and never end (GCC bug 106183). Here the callback owns a shared core and the core
 /// owns the callback; a callback that has started destroys itself at its end (from inside its own
 /// callback nothing waits), and end() destroys it only while the stop is not requested, when it is
-/// still registered and removing it waits for nothing.
+/// still registered and removing it waits for nothing. What is left: a request that takes the
+/// callback off its list in the few instructions between end()'s check and its removal makes
+/// ~stop_callback wait for the cut-off thunk's return (nanoseconds, within the spin before any
+/// sleep); only std::stop_callback's own code could close that.
 template <class State>
 class stop_watch {
  public:
@@ -41,9 +92,15 @@ class stop_watch {
     auto c = std::make_shared<core>();
     c->state = std::move(state);
     c->token = token;
-    arming() = c.get();
-    auto cb = std::make_unique<std::stop_callback<thunk>>(token, thunk{c});  // runs it here if stopped
-    arming() = nullptr;
+    struct arming_scope {  // reset even if the registration throws
+      explicit arming_scope(core* c) noexcept { arming() = c; }
+      ~arming_scope() { arming() = nullptr; }
+    };
+    std::unique_ptr<std::stop_callback<thunk>> cb;
+    {
+      const arming_scope scope(c.get());
+      cb = std::make_unique<std::stop_callback<thunk>>(token, thunk{c});  // runs it here if stopped
+    }
     std::lock_guard lock(c->m);
     // One that ran here was never registered: it goes now, waiting for nothing. One started
     // meanwhile by a request on another thread takes itself at its end, or if it has ended,
@@ -58,12 +115,25 @@ class stop_watch {
     auto c = std::exchange(core_, nullptr);
     if (!c) return;
     std::unique_ptr<std::stop_callback<thunk>> doomed;
+    bool popped = false;  // a request has taken it off its list: destroying it waits for that request
     {
       std::lock_guard lock(c->m);
       // Started, or certain to start (a requested stop runs every registered callback): it
       // destroys itself. An ended one that start() stored late is ours.
       if (c->finished || (!c->entered && !c->token.stop_requested())) doomed = std::move(c->callback);
+      popped = doomed && c->finished;
+      // A request can still take the callback off its list between here and the removal below
+      // (a few instructions); then ~stop_callback waits for the thunk, which, cut off, returns
+      // at once: a wait short enough for libstdc++'s spin, never one for on_stop().
+      c->cut = true;
     }
+#if CHILDPROC_KICK_SEMAPHORE_WAITERS
+    if (popped) start_kicker(c->owner_done);  // that request may not have released the callback yet
+#else
+    (void)popped;
+#endif
+    doomed.reset();
+    c->owner_done->store(true);
   }
 
  private:
@@ -75,18 +145,31 @@ class stop_watch {
     bool entered = false;        // the callback has started: it destroys itself
     bool finished = false;       // ... and has ended
     bool inline_run = false;     // it ran inside its own constructor: never registered
+    bool cut = false;            // end() has run: a late callback skips on_stop()
+    // end() has destroyed what it took: the kicker stops (shared with it, so nothing else is kept).
+    std::shared_ptr<std::atomic<bool>> owner_done = std::make_shared<std::atomic<bool>>(false);
     std::unique_ptr<std::stop_callback<thunk>> callback;
   };
   struct thunk {
     std::shared_ptr<core> c;
     void operator()() const noexcept {
       const std::shared_ptr<core> keep = c;  // destroying the callback destroys `this`
+      bool cut = false, owner_waits = false;
       {
         std::lock_guard lock(keep->m);
         keep->entered = true;
         keep->inline_run = arming() == keep.get();
+        cut = keep->cut;
+        // end() took the callback after this request had taken it off the list: end() is in
+        // ~stop_callback, waiting for this request to release it.
+        owner_waits = cut && !keep->callback && !keep->owner_done->load();
       }
-      keep->state->on_stop();
+#if CHILDPROC_KICK_SEMAPHORE_WAITERS
+      if (owner_waits) start_kicker(keep->owner_done);
+#else
+      (void)owner_waits;
+#endif
+      if (!cut) keep->state->on_stop();
       std::unique_ptr<std::stop_callback<thunk>> doomed;
       std::lock_guard lock(keep->m);
       doomed = std::move(keep->callback);  // a stop callback runs once: it has no further use

@@ -1,0 +1,298 @@
+// SPDX-License-Identifier: BSL-1.0
+// Platform-free: checks that a message for a Node peer is what Node's 'json' channel can take:
+// exactly one JSON text (RFC 8259, UTF-8), on one line. Node parses each line with JSON.parse and
+// an exception there kills the Node process, so nothing else may be sent. One pass, no allocation.
+#ifndef CHILDPROC_DETAIL_JSON_CHECK_HPP
+#define CHILDPROC_DETAIL_JSON_CHECK_HPP
+
+#include <cstddef>      // std::size_t
+#include <cstdint>      // the nesting stack
+#include <string_view>  // the text
+
+namespace childproc::inline v0::detail {
+
+/// What check_json_message found.
+struct json_verdict {
+  enum class kind {
+    ok,
+    empty,        ///< nothing, or only whitespace
+    bad_syntax,   ///< not JSON at `at`
+    bad_utf8,     ///< a string holds bytes that are not UTF-8, at `at`
+    trailing,     ///< a whole JSON text, then more at `at` (two values, or junk)
+    newline,      ///< a raw line feed at `at`: Node's framing splits lines there
+    too_deep,     ///< nested deeper than max_depth, at `at`
+  };
+  kind what = kind::ok;
+  std::size_t at = 0;
+  bool internal = false;  ///< an object whose "cmd" is a string of 6+ characters starting "NODE_": Node's own message
+};
+
+inline constexpr std::size_t json_max_depth = 4096;
+
+class json_checker {
+ public:
+  explicit json_checker(std::string_view t) noexcept : t_(t) {}
+
+  json_verdict run() noexcept {
+    skip_ws();
+    if (failed_) return v_;
+    if (i_ == t_.size()) return fail(json_verdict::kind::empty);
+    value();
+    if (failed_) return v_;
+    skip_ws();
+    if (failed_) return v_;
+    if (i_ != t_.size()) return fail(json_verdict::kind::trailing);
+    v_.internal = internal_;
+    return v_;
+  }
+
+ private:
+  // Iterative, so deep nesting costs no stack: one bit per open container (1: object).
+  void value() noexcept {
+    std::size_t depth = 0;
+    while (!failed_) {
+      skip_ws();
+      if (failed_) return;
+      const bool top_key_cmd = pending_cmd_;
+      pending_cmd_ = false;
+      if (i_ == t_.size()) return (void)fail(json_verdict::kind::bad_syntax);
+      const char c = t_[i_];
+      if (c == '{' || c == '[') {
+        if (top_key_cmd) internal_ = false;  // cmd is not a string: an ordinary message
+        if (depth == json_max_depth) return (void)fail(json_verdict::kind::too_deep);
+        set_bit(depth, c == '{');
+        ++depth;
+        ++i_;
+        skip_ws();
+        if (failed_) return;
+        if (i_ < t_.size() && t_[i_] == (c == '{' ? '}' : ']')) {  // empty container
+          ++i_;
+          --depth;
+        } else if (c == '{') {
+          if (!key(depth)) return;
+          continue;
+        } else {
+          continue;
+        }
+      } else if (c == '"') {
+        if (top_key_cmd) {
+          internal_ = string(match::node_prefix);
+        } else if (!string(match::none)) {
+          return;
+        }
+        if (failed_) return;
+      } else {
+        if (top_key_cmd) internal_ = false;  // cmd is not a string: an ordinary message
+        if (!scalar()) return;
+      }
+      // After a value: close containers or go on to the next member / element.
+      while (true) {
+        if (depth == 0) return;
+        skip_ws();
+        if (failed_) return;
+        if (i_ == t_.size()) return (void)fail(json_verdict::kind::bad_syntax);
+        const bool object = get_bit(depth - 1);
+        if (t_[i_] == ',') {
+          ++i_;
+          if (object && !key(depth)) return;
+          break;
+        }
+        if (t_[i_] != (object ? '}' : ']')) return (void)fail(json_verdict::kind::bad_syntax);
+        ++i_;
+        --depth;
+      }
+    }
+  }
+
+  // A member's key and its colon; notes a key "cmd" of the outermost object.
+  bool key(std::size_t depth) noexcept {
+    skip_ws();
+    if (failed_) return false;
+    if (i_ == t_.size() || t_[i_] != '"') return fail(json_verdict::kind::bad_syntax), false;
+    const bool is_cmd = string(match::cmd);
+    if (failed_) return false;
+    skip_ws();
+    if (failed_) return false;
+    if (i_ == t_.size() || t_[i_] != ':') return fail(json_verdict::kind::bad_syntax), false;
+    ++i_;
+    pending_cmd_ = is_cmd && depth == 1;
+    return true;
+  }
+
+  enum class match { none, cmd, node_prefix };
+
+  // A string at t_[i_] == '"'. Returns, for `cmd`, whether it decodes to exactly "cmd"; for
+  // `node_prefix`, whether it decodes to "NODE_" and at least one more character; else true.
+  bool string(match m) noexcept {
+    constexpr std::string_view cmd = "cmd", node = "NODE_";
+    const std::string_view want = m == match::cmd ? cmd : node;
+    bool same = true;
+    std::size_t n = 0;  // characters decoded
+    ++i_;
+    while (true) {
+      if (i_ == t_.size()) return fail(json_verdict::kind::bad_syntax), false;
+      const auto b = static_cast<unsigned char>(t_[i_]);
+      std::uint32_t cp = 0;
+      if (b == '"') {
+        ++i_;
+        break;
+      }
+      if (b == '\n') return fail(json_verdict::kind::newline), false;
+      if (b < 0x20) return fail(json_verdict::kind::bad_syntax), false;
+      if (b == '\\') {
+        if (!escape(cp)) return false;
+      } else if (b < 0x80) {
+        cp = b;
+        ++i_;
+      } else if (!utf8(cp)) {
+        return false;
+      }
+      if (m != match::none) {
+        if (n < want.size() && cp != static_cast<unsigned char>(want[n])) same = false;
+        ++n;
+      }
+    }
+    if (m == match::cmd) return same && n == cmd.size();
+    if (m == match::node_prefix) return same && n > node.size();
+    return true;
+  }
+
+  bool escape(std::uint32_t& cp) noexcept {
+    if (i_ + 1 >= t_.size()) return fail(json_verdict::kind::bad_syntax), false;
+    const char e = t_[i_ + 1];
+    i_ += 2;
+    switch (e) {
+      case '"': cp = '"'; return true;
+      case '\\': cp = '\\'; return true;
+      case '/': cp = '/'; return true;
+      case 'b': cp = '\b'; return true;
+      case 'f': cp = '\f'; return true;
+      case 'n': cp = '\n'; return true;
+      case 'r': cp = '\r'; return true;
+      case 't': cp = '\t'; return true;
+      case 'u': return hex4(cp);  // a lone surrogate is valid JSON: JSON.parse takes it
+      default: i_ -= 1; return fail(json_verdict::kind::bad_syntax), false;
+    }
+  }
+
+  bool hex4(std::uint32_t& cp) noexcept {
+    if (t_.size() - i_ < 4) return fail(json_verdict::kind::bad_syntax), false;
+    cp = 0;
+    for (int k = 0; k < 4; ++k, ++i_) {
+      const char h = t_[i_];
+      int d = -1;
+      if (h >= '0' && h <= '9') d = h - '0';
+      else if (h >= 'a' && h <= 'f') d = h - 'a' + 10;
+      else if (h >= 'A' && h <= 'F') d = h - 'A' + 10;
+      if (d < 0) return fail(json_verdict::kind::bad_syntax), false;
+      cp = cp * 16 + static_cast<std::uint32_t>(d);
+    }
+    return true;
+  }
+
+  // One UTF-8 sequence: shortest form, no surrogates, at most U+10FFFF.
+  bool utf8(std::uint32_t& cp) noexcept {
+    const auto b0 = static_cast<unsigned char>(t_[i_]);
+    std::size_t len = 0;
+    std::uint32_t min = 0;
+    if (b0 >= 0xC2 && b0 <= 0xDF) len = 2, cp = b0 & 0x1Fu, min = 0x80;
+    else if (b0 >= 0xE0 && b0 <= 0xEF) len = 3, cp = b0 & 0x0Fu, min = 0x800;
+    else if (b0 >= 0xF0 && b0 <= 0xF4) len = 4, cp = b0 & 0x07u, min = 0x10000;
+    else return fail(json_verdict::kind::bad_utf8), false;
+    if (t_.size() - i_ < len) return fail(json_verdict::kind::bad_utf8), false;
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto b = static_cast<unsigned char>(t_[i_ + k]);
+      if ((b & 0xC0) != 0x80) return fail(json_verdict::kind::bad_utf8), false;
+      cp = (cp << 6) | (b & 0x3Fu);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return fail(json_verdict::kind::bad_utf8), false;
+    i_ += len;
+    return true;
+  }
+
+  // true, false, null or a number.
+  bool scalar() noexcept {
+    for (std::string_view word : {std::string_view("true"), std::string_view("false"), std::string_view("null")})
+      if (t_.substr(i_, word.size()) == word) {
+        i_ += word.size();
+        return true;
+      }
+    const std::size_t start = i_;
+    if (i_ < t_.size() && t_[i_] == '-') ++i_;
+    if (i_ < t_.size() && t_[i_] == '0') ++i_;
+    else if (!digits()) return fail_at(start), false;
+    if (i_ < t_.size() && t_[i_] == '.') {
+      ++i_;
+      if (!digits()) return fail(json_verdict::kind::bad_syntax), false;
+    }
+    if (i_ < t_.size() && (t_[i_] == 'e' || t_[i_] == 'E')) {
+      ++i_;
+      if (i_ < t_.size() && (t_[i_] == '+' || t_[i_] == '-')) ++i_;
+      if (!digits()) return fail(json_verdict::kind::bad_syntax), false;
+    }
+    return true;
+  }
+
+  bool digits() noexcept {
+    const std::size_t start = i_;
+    while (i_ < t_.size() && t_[i_] >= '0' && t_[i_] <= '9') ++i_;
+    return i_ > start;
+  }
+
+  void skip_ws() noexcept {
+    while (i_ < t_.size()) {
+      const char c = t_[i_];
+      if (c == '\n') return (void)fail(json_verdict::kind::newline);
+      if (c != ' ' && c != '\t' && c != '\r') return;
+      ++i_;
+    }
+  }
+
+  json_verdict fail(json_verdict::kind k) noexcept {
+    if (!failed_) {
+      failed_ = true;
+      v_.what = k;
+      v_.at = i_;
+    }
+    return v_;
+  }
+  void fail_at(std::size_t at) noexcept {
+    i_ = at;
+    fail(json_verdict::kind::bad_syntax);
+  }
+
+  void set_bit(std::size_t d, bool v) noexcept {
+    const std::uint64_t bit = std::uint64_t{1} << (d % 64);
+    stack_[d / 64] = v ? (stack_[d / 64] | bit) : (stack_[d / 64] & ~bit);
+  }
+  bool get_bit(std::size_t d) const noexcept { return (stack_[d / 64] >> (d % 64)) & 1u; }
+
+  std::string_view t_;
+  std::size_t i_ = 0;
+  bool failed_ = false;
+  bool pending_cmd_ = false;  // the value about to be read is the outermost object's "cmd"
+  bool internal_ = false;
+  json_verdict v_;
+  std::uint64_t stack_[json_max_depth / 64] = {};
+};
+
+/// Checks one message for a Node peer: exactly one JSON text, UTF-8, without a raw line feed.
+inline json_verdict check_json_message(std::string_view text) noexcept { return json_checker(text).run(); }
+
+/// The words for a verdict that is not ok, for send's error.
+inline const char* json_verdict_words(json_verdict::kind k) noexcept {
+  switch (k) {
+    case json_verdict::kind::ok: return "a JSON text";
+    case json_verdict::kind::empty: return "empty (no JSON value)";
+    case json_verdict::kind::bad_syntax: return "not valid JSON";
+    case json_verdict::kind::bad_utf8: return "not valid UTF-8";
+    case json_verdict::kind::trailing: return "more than one JSON value";
+    case json_verdict::kind::newline: return "a raw line feed (Node reads one message per line)";
+    case json_verdict::kind::too_deep: return "nested deeper than 4096 levels";
+  }
+  return "not valid JSON";
+}
+
+}  // namespace childproc::inline v0::detail
+
+#endif

@@ -1,0 +1,101 @@
+// The check a message for a Node peer passes before it is sent: exactly one JSON text, UTF-8, on
+// one line; and whether it is one of Node's own ("cmd": "NODE_..."). Node kills itself on anything
+// its JSON.parse refuses, so every refusal here is a crash avoided.
+#include <childproc/detail/json_check.hpp>
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+namespace cpd = childproc::detail;
+using kind = cpd::json_verdict::kind;
+
+namespace {
+kind of(const std::string& t) { return cpd::check_json_message(t).what; }
+std::size_t at(const std::string& t) { return cpd::check_json_message(t).at; }
+bool internal(const std::string& t) { return cpd::check_json_message(t).internal; }
+}  // namespace
+
+TEST_CASE("what JSON.stringify makes passes") {
+  for (const char* ok : {R"({"n":12})", R"([1,2,"three",null,true,false])", R"("x")", "0", "-0.5e+10", "1E3",
+                         R"({"a":{"b":[{}, []]}})", R"("\u00e9\"\\\/\b\f\n\r\t")", "\"caf\xc3\xa9 \xf0\x9f\x98\x80\"",
+                         " {\"spaced\" : [ 1 , 2 ] } ", R"("\ud800")", "{}", "[]"})
+    CHECK_MESSAGE(of(ok) == kind::ok, ok);
+}
+
+TEST_CASE("everything JSON.parse would throw on is refused, with where") {
+  CHECK(of("") == kind::empty);
+  CHECK(of("   ") == kind::empty);
+  CHECK(of("{") == kind::bad_syntax);
+  CHECK(of("{\"a\":}") == kind::bad_syntax);
+  CHECK(of("{\"a\" 1}") == kind::bad_syntax);
+  CHECK(of("{a:1}") == kind::bad_syntax);
+  CHECK(of("[1,]") == kind::bad_syntax);
+  CHECK(of("{\"a\":1,}") == kind::bad_syntax);
+  CHECK(of("01") == kind::trailing);
+  CHECK(of("1.") == kind::bad_syntax);
+  CHECK(of("-") == kind::bad_syntax);
+  CHECK(of(".5") == kind::bad_syntax);
+  CHECK(of("+1") == kind::bad_syntax);
+  CHECK(of("1e") == kind::bad_syntax);
+  CHECK(of("tru") == kind::bad_syntax);
+  CHECK(of("'x'") == kind::bad_syntax);
+  CHECK(of("\"\\x\"") == kind::bad_syntax);
+  CHECK(of("\"\\u12g4\"") == kind::bad_syntax);
+  CHECK(of("\"tab\there\"") == kind::bad_syntax);  // a raw control character in a string
+  CHECK(of("\"open") == kind::bad_syntax);
+  CHECK(of("NaN") == kind::bad_syntax);
+  CHECK(of("1 2") == kind::trailing);
+  CHECK(at("1 2") == 2);
+  CHECK(of("{} {}") == kind::trailing);
+  CHECK(of("{}x") == kind::trailing);
+  CHECK(at("[1,2,x]") == 5);
+  CHECK(of(std::string("\"a\0b\"", 5)) == kind::bad_syntax);
+}
+
+TEST_CASE("a raw line feed anywhere is refused: Node reads one message per line") {
+  CHECK(of("{\n}") == kind::newline);
+  CHECK(at("{\n}") == 1);
+  CHECK(of("1\n") == kind::newline);
+  CHECK(of("\"a\nb\"") == kind::newline);
+  CHECK(of("\"a\\nb\"") == kind::ok);  // the escape is fine
+  CHECK(of("{\r}") == kind::ok);       // a carriage return is whitespace, and no line end for Node
+}
+
+TEST_CASE("strings must be UTF-8: overlong forms, surrogates, stray bytes and cut sequences are refused") {
+  for (const char* bad : {"\"\xc0\xaf\"", "\"\xe0\x80\xaf\"", "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"", "\"\x80\"",
+                          "\"\xff\"", "\"\xc3\"", "\"\xe2\x82\"", "\"\xc3(\""})
+    CHECK(of(bad) == kind::bad_utf8);
+  CHECK(at("\"ab\xff\"") == 3);
+  CHECK(of("\xef\xbb\xbf{}") == kind::bad_syntax);  // a byte order mark outside a string
+}
+
+TEST_CASE("deep nesting is checked without recursion, up to 4096 levels") {
+  const std::string deep = std::string(4096, '[') + std::string(4096, ']');
+  CHECK(of(deep) == kind::ok);
+  const std::string deeper = std::string(4097, '[') + std::string(4097, ']');
+  CHECK(of(deeper) == kind::too_deep);
+  CHECK(at(deeper) == 4096);
+  std::string objects;
+  for (int i = 0; i < 4000; ++i) objects += "{\"a\":";
+  objects += "1" + std::string(4000, '}');
+  CHECK(of(objects) == kind::ok);
+  CHECK(of(std::string(100000, '[')) == kind::too_deep);
+}
+
+TEST_CASE("Node's own messages: a top-level object whose last \"cmd\" is a string of 6+ characters starting NODE_") {
+  CHECK(internal(R"({"cmd":"NODE_HANDLE_ACK"})"));
+  CHECK(internal(R"({"a":1,"cmd":"NODE_X","b":[2]})"));
+  CHECK(internal(R"({"c\u006dd":"\u004eODE_X"})"));  // escapes decode as JSON.parse does
+  CHECK(!internal(R"({"cmd":"NODE_"})"));           // not longer than the prefix
+  CHECK(!internal(R"({"cmd":"node_x"})"));
+  CHECK(!internal(R"({"cmd":5})"));
+  CHECK(!internal(R"({"cmd":{"x":"NODE_X"}})"));
+  CHECK(!internal(R"({"x":{"cmd":"NODE_X"}})"));  // not at the top
+  CHECK(!internal(R"([{"cmd":"NODE_X"}])"));
+  CHECK(!internal(R"("NODE_X")"));
+  CHECK(!internal(R"({"cmdx":"NODE_X"})"));
+  CHECK(!internal(R"({"cmd":"NODE_X","cmd":"other"})"));  // JSON.parse keeps the last
+  CHECK(internal(R"({"cmd":"other","cmd":"NODE_X"})"));
+  CHECK(!internal(R"({"cmd":"NODE_X","cmd":null})"));
+}
