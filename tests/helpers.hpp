@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,15 @@ inline void set_env(const char* name, const char* value) {
 #else
   setenv(name, value, 1);
 #endif
+}
+
+/// Writes `text` to a file of that name in the temporary directory: its path, or "" if it failed.
+inline std::string write_temp_file(const std::string& name, const std::string& text) {
+  const std::string path = (std::filesystem::temp_directory_path() / name).string();
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) return {};
+  const bool ok = std::fputs(text.c_str(), f) >= 0;
+  return std::fclose(f) == 0 && ok ? path : std::string();
 }
 
 /// The child's argument list for a mode: {mode, args...}.

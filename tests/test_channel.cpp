@@ -697,11 +697,8 @@ static std::string find_node() {
 }
 
 static std::string write_script(const std::string& name, const std::string& text) {
-  const std::string path = (std::filesystem::temp_directory_path() / name).string();
-  FILE* f = std::fopen(path.c_str(), "w");
-  REQUIRE(f);
-  std::fputs(text.c_str(), f);
-  std::fclose(f);
+  std::string path = write_temp_file(name, text);
+  REQUIRE(!path.empty());
   return path;
 }
 

@@ -10,16 +10,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <random>
 #include <string>
+#include <vector>
 #include <system_error>
 
 namespace {
 std::string write_script(const std::string& name, const std::string& text) {
-  const std::string path = (std::filesystem::temp_directory_path() / name).string();
-  FILE* f = std::fopen(path.c_str(), "w");
-  REQUIRE(f);
-  std::fputs(text.c_str(), f);
-  std::fclose(f);
+  std::string path = write_temp_file(name, text);
+  REQUIRE(!path.empty());
   return path;
 }
 
@@ -119,6 +118,190 @@ TEST_CASE("fork_node: the binary named by exec_path, and clear errors") {
   std::remove(script.c_str());
 }
 
+namespace {
+// Random texts near JSON: a random value (strings with escapes, multi-byte UTF-8, "cmd" keys and
+// NODE_ values), then up to three byte edits from an alphabet of JSON's own characters, stray
+// control bytes and broken UTF-8. Seeded: CHILDPROC_TEST_SEED repeats or varies a run.
+struct json_mutator {
+  std::mt19937 rng;
+  int pick(int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng); }
+  void ws(std::string& s) {
+    static const char* const w[] = {"", "", "", " ", "\t", "\r", "  "};
+    s += w[pick(7)];
+  }
+  void str(std::string& s, bool node) {
+    if (node && pick(2) == 0) return (void)(s += "\"NODE_HANDLE\"");
+    s += node ? "\"NODE_" : "\"";
+    for (int i = pick(6); i > 0; --i) {
+      static const char* const parts[] = {"a", "Z", "_", "\\n", "\\\"", "\\\\", "\\/", "\\u004e", "\\ud83d", "\xc3\xa9", "\xf0\x9f\x98\x80", "NODE_", "cmd"};
+      s += parts[pick(13)];
+    }
+    s += '"';
+  }
+  void value(std::string& s, int depth) {
+    ws(s);
+    switch (depth > 3 ? pick(4) : pick(7)) {
+      case 0: {
+        static const char* const nums[] = {"0", "-1", "3.25", "1e9", "-0.5E-3", "12345678901234567890", "1E+2"};
+        s += nums[pick(7)];
+        break;
+      }
+      case 1: s += pick(3) == 0 ? "true" : pick(2) ? "false" : "null"; break;
+      case 2: str(s, false); break;
+      case 3: str(s, true); break;
+      case 4:
+        s += '[';
+        for (int i = pick(4); i > 0; --i) {
+          value(s, depth + 1);
+          if (i > 1) s += ',';
+        }
+        s += ']';
+        break;
+      default:
+        s += '{';
+        for (int i = pick(4); i > 0; --i) {
+          ws(s);
+          const int k = pick(3);
+          if (k < 2) s += k ? "\"cmd\"" : "\"msg\"";
+          else str(s, false);
+          ws(s);
+          s += ':';
+          if (k == 1 && pick(2)) str(s, true);  // a "cmd" of Node's, often
+          else value(s, depth + 1);
+          if (i > 1) s += ',';
+        }
+        s += '}';
+    }
+    ws(s);
+  }
+  std::string text() {
+    std::string s;
+    value(s, 0);
+    static const std::string alphabet = [] {
+      std::string a = "{}[]\":,-+.0123456789eEtrufalsn\\/ \t\r\nNODE_cmd\x7f\xc3\xa9\xff\xed\xa0\x80\xef\xbb\xbf\x01";
+      a += '\0';
+      return a;
+    }();
+    for (int m = pick(4); m > 0; --m) {
+      const std::size_t at = static_cast<std::size_t>(pick(static_cast<int>(s.size()) + 1));
+      const char c = alphabet[static_cast<std::size_t>(pick(static_cast<int>(alphabet.size())))];
+      switch (pick(4)) {
+        case 0: s.insert(at, 1, c); break;
+        case 1: if (at < s.size()) s.erase(at, 1); break;
+        case 2: if (at < s.size()) s[at] = c; break;
+        default: s.insert(at, s.substr(at / 2, static_cast<std::size_t>(pick(6))));
+      }
+    }
+    return s;
+  }
+};
+
+std::string hex(const std::string& s) {
+  static const char* const digits = "0123456789abcdef";
+  std::string h;
+  for (unsigned char c : s) (h += digits[c >> 4]) += digits[c & 15];
+  return h;
+}
+
+unsigned test_seed() {
+  const char* s = std::getenv("CHILDPROC_TEST_SEED");
+  return s ? static_cast<unsigned>(std::strtoul(s, nullptr, 10)) : 20261201u;
+}
+}  // namespace
+
+// The check against JSON.parse itself, on 20,000 random texts: where Node parses a text (valid
+// UTF-8, no raw line feed) the check passes it, and where Node throws the check refuses it; Node's
+// own messages, NODE_HANDLE among them, are told apart the same way, and the text the check finds
+// for the member "msg" parses to what JSON.parse gives for it. Then every text the check passes
+// goes to a real Node peer over the channel, which survives them all and counts them.
+TEST_CASE("the JSON check agrees with JSON.parse on 20,000 random texts, and a Node peer survives every text it passes") {
+  const unsigned seed = test_seed();
+  INFO("CHILDPROC_TEST_SEED=" << seed);
+  json_mutator gen{std::mt19937(seed)};
+  // Each line: the text, and the "msg" member the check found in it ("-": none).
+  std::vector<std::string> texts;
+  std::string input;
+  for (int i = 0; i < 20000; ++i) {
+    texts.push_back(gen.text());
+    const auto v = cp::detail::check_json_message(texts.back());
+    ((input += hex(texts.back())) += ' ') += v.has_msg ? hex(texts.back().substr(v.msg_at, v.msg_size)) : "-";
+    input += '\n';
+  }
+  const std::string judge = write_script("childproc-json-judge.js", R"(
+const out = [];
+require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
+  const [h, sub] = line.split(' ');
+  const buf = Buffer.from(h, 'hex');
+  const text = buf.toString('utf8');
+  if (!Buffer.from(text, 'utf8').equals(buf)) return out.push('utf8');
+  let m;
+  try { m = JSON.parse(text); } catch (e) { return out.push('bad'); }
+  const object = m !== null && typeof m === 'object';
+  const internal = object && typeof m.cmd === 'string' && m.cmd.length > 5 && m.cmd.slice(0, 5) === 'NODE_';
+  let msg = 'none';  // the check's "msg" member against JSON.parse's
+  if (object && !Array.isArray(m) && Object.prototype.hasOwnProperty.call(m, 'msg')) {
+    try { msg = JSON.stringify(JSON.parse(Buffer.from(sub, 'hex').toString('utf8'))) === JSON.stringify(m.msg) ? 'same' : 'differs'; }
+    catch (e) { msg = 'differs'; }
+  } else if (sub !== '-') msg = 'extra';
+  out.push((internal ? 'internal' : 'ok') + ' ' + (internal && m.cmd === 'NODE_HANDLE' ? 'handle' : '-') + ' ' + msg);
+}).on('close', () => process.stdout.write(out.join('\n') + '\n'));
+)");
+  auto verdicts = cp::exec_file("node", {judge}, {.input = input}).value();
+  REQUIRE(verdicts.ok());
+  std::vector<std::string> node;
+  for (std::size_t at = 0, nl; (nl = verdicts.out.find('\n', at)) != std::string::npos; at = nl + 1)
+    node.push_back(verdicts.out.substr(at, nl - at));
+  REQUIRE(node.size() == texts.size());
+  int passed = 0, handles = 0, msgs = 0, counts[4] = {};
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    const auto v = cp::detail::check_json_message(texts[i]);
+    const bool ok = v.what == cp::detail::json_verdict::kind::ok;
+    INFO("text #" << i << " (hex " << hex(texts[i]) << "): Node says " << node[i]);
+    if (node[i] == "utf8") {
+      CHECK(!ok);
+      ++counts[0];
+    } else if (texts[i].find('\n') != std::string::npos) {
+      CHECK(!ok);
+      ++counts[1];
+    } else if (node[i] == "bad") {
+      CHECK(!ok);
+      ++counts[2];
+    } else {
+      REQUIRE(ok);
+      const std::string words = std::string(v.internal ? "internal" : "ok") + (v.handle ? " handle" : " -") + (v.has_msg ? " same" : " none");
+      CHECK(node[i] == words);
+      handles += v.handle;
+      msgs += v.has_msg;
+      ++counts[3];
+    }
+    passed += ok && !v.internal;
+  }
+  MESSAGE("seed " << seed << ": " << counts[0] << " not UTF-8, " << counts[1] << " with a line feed, " << counts[2]
+                  << " JSON.parse refused, " << counts[3] << " JSON.parse took (" << handles << " NODE_HANDLE, " << msgs
+                  << " with \"msg\"); " << passed << " sendable");
+  CHECK(counts[2] > 1000);  // the mix reaches both sides of the check
+  CHECK(counts[3] > 1000);
+  CHECK(counts[3] - passed > 50);  // and Node's own messages among what JSON.parse took,
+  CHECK(handles > 200);            // handle messages among them,
+  CHECK(msgs > 500);               // and members "msg" whose text is checked
+  std::remove(judge.c_str());
+
+  const std::string counter = write_script("childproc-json-counter.js", R"(
+let n = 0;
+process.on('message', (m) => { if (m === 'count?') process.send(n); else ++n; });
+)");
+  auto js = cp::fork_node(counter).value();
+  int sent = 0;
+  for (const auto& t : texts)
+    if (js.send(t)) ++sent;
+  CHECK(sent == passed);
+  REQUIRE(js.send(std::string("\"count?\"")));
+  CHECK(js.receive_sync<std::string>().value() == std::to_string(passed));
+  js.disconnect();
+  CHECK(js.wait()->exit_code() == 0);
+  std::remove(counter.c_str());
+}
+
 // This program as the child of a Node parent: parent_channel() finds Node's channel.
 CHILDPROC_ENTRY(node_square)(cp::channel& parent) {
   const bool clean = parent.serialization() == cp::serialization::json && !std::getenv("NODE_CHANNEL_FD") &&
@@ -165,6 +348,89 @@ c.on('exit', (code) => { console.log(err.trim()); console.log('exit ' + code); p
   auto out = cp::exec_file("node", {script, self}).value();
   CHECK(out.out == "receive: Node's 'advanced' serialization (V8's format) is not supported; start the Node side with "
                    "serialization: 'json' ENOTSUP\nexit 0\n");
+  std::remove(script.c_str());
+}
+
+// Node's lifecycle. A peer that ends with messages of ours unread resets the socket: the reader
+// takes that as the end (Node does), and a send afterwards is refused (EPIPE), nothing raised.
+TEST_CASE("a Node peer that exits with messages unread: end_of_stream, not ECONNRESET; a later send says EPIPE") {
+  const std::string flag = (std::filesystem::temp_directory_path() / "childproc-node-unread.flag").string();
+  const std::string script = write_script("childproc-node-unread.js", R"(
+const fs = require('fs');
+while (!fs.existsSync(process.argv[2])) {}  // busy, so the channel is never read
+process.exit(3);
+)");
+  for (const bool on_loop : {false, true}) {
+    CAPTURE(on_loop);
+    std::remove(flag.c_str());
+    auto js = cp::fork_node(script, {flag}).value();
+    for (int i = 0; i < 10; ++i) REQUIRE(js.send("{\"i\":" + std::to_string(i) + "}"));
+    REQUIRE(js.channel().flush());  // all in the socket before Node may exit
+    REQUIRE(!write_temp_file("childproc-node-unread.flag", "").empty());
+    CHECK(js.wait()->exit_code() == 3);
+    if (on_loop) {
+      cp::sync_wait([&]() -> cp::task<> {
+        auto m = co_await js.receive();
+        REQUIRE(!m);
+        CHECK(m.error() == cp::errc::end_of_stream);
+      }());
+    } else {
+      auto m = js.receive_sync();
+      REQUIRE(!m);
+      CHECK(m.error() == cp::errc::end_of_stream);
+    }
+    auto late = js.send(std::string("{}"));
+    REQUIRE(!late);
+    CHECK(late.error() == std::errc::broken_pipe);
+    CHECK(late.error().message() == "send EPIPE");
+    CHECK(js.receive_sync().error() == std::errc::broken_pipe);  // from now on, the first failure says why
+  }
+  std::remove(flag.c_str());
+  std::remove(script.c_str());
+}
+
+CHILDPROC_ENTRY(node_bye)(cp::channel& parent) {
+  if (!parent.send(std::string("{\"bye\":1}"))) return 3;
+  parent.disconnect();
+  auto late = parent.send(std::string("{}"));
+  if (late) return 4;
+  while (std::fgetc(stdin) != EOF) {}  // the Node parent closes stdin once it saw the disconnect
+  std::printf("child: %s\n", late.error().message().c_str());
+  return 0;
+}
+
+TEST_CASE("disconnect from a C++ child: the Node parent gets the message, then 'disconnect', then the exit") {
+  const std::string script = write_script("childproc-node-bye.js", R"(
+const { spawn } = require('child_process');
+const c = spawn(process.argv[2], [], { stdio: ['pipe', 'inherit', 'inherit', 'ipc'],
+                                       env: { ...process.env, CHILDPROC_ENTRY: 'node_bye' } });
+c.on('message', (m) => console.log('message ' + JSON.stringify(m)));
+c.on('disconnect', () => { console.log('disconnect, connected=' + c.connected); c.stdin.end(); });
+c.on('exit', (code) => console.log('exit ' + code));
+)");
+  const std::string self = cp::detail::self_exe_native({}).value();
+  auto out = cp::exec_file("node", {script, self}).value();
+  CHECK(out.err == "");
+  CHECK(out.out == "message {\"bye\":1}\ndisconnect, connected=false\nchild: send: the channel is closed\nexit 0\n");
+  std::remove(script.c_str());
+}
+
+TEST_CASE("disconnect from C++: the Node child gets 'disconnect', its sends fail, and it exits by itself") {
+  const std::string script = write_script("childproc-node-left.js", R"(
+process.on('message', (m) => {
+  process.send({ got: m });
+});
+process.on('disconnect', () => {
+  console.log('disconnect, connected=' + process.connected);
+  process.send({ late: 1 }, (e) => console.log(e ? e.code : 'sent'));
+});
+)");
+  auto js = cp::fork_node(script, {}, {.stdio = {cp::inherit, cp::pipe, cp::inherit, cp::ipc}}).value();
+  REQUIRE(js.send(R"({"x":1})"));
+  CHECK(js.receive_sync<std::string>().value() == R"({"got":{"x":1}})");
+  js.disconnect();
+  CHECK(js.out().read_all().value() == "disconnect, connected=false\nERR_IPC_CHANNEL_CLOSED\n");
+  CHECK(js.wait()->exit_code() == 0);
   std::remove(script.c_str());
 }
 

@@ -13,7 +13,12 @@ using kind = cpd::json_verdict::kind;
 namespace {
 kind of(const std::string& t) { return cpd::check_json_message(t).what; }
 std::size_t at(const std::string& t) { return cpd::check_json_message(t).at; }
-bool internal(const std::string& t) { return cpd::check_json_message(t).internal; }
+// The verdict's flag, checked against the receive side's shortcut, which must agree on every text.
+bool internal(const std::string& t) {
+  const bool full = cpd::check_json_message(t).internal;
+  CHECK(cpd::is_node_internal(t) == full);
+  return full;
+}
 }  // namespace
 
 TEST_CASE("what JSON.stringify makes passes") {
@@ -98,4 +103,37 @@ TEST_CASE("Node's own messages: a top-level object whose last \"cmd\" is a strin
   CHECK(!internal(R"({"cmd":"NODE_X","cmd":"other"})"));  // JSON.parse keeps the last
   CHECK(internal(R"({"cmd":"other","cmd":"NODE_X"})"));
   CHECK(!internal(R"({"cmd":"NODE_X","cmd":null})"));
+  CHECK(internal(" \t{\"cmd\":\"NODE_X\"}"));  // leading whitespace
+  CHECK(!internal(R"({"cmd":"NODE_X")"));       // cut off: not JSON, so not Node's either
+  CHECK(!internal(R"({"cmd":"NODE_X"}x)"));
+}
+
+// What a received NODE_HANDLE message is made of: the user's message is its "msg" member.
+static std::string msg_of(const std::string& t) {
+  const auto v = cpd::check_received(t);
+  REQUIRE(v.what == cpd::json_verdict::kind::ok);
+  REQUIRE(v.has_msg);
+  return t.substr(v.msg_at, v.msg_size);
+}
+
+TEST_CASE("Node's handle messages: cmd NODE_HANDLE, and the exact text of the outermost \"msg\"") {
+  CHECK(cpd::check_received(R"({"cmd":"NODE_HANDLE","type":"net.Native","msg":{"a":[1,{"msg":2}]}})").handle);
+  CHECK(msg_of(R"({"cmd":"NODE_HANDLE","type":"net.Native","msg":{"a":[1,{"msg":2}]}})") == R"({"a":[1,{"msg":2}]})");
+  CHECK(msg_of(R"({"msg": "x\"y" ,"cmd":"NODE_HANDLE"})") == R"("x\"y")");
+  CHECK(msg_of(R"({"cmd":"NODE_HANDLE","msg":12.5e3})") == "12.5e3");
+  CHECK(msg_of(R"({"cmd":"NODE_HANDLE","msg":[]})") == "[]");
+  CHECK(msg_of(R"({"cmd":"NODE_HANDLE","msg":{}})") == "{}");
+  CHECK(msg_of(R"({"cmd":"NODE_HANDLE","msg":null,"msg":[true]})") == "[true]");  // the last one, as JSON.parse
+  CHECK(msg_of(R"({"cmd":"NODE_HANDLE","m\u0073g":"esc"})") == R"("esc")");     // keys decode
+  CHECK(cpd::check_received(R"({"cmd":"NODE_HANDLE"})").handle);
+  CHECK(!cpd::check_received(R"({"cmd":"NODE_HANDLE"})").has_msg);
+  CHECK(!cpd::check_received(R"({"cmd":"NODE_HANDLE_ACK"})").handle);  // internal, but not a handle
+  CHECK(cpd::check_received(R"({"cmd":"NODE_HANDLE_ACK"})").internal);
+  CHECK(!cpd::check_received(R"({"cmd":"NODE_HANDLEX"})").handle);
+  CHECK(!cpd::check_received(R"({"cmd":"NODE_HANDL"})").handle);
+  CHECK(cpd::check_received(R"({"cmd":"\u004eODE_HANDLE","msg":1})").handle);
+  CHECK(!cpd::check_received(R"({"x":{"cmd":"NODE_HANDLE","msg":1}})").handle);  // not at the top
+  CHECK(!cpd::check_received(R"({"x":{"msg":1}})").has_msg);
+  CHECK(!cpd::check_received(R"({"cmd":"NODE_HANDLE","msg":1)").handle);  // not JSON: nothing
+  CHECK(!cpd::check_received(R"({"msg":1})").has_msg);  // an ordinary message is not parsed
 }

@@ -1017,65 +1017,65 @@ class channel {
     if (!c->big.empty() || c->big_fill) return take_big();
     if (c->format == childproc::serialization::advanced) return advanced_error("receive");
     for (;;) {  // skips Node's own messages
-    const std::string_view have(c->in.data() + c->head, c->fill - c->head);
-    const frame_scan s = detail::frame_scan_in(c->format, have, c->max, c->scanned);
-    switch (s.what) {
-      case frame_scan::kind::frame: {
-        if (s.handle) {
-          const std::uint64_t at = c->consumed;
-          const std::string_view payload = have.substr(s.header, s.size);  // the buffer stays put until the next read
-          consume(c, s.header + s.size + s.trailer);
-          if (auto e = announced(payload, at); !e) return std::move(e).error();
-          return take_frame();  // the message it belongs to
-        }
-        if (c->format == childproc::serialization::json && detail::check_json_message(have.substr(s.header, s.size)).internal) {
-          consume(c, s.header + s.size + s.trailer);  // Node's NODE_* message: not the user's
-          continue;
-        }
-        message m(std::string(have.substr(s.header, s.size)), std::move(c->incoming));
-        consume(c, s.header + s.size + s.trailer);
-        drop_strays(c, c->consumed);
-        return std::optional<message>(std::move(m));
-      }
-      case frame_scan::kind::too_large:
-        close_io(c);
-        return fail(c, error(errc::message_too_large, "receive: a message of " + std::to_string(s.size) +
-                                                          " bytes, more than max_message_size " + std::to_string(c->max)));
-      case frame_scan::kind::garbage:
-        close_io(c);
-        return fail(c, error(errc::bad_frame, "receive: not a frame"));
-      case frame_scan::kind::need_more:
-        if (c->failed && (c->eof || !c->io.is_open())) return c->failure;  // else what is still in the socket is read
-        if (c->eof) {
-          if (have.empty()) return error(errc::end_of_stream);
-          return fail(c, error(errc::bad_frame, "receive: the stream ended inside a frame (" + std::to_string(have.size()) +
-                                                    " bytes of " + (s.want ? std::to_string(s.want) : std::string("?")) + ")"));
-        }
-        if (s.header && s.size >= big_frame && s.trailer == 0) {  // read the rest straight into its own buffer
-          if (c->pump.pending) {  // it reads into the receive buffer, where the frame's rest must not go
-            stop_pump(c);
-            return take_frame();
+      const std::string_view have(c->in.data() + c->head, c->fill - c->head);
+      const frame_scan s = detail::frame_scan_in(c->format, have, c->max, c->scanned);
+      switch (s.what) {
+        case frame_scan::kind::frame: {
+          if (s.handle) {
+            const std::uint64_t at = c->consumed;
+            const std::string_view payload = have.substr(s.header, s.size);  // the buffer stays put until the next read
+            consume(c, s.header + s.size + s.trailer);
+            if (auto e = announced(payload, at); !e) return std::move(e).error();
+            return take_frame();  // the message it belongs to
           }
-          if (c->io.reading()) return std::optional<message>();  // a receive() reads there: it sets this up
-          const std::size_t part = have.size() - s.header;
-#if defined(__cpp_lib_string_resize_and_overwrite)
-          c->big.resize_and_overwrite(s.size, [](char*, std::size_t n) { return n; });  // the reads below fill it
-#else
-          c->big.resize(s.size);
-#endif
-          std::memcpy(c->big.data(), have.data() + s.header, part);
-          c->big_fill = part;
-          c->big_end = c->consumed + s.header + s.size;
-          c->consumed = c->big_end;
-          c->head = c->fill = 0;
-          c->scanned = 0;
-          return take_big();
+          if (c->format == childproc::serialization::json && detail::is_node_internal(have.substr(s.header, s.size))) {
+            consume(c, s.header + s.size + s.trailer);  // Node's NODE_* message: not the user's
+            continue;
+          }
+          message m(std::string(have.substr(s.header, s.size)), std::move(c->incoming));
+          consume(c, s.header + s.size + s.trailer);
+          drop_strays(c, c->consumed);
+          return std::optional<message>(std::move(m));
         }
-        c->want = s.want > have.size() ? s.want - have.size() : 0;
-        c->scanned = have.size();
-        return std::optional<message>();
-    }
-    return std::optional<message>();
+        case frame_scan::kind::too_large:
+          close_io(c);
+          return fail(c, error(errc::message_too_large, "receive: a message of " + std::to_string(s.size) +
+                                                            " bytes, more than max_message_size " + std::to_string(c->max)));
+        case frame_scan::kind::garbage:
+          close_io(c);
+          return fail(c, error(errc::bad_frame, "receive: not a frame"));
+        case frame_scan::kind::need_more:
+          if (c->failed && (c->eof || !c->io.is_open())) return c->failure;  // else what is still in the socket is read
+          if (c->eof) {
+            if (have.empty()) return error(errc::end_of_stream);
+            return fail(c, error(errc::bad_frame, "receive: the stream ended inside a frame (" + std::to_string(have.size()) +
+                                                      " bytes of " + (s.want ? std::to_string(s.want) : std::string("?")) + ")"));
+          }
+          if (s.header && s.size >= big_frame && s.trailer == 0) {  // read the rest straight into its own buffer
+            if (c->pump.pending) {  // it reads into the receive buffer, where the frame's rest must not go
+              stop_pump(c);
+              return take_frame();
+            }
+            if (c->io.reading()) return std::optional<message>();  // a receive() reads there: it sets this up
+            const std::size_t part = have.size() - s.header;
+  #if defined(__cpp_lib_string_resize_and_overwrite)
+            c->big.resize_and_overwrite(s.size, [](char*, std::size_t n) { return n; });  // the reads below fill it
+  #else
+            c->big.resize(s.size);
+  #endif
+            std::memcpy(c->big.data(), have.data() + s.header, part);
+            c->big_fill = part;
+            c->big_end = c->consumed + s.header + s.size;
+            c->consumed = c->big_end;
+            c->head = c->fill = 0;
+            c->scanned = 0;
+            return take_big();
+          }
+          c->want = s.want > have.size() ? s.want - have.size() : 0;
+          c->scanned = have.size();
+          return std::optional<message>();
+      }
+      return std::optional<message>();
     }
   }
 
@@ -1168,7 +1168,9 @@ class channel {
       (c->big.empty() ? c->fill : c->big_fill) += n;
       return {};
     }
-    if (r.error() == errc::end_of_stream) {
+    // A reset only says the peer closed with bytes of ours unread (it exited, or was killed):
+    // for the reader that is the end, as Node takes it, with what was received still served.
+    if (r.error() == errc::end_of_stream || r.error() == std::errc::connection_reset) {
       c->eof = true;
       return {};
     }
@@ -1180,7 +1182,7 @@ class channel {
       return r.error();
     }
     c->eof = true;  // nothing more can be read
-    if (c->failed) return c->failure;  // the first failure says why (EPIPE, then ECONNRESET on the read)
+    if (c->failed) return c->failure;  // the first failure says why
     return fail(c, r.error());
   }
 

@@ -25,6 +25,9 @@ struct json_verdict {
   kind what = kind::ok;
   std::size_t at = 0;
   bool internal = false;  ///< an object whose "cmd" is a string of 6+ characters starting "NODE_": Node's own message
+  bool handle = false;    ///< internal, and that "cmd" is "NODE_HANDLE": a handle comes with the member "msg"
+  bool has_msg = false;   ///< the object has a member "msg" (the last one counts, as for JSON.parse)
+  std::size_t msg_at = 0, msg_size = 0;  ///< where that member's value is in the text
 };
 
 inline constexpr std::size_t json_max_depth = 4096;
@@ -43,6 +46,7 @@ class json_checker {
     if (failed_) return v_;
     if (i_ != t_.size()) return fail(json_verdict::kind::trailing);
     v_.internal = internal_;
+    v_.handle = internal_ && handle_;
     return v_;
   }
 
@@ -53,12 +57,17 @@ class json_checker {
     while (!failed_) {
       skip_ws();
       if (failed_) return;
-      const bool top_key_cmd = pending_cmd_;
-      pending_cmd_ = false;
+      const bool top_key_cmd = pending_ == top_key::cmd, top_key_msg = pending_ == top_key::msg;
+      pending_ = top_key::other;
       if (i_ == t_.size()) return (void)fail(json_verdict::kind::bad_syntax);
       const char c = t_[i_];
+      if (top_key_msg) {
+        v_.has_msg = true;
+        v_.msg_at = i_;
+      }
       if (c == '{' || c == '[') {
         if (top_key_cmd) internal_ = false;  // cmd is not a string: an ordinary message
+        if (top_key_msg) msg_open_ = true;  // it ends when its container closes
         if (depth == json_max_depth) return (void)fail(json_verdict::kind::too_deep);
         set_bit(depth, c == '{');
         ++depth;
@@ -68,6 +77,10 @@ class json_checker {
         if (i_ < t_.size() && t_[i_] == (c == '{' ? '}' : ']')) {  // empty container
           ++i_;
           --depth;
+          if (depth == 1 && msg_open_) {
+            v_.msg_size = i_ - v_.msg_at;
+            msg_open_ = false;
+          }
         } else if (c == '{') {
           if (!key(depth)) return;
           continue;
@@ -76,14 +89,18 @@ class json_checker {
         }
       } else if (c == '"') {
         if (top_key_cmd) {
-          internal_ = string(match::node_prefix);
-        } else if (!string(match::none)) {
+          word_match w;
+          if (!string(&w, "NODE_", "NODE_HANDLE")) return;
+          internal_ = w.first && w.n > 5;
+          handle_ = w.second && w.n == 11;
+        } else if (!string()) {
           return;
         }
-        if (failed_) return;
+        if (top_key_msg) v_.msg_size = i_ - v_.msg_at;
       } else {
         if (top_key_cmd) internal_ = false;  // cmd is not a string: an ordinary message
         if (!scalar()) return;
+        if (top_key_msg) v_.msg_size = i_ - v_.msg_at;
       }
       // After a value: close containers or go on to the next member / element.
       while (true) {
@@ -100,60 +117,64 @@ class json_checker {
         if (t_[i_] != (object ? '}' : ']')) return (void)fail(json_verdict::kind::bad_syntax);
         ++i_;
         --depth;
+        if (depth == 1 && msg_open_) {
+          v_.msg_size = i_ - v_.msg_at;
+          msg_open_ = false;
+        }
       }
     }
   }
 
-  // A member's key and its colon; notes a key "cmd" of the outermost object.
+  // A member's key and its colon; notes a key "cmd" or "msg" of the outermost object.
   bool key(std::size_t depth) noexcept {
     skip_ws();
     if (failed_) return false;
     if (i_ == t_.size() || t_[i_] != '"') return fail(json_verdict::kind::bad_syntax), false;
-    const bool is_cmd = string(match::cmd);
-    if (failed_) return false;
+    word_match w;
+    if (!string(&w, "cmd", "msg")) return false;
     skip_ws();
     if (failed_) return false;
     if (i_ == t_.size() || t_[i_] != ':') return fail(json_verdict::kind::bad_syntax), false;
     ++i_;
-    pending_cmd_ = is_cmd && depth == 1;
+    pending_ = depth != 1 ? top_key::other : w.n != 3 ? top_key::other : w.first ? top_key::cmd : w.second ? top_key::msg : top_key::other;
     return true;
   }
 
-  enum class match { none, cmd, node_prefix };
-
-  // A string at t_[i_] == '"'. Returns, for `cmd`, whether it decodes to exactly "cmd"; for
-  // `node_prefix`, whether it decodes to "NODE_" and at least one more character; else true.
-  bool string(match m) noexcept {
-    constexpr std::string_view cmd = "cmd", node = "NODE_";
-    const std::string_view want = m == match::cmd ? cmd : node;
-    bool same = true;
+  // How a decoded string compares with two words: whether it starts with each, and its length.
+  struct word_match {
+    bool first = true, second = true;
     std::size_t n = 0;  // characters decoded
+  };
+
+  // A string at t_[i_] == '"', checked; decoded as JSON.parse would, it is compared into `w`.
+  bool string(word_match* w = nullptr, std::string_view a = {}, std::string_view b = {}) noexcept {
     ++i_;
     while (true) {
       if (i_ == t_.size()) return fail(json_verdict::kind::bad_syntax), false;
-      const auto b = static_cast<unsigned char>(t_[i_]);
+      const auto ch = static_cast<unsigned char>(t_[i_]);
       std::uint32_t cp = 0;
-      if (b == '"') {
+      if (ch == '"') {
         ++i_;
         break;
       }
-      if (b == '\n') return fail(json_verdict::kind::newline), false;
-      if (b < 0x20) return fail(json_verdict::kind::bad_syntax), false;
-      if (b == '\\') {
+      if (ch == '\n') return fail(json_verdict::kind::newline), false;
+      if (ch < 0x20) return fail(json_verdict::kind::bad_syntax), false;
+      if (ch == '\\') {
         if (!escape(cp)) return false;
-      } else if (b < 0x80) {
-        cp = b;
+      } else if (ch < 0x80) {
+        cp = ch;
         ++i_;
       } else if (!utf8(cp)) {
         return false;
       }
-      if (m != match::none) {
-        if (n < want.size() && cp != static_cast<unsigned char>(want[n])) same = false;
-        ++n;
+      if (w) {
+        if (w->n < a.size() && cp != static_cast<unsigned char>(a[w->n])) w->first = false;
+        if (w->n < b.size() && cp != static_cast<unsigned char>(b[w->n])) w->second = false;
+        ++w->n;
       }
     }
-    if (m == match::cmd) return same && n == cmd.size();
-    if (m == match::node_prefix) return same && n > node.size();
+    if (w && w->n < a.size()) w->first = false;
+    if (w && w->n < b.size()) w->second = false;
     return true;
   }
 
@@ -270,14 +291,30 @@ class json_checker {
   std::string_view t_;
   std::size_t i_ = 0;
   bool failed_ = false;
-  bool pending_cmd_ = false;  // the value about to be read is the outermost object's "cmd"
+  enum class top_key { other, cmd, msg };
+  top_key pending_ = top_key::other;  // the value about to be read is the outermost object's "cmd" or "msg"
   bool internal_ = false;
+  bool handle_ = false;
+  bool msg_open_ = false;  // the outermost "msg" is a container not yet closed
   json_verdict v_;
   std::uint64_t stack_[json_max_depth / 64] = {};
 };
 
 /// Checks one message for a Node peer: exactly one JSON text, UTF-8, without a raw line feed.
 inline json_verdict check_json_message(std::string_view text) noexcept { return json_checker(text).run(); }
+
+/// A message received from Node, checked only as far as needed: `internal`, `handle` and the
+/// "msg" member are exact, but only an object can be Node's own, and a text without a backslash
+/// can spell NODE_ only literally, so any other text is not parsed (its verdict says ok).
+inline json_verdict check_received(std::string_view text) noexcept {
+  const std::size_t first = text.find_first_not_of(" \t\r");
+  if (first == std::string_view::npos || text[first] != '{') return {};
+  if (text.find("NODE_") == std::string_view::npos && text.find('\\') == std::string_view::npos) return {};
+  return check_json_message(text);
+}
+
+/// Whether a received message is one of Node's own (cmd NODE_...), cheaply.
+inline bool is_node_internal(std::string_view text) noexcept { return check_received(text).internal; }
 
 /// The words for a verdict that is not ok, for send's error.
 inline const char* json_verdict_words(json_verdict::kind k) noexcept {
