@@ -654,10 +654,10 @@ TEST_CASE("handle passing errors") {
   REQUIRE(w.send(std::string("none")));  // nothing of the refused message was sent
   CHECK(w.receive_sync().value() == "no handle");
   auto p = cp::make_pipe().value();
-  cp::basic_channel<cp::json_lines> json(std::move(p.write));
-  auto refused = json.send(std::string("{}"), p.read.handle());
-  CHECK(refused.error() == std::errc::not_supported);  // Node's NODE_HANDLE protocol: not spoken yet
-  CHECK(refused.error().message() == "send: handles cannot be passed over a 'json' channel (not implemented) ENOTSUP");
+  cp::channel advanced(cp::stream(std::move(p.write)), cp::default_max_message_size, cp::serialization::advanced);
+  auto refused = advanced.send(std::string("{}"), p.read.handle());
+  CHECK(refused.error() == std::errc::not_supported);  // V8's format is not spoken (json: test_channel_node.posix.cpp)
+  CHECK(refused.error().message() == "send: handles cannot be passed over a 'advanced' channel (not implemented) ENOTSUP");
   cp::channel none;
   CHECK(none.send(std::string("x"), p.read.handle()).error() == cp::errc::channel_closed);
   cp::message plain("text");
@@ -685,6 +685,27 @@ TEST_CASE("fork_self's fallback where the OS cannot name the executable: argv[0]
   CHECK(fs::equivalent(cp::detail::recorded_self(), self));
 #endif
 }
+
+#if defined(_WIN32)
+// Node on Win32 frames every IPC message with libuv's own header, which childproc does not speak
+// yet: asking for Node's channel says so at once, and nothing is started.
+TEST_CASE("Win32: Node's channel is refused with ENOTSUP, naming why; so are handles on a json channel") {
+  auto p = cp::fork("node", {"x.js"}, {.serialization = cp::serialization::json});
+  REQUIRE(!p);
+  CHECK(p.error() == std::errc::not_supported);
+  CHECK(p.error().message() ==
+        "spawn node: Node's channel is not supported on this platform yet (on Win32 libuv frames its messages) ENOTSUP");
+  auto n = cp::fork_node("x.js");
+  REQUIRE(!n);
+  CHECK(n.error() == std::errc::not_supported);
+  auto pair = cp::detail::create_duplex_native().value();
+  cp::channel js{cp::stream(std::move(pair.parent)), cp::default_max_message_size, cp::serialization::json};
+  auto h = js.send(std::string("{}"), pair.child.get());
+  REQUIRE(!h);
+  CHECK(h.error() == std::errc::not_supported);
+  CHECK(h.error().message() == "send: handles to a Node process are not supported on Win32 ENOTSUP");
+}
+#endif
 
 #if !defined(_WIN32)  // Node is not installed under Wine here
 // Where `node` is, or empty.

@@ -9,10 +9,17 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <system_error>
 
 namespace {
@@ -431,6 +438,260 @@ process.on('disconnect', () => {
   js.disconnect();
   CHECK(js.out().read_all().value() == "disconnect, connected=false\nERR_IPC_CHANNEL_CLOSED\n");
   CHECK(js.wait()->exit_code() == 0);
+  std::remove(script.c_str());
+}
+
+namespace {
+// Writes `text` on a socket in one sendmsg, with `fd` attached (SCM_RIGHTS) unless it is -1.
+bool send_with_fd(int sock, const std::string& text, int fd) {
+  iovec io{const_cast<char*>(text.data()), text.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr m{};
+  m.msg_iov = &io;
+  m.msg_iovlen = 1;
+  if (fd >= 0) {
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  return ::sendmsg(sock, &m, MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
+}
+
+// One read, once there is something (descriptors from Node are non-blocking); "" after 30 s.
+std::string read_once(int sock) {
+  pollfd p{sock, POLLIN, 0};
+  if (::poll(&p, 1, 30000) != 1) return {};
+  char buf[4096];
+  const ssize_t n = ::read(sock, buf, sizeof buf);
+  return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+}
+}  // namespace
+
+// Node's handle protocol, spoken by a test playing Node on a socket pair: a NODE_HANDLE line
+// with a descriptor is the user's "msg" with that handle, and is acknowledged; one without a
+// descriptor is not delivered and gets a NACK (Node sends it again); a descriptor that came with
+// an ordinary line is closed; Node's other internal messages are skipped.
+TEST_CASE("NODE_HANDLE from a Node peer: msg and handle delivered, ACK sent; no descriptor: NACK; strays closed") {
+  const auto fds_before = open_fds().size();
+  auto pair = cp::detail::create_duplex_native().value();
+  cp::channel ch{cp::stream(std::move(pair.parent)), cp::default_max_message_size, cp::serialization::json};
+  const int node = pair.child.get();
+  auto p = cp::make_pipe().value();
+  REQUIRE(p.write.write("through the pipe"));
+  p.write.close();
+  const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  REQUIRE(devnull >= 0);
+
+  // Without a descriptor: NACK, and the line is not the user's.
+  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"n\":1}}\n{\"plain\":0}\n", -1));
+  CHECK(ch.receive_sync<std::string>().value() == R"({"plain":0})");
+  CHECK(read_once(node) == "{\"cmd\":\"NODE_HANDLE_NACK\"}\n");
+  // Node sends it again, this time with the descriptor: the message and its handle; ACK.
+  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"n\":1}}\n", p.read.handle()));
+  auto m = ch.receive_sync().value();
+  CHECK(m.str() == R"({"n":1})");
+  auto h = m.take_handle();
+  REQUIRE(h);
+  CHECK(cp::stream(std::move(h)).read_all().value() == "through the pipe");
+  CHECK(read_once(node) == "{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
+  // A descriptor with an ordinary line, and Node's other bookkeeping: neither reaches the user.
+  REQUIRE(send_with_fd(node, "{\"stray\":true}\n", devnull));
+  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_SOCKET_NOTIFY_CLOSE\",\"key\":\"k\"}\n{\"cmd\":\"NODE_HANDLE\",\"msg\":\"no type\"}\n", devnull));
+  auto stray = ch.receive_sync().value();
+  CHECK(stray.str() == R"({"stray":true})");
+  CHECK(!stray.take_handle());
+  auto typeless = ch.receive_sync().value();
+  CHECK(typeless.str() == R"("no type")");
+  CHECK(typeless.take_handle());  // closes as it goes
+  CHECK(read_once(node) == "{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
+  // The same on a loop: the ACK goes out from the loop's writer.
+  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":[2]}\n", devnull));
+  cp::sync_wait([&]() -> cp::task<> {
+    auto lm = co_await ch.receive();
+    REQUIRE(lm);
+    CHECK(lm->str() == "[2]");
+    CHECK(lm->take_handle());
+  }());
+  CHECK(read_once(node) == "{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
+  ::close(devnull);
+  p.read.close();
+  ch.disconnect();
+  pair.child.reset();
+  CHECK(open_fds().size() == fds_before);
+}
+
+// The real thing: a Node child sends a listening server and a connected socket with
+// process.send(msg, handle), and a message after each, which Node holds back until the ACK.
+TEST_CASE("a Node child sends a net.Server and a net.Socket: C++ gets both as descriptors that work") {
+  const std::string script = write_script("childproc-node-handles.js", R"(
+const net = require('net');
+const server = net.createServer((s) => {
+  s.on('data', (d) => { process.send({ server_got: String(d) }); s.end('pong'); });
+});
+server.listen(0, '127.0.0.1', () => {
+  const port = server.address().port;
+  process.send({ listening: port }, server);
+  process.send({ after: 'server' });
+  const client = net.connect(port, '127.0.0.1', () => {
+    process.send({ socket: 1 }, client);
+    process.send({ after: 'socket' });
+  });
+});
+process.on('message', (m) => { if (m === 'bye') { server.close(); process.disconnect(); } });
+)");
+  auto js = cp::fork_node(script).value();
+  auto listening = js.receive_sync().value();
+  const std::string text = listening.str();
+  REQUIRE(text.rfind("{\"listening\":", 0) == 0);
+  const int port = std::stoi(text.substr(13));
+  auto srv = listening.take_handle();
+  REQUIRE(srv);
+  sockaddr_in addr{};
+  socklen_t len = sizeof addr;
+  REQUIRE(::getsockname(srv.get(), reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  CHECK(ntohs(addr.sin_port) == port);  // the very socket Node listens on
+  int accepting = 0;
+  len = sizeof accepting;
+  REQUIRE(::getsockopt(srv.get(), SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) == 0);
+  CHECK(accepting == 1);
+  CHECK(js.receive_sync<std::string>().value() == R"({"after":"server"})");  // Node had our ACK
+
+  auto sock = js.receive_sync().value();
+  CHECK(sock.str() == R"({"socket":1})");
+  auto client = sock.take_handle();
+  REQUIRE(client);
+  CHECK(js.receive_sync<std::string>().value() == R"({"after":"socket"})");
+  REQUIRE(::write(client.get(), "ping", 4) == 4);  // Node's copy is closed: this one is the client now
+  CHECK(js.receive_sync<std::string>().value() == R"({"server_got":"ping"})");
+  CHECK(read_once(client.get()) == "pong");
+  client.reset();  // Node's end of the connection closes, so Node can exit
+  srv.reset();
+  REQUIRE(js.send(std::string("\"bye\"")));
+  CHECK(js.wait()->exit_code() == 0);
+  std::remove(script.c_str());
+}
+
+// The other way: C++ sends a pipe, a connected socket and a listening server to a Node child,
+// which takes each as Node does (net.Native, net.Socket, net.Server) and uses it.
+TEST_CASE("send(msg, h) to a Node child: a pipe, a socket and a server arrive as Node's own handles and work") {
+  const auto fds_before = open_fds().size();
+  const std::string script = write_script("childproc-node-takes.js", R"(
+const net = require('net');
+process.on('message', (m, h) => {
+  if (m.kind === 'pipe') {  // net.Native: the raw pipe, read through a socket around it
+    let got = '';
+    const s = new net.Socket({ handle: h, readable: true, writable: false });
+    s.on('data', (d) => { got += d; });
+    s.on('end', () => process.send({ pipe: got }));
+  } else if (m.kind === 'socket') {
+    h.end('hello from node');
+    process.send({ socket: h instanceof net.Socket });
+  } else if (m.kind === 'server') {
+    h.on('connection', (c) => { c.end('served by node'); h.close(); });
+    process.send({ server: h instanceof net.Server && h.listening });
+  } else if (m === 'bye') process.disconnect();
+});
+)");
+  auto js = cp::fork_node(script).value();
+  // a pipe holding a text, then closed on our side
+  auto p = cp::make_pipe().value();
+  REQUIRE(js.send(R"({"kind":"pipe"})", p.read.handle()));
+  p.read.close();  // Node has its own copy
+  REQUIRE(p.write.write("through a pipe"));
+  p.write.close();
+  CHECK(js.receive_sync<std::string>().value() == R"({"pipe":"through a pipe"})");
+  // one end of a connected socket pair
+  int pair[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+  REQUIRE(js.send(R"({"kind":"socket"})", pair[1]));
+  ::close(pair[1]);
+  CHECK(js.receive_sync<std::string>().value() == R"({"socket":true})");
+  std::string from_node;
+  for (std::string part; !(part = read_once(pair[0])).empty();) from_node += part;
+  CHECK(from_node == "hello from node");
+  ::close(pair[0]);
+  // a listening TCP socket: Node accepts on it
+  const int lsn = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(lsn >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(lsn, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(lsn, 4) == 0);
+  socklen_t len = sizeof addr;
+  REQUIRE(::getsockname(lsn, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  REQUIRE(js.send(R"({"kind":"server"})", lsn));
+  ::close(lsn);  // only Node's copy listens now
+  CHECK(js.receive_sync<std::string>().value() == R"({"server":true})");
+  const int conn = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(::connect(conn, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  std::string served;
+  for (std::string part; !(part = read_once(conn)).empty();) served += part;
+  CHECK(served == "served by node");
+  ::close(conn);
+  // what Node cannot take is refused, nothing written: a regular file
+  const int file = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  auto refused = js.send(R"({"kind":"file"})", file);
+  REQUIRE(!refused);
+  CHECK(refused.error() == cp::errc::invalid_argument);
+  CHECK(refused.error().message() == "send: fd " + std::to_string(file) +
+                                         " cannot go to a Node process, which takes stream sockets and pipes only");
+  ::close(file);
+  auto spare = cp::make_pipe().value();
+  auto bad = js.send("not json", spare.read.handle());
+  REQUIRE(!bad);
+  CHECK(bad.error().message() == "send: a message to a Node process must be one JSON text; this one is not valid JSON (at byte 0)");
+  spare.read.close();
+  spare.write.close();
+  REQUIRE(js.send(std::string("\"bye\"")));
+  CHECK(js.wait()->exit_code() == 0);
+  js = cp::process();
+  CHECK(open_fds().size() == fds_before);  // every copy sent was closed once written
+  std::remove(script.c_str());
+}
+
+// This program as Node's child, both ways: it takes the server Node sends, checks it is the one
+// listening on the port named, and sends back a socket whose other end it writes to.
+CHILDPROC_ENTRY(node_handles)(cp::channel& parent) {
+  auto m = parent.receive_sync();
+  if (!m) return 3;
+  auto srv = m->take_handle();
+  sockaddr_in addr{};
+  socklen_t len = sizeof addr;
+  if (!srv || ::getsockname(srv.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 4;
+  const bool same = m->str() == "{\"port\":" + std::to_string(ntohs(addr.sin_port)) + "}";
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return 5;
+  if (!parent.send(std::string("{\"same_server\":") + (same ? "true" : "false") + "}", pair[1])) return 6;
+  ::close(pair[1]);
+  if (::write(pair[0], "hi from C++", 11) != 11) return 7;
+  ::close(pair[0]);
+  return parent.receive_sync().error() == cp::errc::end_of_stream ? 0 : 8;
+}
+
+TEST_CASE("a Node parent and a C++ child pass handles both ways: a server down, a socket up") {
+  const std::string script = write_script("childproc-node-parent-handles.js", R"(
+const net = require('net');
+const { spawn } = require('child_process');
+const c = spawn(process.argv[2], [], { stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+                                       env: { ...process.env, CHILDPROC_ENTRY: 'node_handles' } });
+const srv = net.createServer();
+srv.listen(0, '127.0.0.1', () => c.send({ port: srv.address().port }, srv));
+c.on('message', (m, sock) => {
+  let got = '';
+  sock.on('data', (d) => { got += d; });
+  sock.on('end', () => { console.log(JSON.stringify(m) + ' ' + got); srv.close(); c.disconnect(); });
+});
+c.on('exit', (code) => console.log('exit ' + code));
+)");
+  const std::string self = cp::detail::self_exe_native({}).value();
+  auto out = cp::exec_file("node", {script, self}).value();
+  CHECK(out.err == "");
+  CHECK(out.out == "{\"same_server\":true} hi from C++\nexit 0\n");
   std::remove(script.c_str());
 }
 

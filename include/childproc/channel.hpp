@@ -168,7 +168,7 @@ class channel {
     c_->format = format;
     c_->io.mark_socket();
     // Always set, so a stream taken from another channel does not keep pointing at its list.
-    c_->io.collect_handles(detail::carries_handles(format) ? &c_->arrived : nullptr);
+    c_->io.collect_handles(detail::receives_handles(format) ? &c_->arrived : nullptr);
   }
   channel(channel&&) noexcept = default;
   channel& operator=(channel&& o) noexcept {
@@ -491,7 +491,7 @@ class channel {
   // high-water mark (and a few descriptors short of the limit).
   struct inbox final : detail::read_sink {
     core* c;
-    explicit inbox(core* cc) noexcept : c(cc) { received = detail::carries_handles(cc->format) ? &cc->arrived : nullptr; }
+    explicit inbox(core* cc) noexcept : c(cc) { received = detail::receives_handles(cc->format) ? &cc->arrived : nullptr; }
     std::span<char> room() override { return inbox_room(c); }
     void arrived(result<std::size_t> r) override {
       if (r && *r == 0) r = errc::end_of_stream;
@@ -548,7 +548,7 @@ class channel {
     p.data = room.data();
     p.size = room.size();
     p.write = false;
-    p.received = detail::carries_handles(c->format) ? &c->arrived : nullptr;
+    p.received = detail::receives_handles(c->format) ? &c->arrived : nullptr;
     p.owner = c;
     p.loop = &loop;
     p.pending = true;
@@ -725,6 +725,7 @@ class channel {
   // A control frame announcing (a copy of) `h`, then the message.
   template <class T>
   result<void> queue_with_handle(const T& msg, native_handle h, bool bounded) {
+    if (c_ && c_->format == childproc::serialization::json) return queue_node_handle(msg, h, bounded);
     if (!detail::carries_handles(c_ ? c_->format : childproc::serialization::childproc)) {
       return error(std::make_error_code(std::errc::not_supported), std::string("send: handles cannot be passed over a '") +
                                             detail::serialization_name(c_->format) + "' channel (not implemented)");
@@ -754,6 +755,37 @@ class channel {
       c_->outgoing.push_back({offset, std::move(*copy)});
       return {};
     }
+  }
+
+  // Node's way: {"cmd":"NODE_HANDLE","type":...,"msg":<msg>} with (a copy of) `h` attached to its
+  // first byte. Node answers with an ACK, which receive() takes in and passes over; Node's own
+  // sender waits for it before the next message, but its receiver does not need that: each line
+  // that carries a descriptor starts a write, which the kernel never merges with the next one.
+  template <class T>
+  result<void> queue_node_handle(const T& msg, native_handle h, bool bounded) {
+    if (c_->failed) return c_->failure;
+    if (!c_->io.is_open()) return closed_error("send");
+    auto type = detail::node_handle_type_native(h);
+    if (!type) return std::move(type).error();
+    auto copy = detail::prepare_handle_native(h, c_->peer.get());
+    if (!copy) return std::move(copy).error();
+    const std::string head = "{\"cmd\":\"NODE_HANDLE\",\"type\":\"" + *type + "\",\"msg\":";
+    std::string& out = c_->out;
+    const std::size_t at = out.size();
+    const std::uint64_t offset = c_->queued;
+    out += head;
+    c_->queued += head.size();
+    if (auto e = queue(msg, bounded, head.size()); !e) {  // msg is checked as any message to Node
+      out.resize(at);
+      c_->queued -= head.size();
+      detail::drop_handle_native(*copy);
+      return e;
+    }
+    out.back() = '}';  // the line's newline, moved after the closing brace
+    out.push_back('\n');
+    c_->queued += 1;
+    c_->outgoing.push_back({offset, std::move(*copy)});
+    return {};
   }
 
   // How much of the `avail` bytes queued from offset `written` the next write may take, and the
@@ -1028,9 +1060,14 @@ class channel {
             if (auto e = announced(payload, at); !e) return std::move(e).error();
             return take_frame();  // the message it belongs to
           }
-          if (c->format == childproc::serialization::json && detail::is_node_internal(have.substr(s.header, s.size))) {
-            consume(c, s.header + s.size + s.trailer);  // Node's NODE_* message: not the user's
-            continue;
+          if (c->format == childproc::serialization::json) {
+            const std::string_view line = have.substr(s.header, s.size);
+            const detail::json_verdict v = detail::check_received(line);
+            if (v.handle) return node_handle(line, v, s.header + s.size + s.trailer);
+            if (v.internal) {
+              consume(c, s.header + s.size + s.trailer);  // Node's own bookkeeping: not the user's
+              continue;
+            }
           }
           message m(std::string(have.substr(s.header, s.size)), std::move(c->incoming));
           consume(c, s.header + s.size + s.trailer);
@@ -1077,6 +1114,38 @@ class channel {
       }
       return std::optional<message>();
     }
+  }
+
+  // Node's NODE_HANDLE line (`size` bytes with its newline): its "msg" is the user's message, and
+  // the descriptor that arrived with the read holding the line's first byte is its handle. Node
+  // holds back everything it sends after it until the answer: ACK, or NACK if no descriptor came
+  // (Node then sends it again). No descriptor comes on Win32, where Node passes handles otherwise.
+  result<std::optional<message>> node_handle(std::string_view line, const detail::json_verdict& v, std::size_t size) {
+    core* c = c_.get();
+    const std::uint64_t at = c->consumed;
+    std::string text = v.has_msg ? std::string(line.substr(v.msg_at, v.msg_size)) : std::string("null");
+    consume(c, size);
+    drop_strays(c, at);
+    unique_handle fd;
+    if (!c->fds.empty() && c->fds.front().start <= at) {
+      fd = std::move(c->fds.front().h);
+      c->fds.pop_front();
+    }
+    const bool got = bool(fd);
+    answer_node(got ? std::string_view("{\"cmd\":\"NODE_HANDLE_ACK\"}\n") : std::string_view("{\"cmd\":\"NODE_HANDLE_NACK\"}\n"));
+    if (!got) return take_frame();
+    return std::optional<message>(message(std::move(text), std::move(fd)));
+  }
+
+  // Queues one of the answers Node's protocol asks for and starts writing it, as send does; a
+  // failure shows on the next send, as Node swallows its own.
+  void answer_node(std::string_view line) {
+    core* c = c_.get();
+    if (c->failed || !c->io.is_open()) return;
+    c->out.append(line);
+    c->queued += line.size();
+    if (event_loop* loop = event_loop::current()) start_writing(c, *loop);
+    else (void)flush();
   }
 
   static error advanced_error(const char* what) {

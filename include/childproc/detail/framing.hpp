@@ -102,7 +102,7 @@ struct length_prefixed {
 /// over NODE_CHANNEL_FD; payloads with a newline cannot be sent.
 struct json_lines {
   static constexpr serialization kind = serialization::json;
-  static constexpr bool carries_handles = false;  // Node's NODE_HANDLE protocol is not spoken
+  static constexpr bool carries_handles = false;  // no control frames: a handle comes in a NODE_HANDLE line
 
   static std::size_t begin(std::string& out) { return out.size(); }
 
@@ -139,6 +139,9 @@ struct json_lines {
 namespace detail {
 // The codec of a serialization chosen at run time (`advanced` frames nothing: send refuses first).
 inline bool carries_handles(serialization s) noexcept { return s == serialization::childproc; }
+// Descriptors that come with the bytes are kept for both: childproc's control frames and Node's
+// NODE_HANDLE lines pair with them (POSIX; Node on Win32 passes handles another way).
+inline bool receives_handles(serialization s) noexcept { return s != serialization::advanced; }
 inline std::size_t frame_begin(serialization s, std::string& out) {
   return s == serialization::childproc ? length_prefixed::begin(out) : json_lines::begin(out);
 }

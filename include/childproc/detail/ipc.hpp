@@ -80,6 +80,17 @@ inline void drop_handle_native(outgoing_handle& h) noexcept;
 inline auto take_received_handle_native(std::string_view payload, unique_handle received, native_handle peer)
     -> result<unique_handle>;
 
+/// Whether Node's own channel ('json' serialization) can be spoken here.
+///   POSIX: yes (JSON lines on the socket).   Win32: not yet (Node frames every message on its
+///   pipe with libuv's own header there, and passes handles inside those frames).
+inline bool node_channel_supported_native() noexcept;
+
+/// What Node calls `h` in a NODE_HANDLE message, or why Node could not take it.
+///   POSIX: a listening stream socket is "net.Server", a connected one "net.Socket", a pipe or
+///   FIFO "net.Native"; anything else (a file, a datagram socket, a terminal) is refused.
+///   Win32: ENOTSUP (see node_channel_supported_native).
+inline auto node_handle_type_native(native_handle h) -> result<std::string>;
+
 /// The running executable's path, for fork_self. `recorded` is what dispatch_entry found from
 /// argv[0] at startup (empty if it was not called).
 ///   POSIX: readlink("/proc/self/exe") (Linux), else "/proc/curproc/file" (BSD procfs), else

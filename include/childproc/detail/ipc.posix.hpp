@@ -43,6 +43,24 @@ inline auto take_received_handle_native(std::string_view, unique_handle received
   return received;
 }
 
+inline bool node_channel_supported_native() noexcept { return true; }
+
+inline auto node_handle_type_native(native_handle h) -> result<std::string> {
+  struct stat st{};
+  if (::fstat(h, &st) != 0) return last_os_error(errno, "send: fstat fd " + std::to_string(h));
+  if (S_ISFIFO(st.st_mode)) return std::string("net.Native");
+  if (S_ISSOCK(st.st_mode)) {
+    int type = 0, listening = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(h, SOL_SOCKET, SO_TYPE, &type, &len) != 0) return last_os_error(errno, "send: getsockopt SO_TYPE");
+    len = sizeof listening;
+    if (type == SOCK_STREAM && ::getsockopt(h, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0)
+      return std::string(listening ? "net.Server" : "net.Socket");
+  }
+  return error(errc::invalid_argument, "send: fd " + std::to_string(h) +
+                                           " cannot go to a Node process, which takes stream sockets and pipes only");
+}
+
 inline auto self_exe_native(const std::string& recorded) -> result<std::string> {
   for (const char* link : {"/proc/self/exe", "/proc/curproc/file"}) {
     std::string path(4096, '\0');

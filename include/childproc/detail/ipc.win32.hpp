@@ -143,6 +143,12 @@ inline auto take_received_handle_native(std::string_view payload, unique_handle,
   return unique_handle(h);
 }
 
+inline bool node_channel_supported_native() noexcept { return false; }
+
+inline auto node_handle_type_native(native_handle) -> result<std::string> {
+  return error(std::make_error_code(std::errc::not_supported), "send: handles to a Node process are not supported on Win32");
+}
+
 inline auto self_exe_native(const std::string&) -> result<std::string> {
   std::wstring path(32768, L'\0');
   const DWORD n = ::GetModuleFileNameW(nullptr, path.data(), static_cast<DWORD>(path.size()));

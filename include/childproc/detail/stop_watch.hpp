@@ -24,25 +24,34 @@
 namespace childproc::inline v0::detail {
 
 #if CHILDPROC_KICK_SEMAPHORE_WAITERS
-// Wakes every thread asleep in a libstdc++ semaphore or atomic wait: releasing a semaphore whose
-// count is 0 notifies its slot of the waiter table (16 slots chosen by address bits 2-5, which 32
-// adjacent 8-byte semaphores cover). A woken waiter checks its own value again: harmless.
-inline void kick_semaphore_waiters() noexcept {
-  struct kick {
-    std::binary_semaphore s{0};
-  };
-  static kick kicks[32];
+// The kick below covers the waiter table only for this layout (libstdc++ 12: 8-byte semaphores,
+// 16 slots chosen by address bits 2-5); another one would need another kick.
+static_assert(sizeof(std::binary_semaphore) == 8 && alignof(std::binary_semaphore) == 8,
+              "childproc: the semaphore kick assumes libstdc++ 12's 8-byte semaphores (see stop_watch.hpp)");
+
+// Wakes every thread asleep on an 8-byte-aligned libstdc++ semaphore (the one ~stop_callback
+// waits on among them): releasing a semaphore whose count is 0 notifies its slot of the waiter
+// table, and 32 adjacent ones reach every slot such a semaphore can hash to. A woken waiter
+// checks its own value again: harmless. Each kicker has its own, so a release never finds a
+// count of 1 (another kicker's, between its release and its take-back).
+struct kick {
+  std::binary_semaphore s{0};
+};
+static_assert(sizeof(kick) == 8);
+inline void kick_semaphore_waiters(kick (&kicks)[32]) noexcept {
   for (auto& k : kicks) {
     k.s.release();
     (void)k.s.try_acquire();
   }
 }
 
-// Until `done`, kicks every millisecond: for an owner that must wait for a stop callback.
+// Until `done`, kicks every millisecond (up to a scheduler tick on Windows): for an owner that
+// must wait for a stop callback.
 inline void start_kicker(std::shared_ptr<std::atomic<bool>> done) {
   auto kicker = [done = std::move(done)] {
+    kick kicks[32];  // 8 bytes apart, as the semaphores of the table are
     while (!done->load()) {
-      kick_semaphore_waiters();
+      kick_semaphore_waiters(kicks);
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   };
@@ -69,8 +78,9 @@ inline void start_kicker(std::shared_ptr<std::atomic<bool>> done) {
 /// callback nothing waits), and end() destroys it only while the stop is not requested, when it is
 /// still registered and removing it waits for nothing. What is left: a request that takes the
 /// callback off its list in the few instructions between end()'s check and its removal makes
-/// ~stop_callback wait for the cut-off thunk's return (nanoseconds, within the spin before any
-/// sleep); only std::stop_callback's own code could close that.
+/// ~stop_callback wait for the cut-off thunk's return, which is short but long enough to sleep
+/// in (the thunk may start a thread first); on mingw a kicker thread ends that sleep if its
+/// wake-up was lost. Only std::stop_callback's own code could close the window itself.
 template <class State>
 class stop_watch {
  public:
@@ -123,8 +133,8 @@ class stop_watch {
       if (c->finished || (!c->entered && !c->token.stop_requested())) doomed = std::move(c->callback);
       popped = doomed && c->finished;
       // A request can still take the callback off its list between here and the removal below
-      // (a few instructions); then ~stop_callback waits for the thunk, which, cut off, returns
-      // at once: a wait short enough for libstdc++'s spin, never one for on_stop().
+      // (a few instructions); then ~stop_callback waits for the thunk, which, cut off, skips
+      // on_stop() and returns: a short wait, never one for on_stop() (the kicker covers it).
       c->cut = true;
     }
 #if CHILDPROC_KICK_SEMAPHORE_WAITERS
