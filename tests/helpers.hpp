@@ -4,6 +4,7 @@
 
 #include <childproc.hpp>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #  include <psapi.h>  // K32GetProcessMemoryInfo
 #else
 #  include <dirent.h>
+#  include <poll.h>
 #  include <unistd.h>
 #endif
 
@@ -169,6 +171,18 @@ inline int thread_count() {
 
 /// Whether a pid still exists (running or zombie).
 inline bool pid_exists(int pid) { return ::kill(pid, 0) == 0; }
+
+/// Writes `text` on a socket in one sendmsg, with `fd` attached (SCM_RIGHTS) unless it is -1,
+/// waiting while the socket is full: what a peer that passes descriptors by hand does.
+inline bool send_with_fd(int sock, const std::string& text, int fd) {
+  for (;;) {
+    auto n = cp::detail::try_send_posix(sock, text, fd);
+    if (n) return *n == text.size();
+    if (n.error().value() != EAGAIN) return false;
+    pollfd p{sock, POLLOUT, 0};
+    ::poll(&p, 1, -1);
+  }
+}
 #endif
 
 /// This process's resident memory in bytes (working set on Win32).

@@ -442,25 +442,6 @@ process.on('disconnect', () => {
 }
 
 namespace {
-// Writes `text` on a socket in one sendmsg, with `fd` attached (SCM_RIGHTS) unless it is -1.
-bool send_with_fd(int sock, const std::string& text, int fd) {
-  iovec io{const_cast<char*>(text.data()), text.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr m{};
-  m.msg_iov = &io;
-  m.msg_iovlen = 1;
-  if (fd >= 0) {
-    m.msg_control = control;
-    m.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  }
-  return ::sendmsg(sock, &m, MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
-}
-
 // One read, once there is something (descriptors from Node are non-blocking); "" after 30 s.
 std::string read_once(int sock) {
   pollfd p{sock, POLLIN, 0};

@@ -162,24 +162,7 @@ CHILDPROC_ENTRY(stray_fds)(cp::channel& parent) {
   const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   const int count = std::stoi(cp::entry_args().at(0));
   for (int i = 0; i < count; ++i) {
-    char frame[5] = {0, 0, 0, 1, 'x'};
-    iovec io{frame, sizeof frame};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr m{};
-    m.msg_iov = &io;
-    m.msg_iovlen = 1;
-    m.msg_control = control;
-    m.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &devnull, sizeof devnull);
-    while (::sendmsg(sock, &m, MSG_NOSIGNAL) < 0) {
-      if (errno != EAGAIN) return 3;
-      pollfd p{sock, POLLOUT, 0};
-      ::poll(&p, 1, -1);
-    }
+    if (!send_with_fd(sock, std::string("\0\0\0\1x", 5), devnull)) return 3;
   }
   auto p = cp::make_pipe().value();
   if (!p.write.write("real")) return 4;
