@@ -289,7 +289,7 @@ require('readline').createInterface({ input: process.stdin }).on('line', (line) 
   CHECK(counts[2] > 1000);  // the mix reaches both sides of the check
   CHECK(counts[3] > 1000);
   CHECK(counts[3] - passed > 50);  // and Node's own messages among what JSON.parse took,
-  CHECK(handles > 200);            // handle messages among them,
+  CHECK(handles > 100);            // handle messages among them (about 200 a seed),
   CHECK(msgs > 500);               // and members "msg" whose text is checked
   std::remove(judge.c_str());
 
