@@ -1025,6 +1025,18 @@ class channel {
     while (!c->fds.empty() && c->fds.front().end <= upto) c->fds.pop_front();
   }
 
+  // The descriptor that arrived with the read holding stream offset `at` (a control frame's or a
+  // NODE_HANDLE line's first byte), if one did; those of earlier reads are strays and close.
+  static unique_handle take_fd_at(core* c, std::uint64_t at) noexcept {
+    drop_strays(c, at);
+    unique_handle fd;
+    if (!c->fds.empty() && c->fds.front().start <= at) {
+      fd = std::move(c->fds.front().h);
+      c->fds.pop_front();
+    }
+    return fd;
+  }
+
   // A whole large frame read while a blocking send waited: it waits in `ready`, in order.
   static void park_big(core* c) {
     c->ready_bytes += c->big.size();
@@ -1095,11 +1107,11 @@ class channel {
             }
             if (c->io.reading()) return std::optional<message>();  // a receive() reads there: it sets this up
             const std::size_t part = have.size() - s.header;
-  #if defined(__cpp_lib_string_resize_and_overwrite)
+#if defined(__cpp_lib_string_resize_and_overwrite)
             c->big.resize_and_overwrite(s.size, [](char*, std::size_t n) { return n; });  // the reads below fill it
-  #else
+#else
             c->big.resize(s.size);
-  #endif
+#endif
             std::memcpy(c->big.data(), have.data() + s.header, part);
             c->big_fill = part;
             c->big_end = c->consumed + s.header + s.size;
@@ -1125,12 +1137,7 @@ class channel {
     const std::uint64_t at = c->consumed;
     std::string text = v.has_msg ? std::string(line.substr(v.msg_at, v.msg_size)) : std::string("null");
     consume(c, size);
-    drop_strays(c, at);
-    unique_handle fd;
-    if (!c->fds.empty() && c->fds.front().start <= at) {
-      fd = std::move(c->fds.front().h);
-      c->fds.pop_front();
-    }
+    unique_handle fd = take_fd_at(c, at);
     const bool got = bool(fd);
     answer_node(got ? std::string_view("{\"cmd\":\"NODE_HANDLE_ACK\"}\n") : std::string_view("{\"cmd\":\"NODE_HANDLE_NACK\"}\n"));
     if (!got) return take_frame();
@@ -1168,12 +1175,7 @@ class channel {
   // Its descriptor is the one that arrived with the read holding the frame's first byte.
   result<void> announced(std::string_view payload, std::uint64_t at) {
     core* c = c_.get();
-    drop_strays(c, at);
-    unique_handle fd;
-    if (!c->fds.empty() && c->fds.front().start <= at) {
-      fd = std::move(c->fds.front().h);
-      c->fds.pop_front();
-    }
+    unique_handle fd = take_fd_at(c, at);
     if (!c->peer_known) set_peer(detail::channel_peer_native(c->io.handle(), nullptr));
     auto h = detail::take_received_handle_native(payload, std::move(fd), c->peer.get());
     if (!h) {
