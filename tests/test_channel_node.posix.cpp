@@ -7,10 +7,12 @@
 
 #include <ostream>  // doctest prints std::error_code through it
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -21,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <system_error>
+#include <thread>
 
 namespace {
 std::string write_script(const std::string& name, const std::string& text) {
@@ -137,7 +140,10 @@ struct json_mutator {
     s += w[pick(7)];
   }
   void str(std::string& s, bool node) {
-    if (node && pick(2) == 0) return (void)(s += "\"NODE_HANDLE\"");
+    if (node && pick(2) == 0) {
+      static const char* const cmds[] = {"\"NODE_HANDLE\"", "\"NODE_HANDLE\"", "\"NODE_SOCKET_GET_COUNT\"", "\"NODE_SOCKET_NOTIFY_CLOSE\""};
+      return (void)(s += cmds[pick(4)]);
+    }
     s += node ? "\"NODE_" : "\"";
     for (int i = pick(6); i > 0; --i) {
       static const char* const parts[] = {"a", "Z", "_", "\\n", "\\\"", "\\\\", "\\/", "\\u004e", "\\ud83d", "\xc3\xa9", "\xf0\x9f\x98\x80", "NODE_", "cmd"};
@@ -168,8 +174,8 @@ struct json_mutator {
         s += '{';
         for (int i = pick(4); i > 0; --i) {
           ws(s);
-          const int k = pick(3);
-          if (k < 2) s += k ? "\"cmd\"" : "\"msg\"";
+          const int k = pick(4);
+          if (k < 3) s += k == 1 ? "\"cmd\"" : k == 2 ? "\"key\"" : "\"msg\"";
           else str(s, false);
           ws(s);
           s += ':';
@@ -225,19 +231,20 @@ TEST_CASE("the JSON check agrees with JSON.parse on 20,000 random texts, and a N
   const unsigned seed = test_seed();
   INFO("CHILDPROC_TEST_SEED=" << seed);
   json_mutator gen{std::mt19937(seed)};
-  // Each line: the text, and the "msg" member the check found in it ("-": none).
+  // Each line: the text, and the "msg" and "key" members the check found in it ("-": none).
   std::vector<std::string> texts;
   std::string input;
   for (int i = 0; i < 20000; ++i) {
     texts.push_back(gen.text());
     const auto v = cp::detail::check_json_message(texts.back());
     ((input += hex(texts.back())) += ' ') += v.has_msg ? hex(texts.back().substr(v.msg_at, v.msg_size)) : "-";
+    (input += ' ') += v.has_key ? hex(texts.back().substr(v.key_at, v.key_size)) : "-";
     input += '\n';
   }
   const std::string judge = write_script("childproc-json-judge.js", R"(
 const out = [];
 require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
-  const [h, sub] = line.split(' ');
+  const [h, sub, keysub] = line.split(' ');
   const buf = Buffer.from(h, 'hex');
   const text = buf.toString('utf8');
   if (!Buffer.from(text, 'utf8').equals(buf)) return out.push('utf8');
@@ -245,12 +252,16 @@ require('readline').createInterface({ input: process.stdin }).on('line', (line) 
   try { m = JSON.parse(text); } catch (e) { return out.push('bad'); }
   const object = m !== null && typeof m === 'object';
   const internal = object && typeof m.cmd === 'string' && m.cmd.length > 5 && m.cmd.slice(0, 5) === 'NODE_';
-  let msg = 'none';  // the check's "msg" member against JSON.parse's
-  if (object && !Array.isArray(m) && Object.prototype.hasOwnProperty.call(m, 'msg')) {
-    try { msg = JSON.stringify(JSON.parse(Buffer.from(sub, 'hex').toString('utf8'))) === JSON.stringify(m.msg) ? 'same' : 'differs'; }
-    catch (e) { msg = 'differs'; }
-  } else if (sub !== '-') msg = 'extra';
-  out.push((internal ? 'internal' : 'ok') + ' ' + (internal && m.cmd === 'NODE_HANDLE' ? 'handle' : '-') + ' ' + msg);
+  const member = (name, found) => {  // the check's member against JSON.parse's
+    if (object && !Array.isArray(m) && Object.prototype.hasOwnProperty.call(m, name)) {
+      try { return JSON.stringify(JSON.parse(Buffer.from(found, 'hex').toString('utf8'))) === JSON.stringify(m[name]) ? 'same' : 'differs'; }
+      catch (e) { return 'differs'; }
+    }
+    return found !== '-' ? 'extra' : 'none';
+  };
+  const cmd = !internal ? '-' : m.cmd === 'NODE_HANDLE' ? 'handle' : m.cmd === 'NODE_SOCKET_GET_COUNT' ? 'count'
+            : m.cmd === 'NODE_SOCKET_NOTIFY_CLOSE' ? 'close' : '-';
+  out.push((internal ? 'internal' : 'ok') + ' ' + cmd + ' ' + member('msg', sub) + ' ' + member('key', keysub));
 }).on('close', () => process.stdout.write(out.join('\n') + '\n'));
 )");
   auto verdicts = cp::exec_file("node", {judge}, {.input = input}).value();
@@ -259,7 +270,7 @@ require('readline').createInterface({ input: process.stdin }).on('line', (line) 
   for (std::size_t at = 0, nl; (nl = verdicts.out.find('\n', at)) != std::string::npos; at = nl + 1)
     node.push_back(verdicts.out.substr(at, nl - at));
   REQUIRE(node.size() == texts.size());
-  int passed = 0, handles = 0, msgs = 0, counts[4] = {};
+  int passed = 0, handles = 0, sockets = 0, msgs = 0, keys = 0, counts[4] = {};
   for (std::size_t i = 0; i < texts.size(); ++i) {
     const auto v = cp::detail::check_json_message(texts[i]);
     const bool ok = v.what == cp::detail::json_verdict::kind::ok;
@@ -275,22 +286,28 @@ require('readline').createInterface({ input: process.stdin }).on('line', (line) 
       ++counts[2];
     } else {
       REQUIRE(ok);
-      const std::string words = std::string(v.internal ? "internal" : "ok") + (v.handle ? " handle" : " -") + (v.has_msg ? " same" : " none");
+      const char* cmd = v.handle ? " handle" : v.get_count ? " count" : v.notify_close ? " close" : " -";
+      const std::string words = std::string(v.internal ? "internal" : "ok") + cmd + (v.has_msg ? " same" : " none") + (v.has_key ? " same" : " none");
       CHECK(node[i] == words);
       handles += v.handle;
+      sockets += v.get_count || v.notify_close;
       msgs += v.has_msg;
+      keys += v.has_key;
       ++counts[3];
     }
     passed += ok && !v.internal;
   }
   MESSAGE("seed " << seed << ": " << counts[0] << " not UTF-8, " << counts[1] << " with a line feed, " << counts[2]
-                  << " JSON.parse refused, " << counts[3] << " JSON.parse took (" << handles << " NODE_HANDLE, " << msgs
-                  << " with \"msg\"); " << passed << " sendable");
+                  << " JSON.parse refused, " << counts[3] << " JSON.parse took (" << handles << " NODE_HANDLE, " << sockets
+                  << " NODE_SOCKET_GET_COUNT or NOTIFY_CLOSE, " << msgs << " with \"msg\", " << keys << " with \"key\"); "
+                  << passed << " sendable");
   CHECK(counts[2] > 1000);  // the mix reaches both sides of the check
   CHECK(counts[3] > 1000);
   CHECK(counts[3] - passed > 50);  // and Node's own messages among what JSON.parse took,
-  CHECK(handles > 100);            // handle messages among them (about 200 a seed),
-  CHECK(msgs > 500);               // and members "msg" whose text is checked
+  CHECK(handles > 50);             // handle messages among them (about 90 a seed),
+  CHECK(sockets > 40);             // a server's requests (about 90),
+  CHECK(msgs > 500);               // and members "msg" and "key" whose text is checked
+  CHECK(keys > 500);
   std::remove(judge.c_str());
 
   const std::string counter = write_script("childproc-json-counter.js", R"(
@@ -479,9 +496,9 @@ TEST_CASE("NODE_HANDLE from a Node peer: msg and handle delivered, ACK sent; no 
   REQUIRE(h);
   CHECK(cp::stream(std::move(h)).read_all().value() == "through the pipe");
   CHECK(read_once(node) == "{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
-  // A descriptor with an ordinary line, and Node's other bookkeeping: neither reaches the user.
+  // A descriptor with an ordinary line, and Node's other bookkeeping (unanswered): neither reaches the user.
   REQUIRE(send_with_fd(node, "{\"stray\":true}\n", devnull));
-  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_SOCKET_NOTIFY_CLOSE\",\"key\":\"k\"}\n{\"cmd\":\"NODE_HANDLE\",\"msg\":\"no type\"}\n", devnull));
+  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":\"k\"}\n{\"cmd\":\"NODE_HANDLE\",\"msg\":\"no type\"}\n", devnull));
   auto stray = ch.receive_sync().value();
   CHECK(stray.str() == R"({"stray":true})");
   CHECK(!stray.take_handle());
@@ -500,6 +517,88 @@ TEST_CASE("NODE_HANDLE from a Node peer: msg and handle delivered, ACK sent; no 
   CHECK(read_once(node) == "{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
   ::close(devnull);
   p.read.close();
+  ch.disconnect();
+  pair.child.reset();
+  CHECK(open_fds().size() == fds_before);
+}
+
+// A Node server that sent us its connections asks how many are still open here
+// (server.getConnections()) and, closing, to be told when none is (server.close()): answered
+// as Node's own workers do, counting the descriptors the user has not closed.
+TEST_CASE("a Node server's accounting, played by hand: NODE_SOCKET_COUNT counts what the user holds; ALL_CLOSED when none is") {
+  const auto fds_before = open_fds().size();
+  auto pair = cp::detail::create_duplex_native().value();
+  cp::channel ch{cp::stream(std::move(pair.parent)), cp::default_max_message_size, cp::serialization::json};
+  const int node = pair.child.get();
+  auto conn = [&](const char* key) {  // Node sends one of its server's connections
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    REQUIRE(send_with_fd(node, std::string("{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":\"c\",\"key\":") + key + "}\n", sv[0]));
+    ::close(sv[0]);
+    ::close(sv[1]);
+    auto m = ch.receive_sync().value();
+    CHECK(m.str() == R"("c")");
+    CHECK(read_once(node) == "{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
+    return m.take_handle();
+  };
+  auto ask = [&](const std::string& line) {  // a request, then a message for receive to return
+    REQUIRE(send_with_fd(node, line + "\n{\"next\":1}\n", -1));
+    CHECK(ch.receive_sync<std::string>().value() == R"({"next":1})");
+    return read_once(node);
+  };
+  auto a1 = conn(R"("4:127.0.0.1:80")");
+  auto a2 = conn(R"("4:127.0.0.1:80")");
+  auto b1 = conn(R"("b\"\\")");
+  CHECK(ask(R"({"cmd":"NODE_SOCKET_GET_COUNT","key":"4:127.0.0.1:80"})") == "{\"cmd\":\"NODE_SOCKET_COUNT\",\"key\":\"4:127.0.0.1:80\",\"count\":2}\n");
+  CHECK(ask(R"({"cmd":"NODE_SOCKET_GET_COUNT","key":"b\"\\"})") == "{\"cmd\":\"NODE_SOCKET_COUNT\",\"key\":\"b\\\"\\\\\",\"count\":1}\n");
+  CHECK(ask(R"({"cmd":"NODE_SOCKET_GET_COUNT","key":"never sent"})") == "{\"cmd\":\"NODE_SOCKET_COUNT\",\"key\":\"never sent\",\"count\":0}\n");
+  // Closed by the user: not counted, even when its number comes back on something else.
+  const int a1_number = a1.get();
+  a1.reset();
+  const int other = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  REQUIRE(other == a1_number);
+  CHECK(ask(R"({"cmd":"NODE_SOCKET_GET_COUNT","key":"4:127.0.0.1:80"})") == "{\"cmd\":\"NODE_SOCKET_COUNT\",\"key\":\"4:127.0.0.1:80\",\"count\":1}\n");
+  ::close(other);
+  // Nothing open for b once b1 closes: ALL_CLOSED at once.
+  b1.reset();
+  CHECK(ask(R"({"cmd":"NODE_SOCKET_NOTIFY_CLOSE","key":"b\"\\"})") == "{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":\"b\\\"\\\\\"}\n");
+  // a2 still open: no answer yet (a request without a key has none either)...
+  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_SOCKET_NOTIFY_CLOSE\",\"key\":\"4:127.0.0.1:80\"}\n{\"cmd\":\"NODE_SOCKET_GET_COUNT\"}\n{\"next\":2}\n", -1));
+  CHECK(ch.receive_sync<std::string>().value() == R"({"next":2})");
+  pollfd pf{node, POLLIN, 0};
+  CHECK(::poll(&pf, 1, 100) == 0);
+  // ...until it closes, by another thread, while this one waits in receive_sync: the wait looks again.
+  std::thread closer([&] {
+    ::usleep(100 * 1000);
+    a2.reset();
+  });
+  std::thread peer([&] {
+    const std::string got = read_once(node);
+    (void)send_with_fd(node, "{\"seen\":" + std::string(got == "{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":\"4:127.0.0.1:80\"}\n" ? "true" : "false") + "}\n", -1);
+  });
+  CHECK(ch.receive_sync<std::string>().value() == R"({"seen":true})");
+  closer.join();
+  peer.join();
+  // The same on a loop: a coroutine closes the connection while another waits in receive().
+  auto c1 = conn(R"("loop")");
+  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_SOCKET_NOTIFY_CLOSE\",\"key\":\"loop\"}\n", -1));
+  std::thread loop_peer([&] {
+    const std::string got = read_once(node);
+    (void)send_with_fd(node, "{\"seen\":" + std::string(got == "{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":\"loop\"}\n" ? "true" : "false") + "}\n", -1);
+  });
+  std::optional<cp::event_loop> loop(std::in_place);  // its own descriptors close before the count below
+  auto closing = [&]() -> cp::task<> {
+    (void)co_await loop->sleep(std::chrono::milliseconds(100));
+    c1.reset();
+  };
+  auto receiving = [&]() -> cp::task<std::string> {
+    auto m = co_await ch.receive<std::string>();
+    co_return m ? *m : m.error().message();
+  };
+  const std::string seen = std::get<1>(loop->run(cp::when_all(closing(), receiving())));
+  loop.reset();
+  loop_peer.join();
+  CHECK(seen == R"({"seen":true})");
   ch.disconnect();
   pair.child.reset();
   CHECK(open_fds().size() == fds_before);
@@ -552,6 +651,56 @@ process.on('message', (m) => { if (m === 'bye') { server.close(); process.discon
   client.reset();  // Node's end of the connection closes, so Node can exit
   srv.reset();
   REQUIRE(js.send(std::string("\"bye\"")));
+  CHECK(js.wait()->exit_code() == 0);
+  std::remove(script.c_str());
+}
+
+// The real thing: a Node server hands its connections to this process, as to a cluster worker,
+// and its getConnections() and close() count them here until they close.
+TEST_CASE("a Node server sends its connections: getConnections() counts those open here, close() waits for them") {
+  const std::string script = write_script("childproc-node-accounting.js", R"(
+const net = require('net');
+const server = net.createServer((s) => process.send('conn', s));
+const connect = () => {
+  const c = net.connect(server.address().port, '127.0.0.1');
+  c.on('end', () => c.end());
+  c.resume();
+};
+server.listen(0, '127.0.0.1', connect);
+process.on('message', (m) => {
+  if (m === 'count') server.getConnections((e, n) => process.send({ count: n, err: e ? String(e) : null }));
+  else if (m === 'another') connect();
+  else if (m === 'close') server.close((e) => process.send({ closed: e ? String(e) : null }));
+  else if (m === 'bye') process.disconnect();
+});
+)");
+  auto js = cp::fork_node(script).value();
+  auto first = js.receive_sync().value();
+  CHECK(first.str() == R"("conn")");
+  auto sock1 = first.take_handle();
+  REQUIRE(sock1);
+  REQUIRE(js.send(std::string(R"("count")")));
+  CHECK(js.receive_sync<std::string>().value() == R"({"count":1,"err":null})");
+  sock1.reset();
+  REQUIRE(js.send(std::string(R"("count")")));
+  CHECK(js.receive_sync<std::string>().value() == R"({"count":0,"err":null})");
+  REQUIRE(js.send(std::string(R"("another")")));
+  auto second = js.receive_sync().value();
+  CHECK(second.str() == R"("conn")");
+  auto sock2 = second.take_handle();
+  REQUIRE(sock2);
+  // close() waits for sock2, which another thread closes while this one waits for the answer.
+  REQUIRE(js.send(std::string(R"("close")")));
+  std::atomic<bool> closed{false};
+  std::thread closer([&] {
+    ::usleep(200 * 1000);
+    closed = true;
+    sock2.reset();
+  });
+  CHECK(js.receive_sync<std::string>().value() == R"({"closed":null})");
+  CHECK(closed.load());
+  closer.join();
+  REQUIRE(js.send(std::string(R"("bye")")));
   CHECK(js.wait()->exit_code() == 0);
   std::remove(script.c_str());
 }

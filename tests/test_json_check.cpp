@@ -137,3 +137,41 @@ TEST_CASE("Node's handle messages: cmd NODE_HANDLE, and the exact text of the ou
   CHECK(!cpd::check_received(R"({"cmd":"NODE_HANDLE","msg":1)").handle);  // not JSON: nothing
   CHECK(!cpd::check_received(R"({"msg":1})").has_msg);  // an ordinary message is not parsed
 }
+
+static std::string key_of(const std::string& t) {
+  const auto v = cpd::check_received(t);
+  REQUIRE(v.what == cpd::json_verdict::kind::ok);
+  REQUIRE(v.has_key);
+  return t.substr(v.key_at, v.key_size);
+}
+
+TEST_CASE("a Node server's socket bookkeeping: NODE_SOCKET_GET_COUNT, NODE_SOCKET_NOTIFY_CLOSE, and the text of \"key\"") {
+  const auto count = cpd::check_received(R"({"cmd":"NODE_SOCKET_GET_COUNT","key":"4:127.0.0.1:8000"})");
+  CHECK(count.internal);
+  CHECK(count.get_count);
+  CHECK(!count.notify_close);
+  CHECK(!count.handle);
+  const auto close = cpd::check_received(R"({"key":"k","cmd":"NODE_SOCKET_NOTIFY_CLOSE"})");
+  CHECK(close.internal);
+  CHECK(close.notify_close);
+  CHECK(!close.get_count);
+  CHECK(!close.handle);
+  CHECK(key_of(R"({"cmd":"NODE_SOCKET_GET_COUNT","key":"4:127.0.0.1:8000"})") == R"("4:127.0.0.1:8000")");
+  CHECK(key_of(R"({"cmd":"NODE_SOCKET_GET_COUNT","key":"a\"b\\c"})") == R"("a\"b\\c")");
+  CHECK(key_of(R"({"cmd":"NODE_SOCKET_GET_COUNT","key":1,"k\u0065y":"last"})") == R"("last")");  // the last one
+  CHECK(key_of(R"({"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"key":"inner"},"key":["x",{}]})") == R"(["x",{}])");
+  CHECK(msg_of(R"({"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"key":"inner"},"key":["x",{}]})") == R"({"key":"inner"})");
+  CHECK(!cpd::check_received(R"({"cmd":"NODE_SOCKET_GET_COUNT","x":{"key":"k"}})").has_key);  // not at the top
+  // Near misses: internal (skipped), but neither command.
+  for (const char* t : {R"({"cmd":"NODE_SOCKET_GET_COUN"})", R"({"cmd":"NODE_SOCKET_GET_COUNTX"})", R"({"cmd":"NODE_SOCKET_COUNT"})",
+                        R"({"cmd":"NODE_SOCKET_NOTIFY_CLOSE_"})", R"({"cmd":"NODE_SOCKET_ALL_CLOSED"})"}) {
+    const auto v = cpd::check_received(t);
+    CHECK(v.internal);
+    CHECK(!v.get_count);
+    CHECK(!v.notify_close);
+  }
+  CHECK(cpd::check_received(R"({"cmd":"NODE_SOCKET_\u004eOTIFY_CLOSE"})").notify_close);  // decoded, as JSON.parse
+  CHECK(!cpd::check_received(R"({"cmd":"NODE_SOCKET_GET_COUNT","cmd":"NODE_X"})").get_count);  // the last cmd counts
+  CHECK(!cpd::check_received(R"({"cmd":"NODE_SOCKET_GET_COUNT","cmd":{}})").internal);
+  CHECK(!cpd::check_received(R"([{"cmd":"NODE_SOCKET_GET_COUNT"}])").internal);
+}

@@ -11,6 +11,7 @@
 #include "stream.hpp"
 #include "task.hpp"
 
+#include <algorithm>    // Node's connection accounting
 #include <array>        // decoding trivially copyable messages
 #include <bit>          // std::bit_cast
 #include <concepts>     // std::convertible_to
@@ -210,6 +211,7 @@ class channel {
   /// failure (EPIPE: the peer is gone) is reported here; a message over the limit is refused.
   template <class T>
   result<void> send(const T& msg) {
+    settle_node_closing();
     if (event_loop* loop = event_loop::current()) {
       if (auto e = queue(msg, true); !e) return e;
       start_writing(c_.get(), *loop);
@@ -226,6 +228,7 @@ class channel {
   /// `h` stays the caller's. The peer finds it in the message (message::take_handle()).
   template <class T>
   result<void> send(const T& msg, native_handle h) {
+    settle_node_closing();
     event_loop* loop = event_loop::current();
     if (!loop) reclaim();
     if (auto e = queue_with_handle(msg, h, loop != nullptr); !e) return e;
@@ -239,6 +242,7 @@ class channel {
   template <class T>
   task<result<void>> send_async(const T& msg) {
     if (!event_loop::current()) co_return error(errc::no_event_loop, "send_async: no event loop runs on this thread");
+    settle_node_closing();
     if (auto bytes = direct_bytes(msg); bytes && framed_by_header() && can_write_direct(*bytes)) co_return co_await send_direct(*bytes);
     auto e = queue(msg, true);
     if (!e && e.error() == errc::queue_full) {
@@ -253,6 +257,7 @@ class channel {
   template <class T>
   task<result<void>> send_async(const T& msg, native_handle h) {
     if (!event_loop::current()) co_return error(errc::no_event_loop, "send_async: no event loop runs on this thread");
+    settle_node_closing();
     auto e = queue_with_handle(msg, h, true);
     if (!e && e.error() == errc::queue_full) {
       if (auto room = co_await until_written(); !room) co_return room;
@@ -303,8 +308,21 @@ class channel {
       if (event_loop* loop = event_loop::current(); loop && (!c_->out.empty() || c_->job)) start_writing(c_.get(), *loop);
       if (c_->job && !c_->job->issued && !c_->out.empty()) write_now(c_.get());
       if (event_loop* loop = event_loop::current()) c_->io.take_back_read(&loop->reactor());  // one a stopped loop left
-      if (c_->io.reading())  // another receive() waits on this loop: a second would race it for the same bytes
+      if (c_->io.reading() || c_->node_polling)  // another receive() waits on this loop: a second would race it for the same bytes
         co_return error(errc::busy, "receive: another receive is pending on this channel");
+      if (event_loop* loop = event_loop::current(); loop && node_close_pending()) {
+        // A closing Node server waits for connections the user holds (closed by other code on
+        // this loop, or another thread): look again soon, reading as soon as the peer sends.
+        auto ready = detail::wait_readable_native(c_->io.handle(), 0);
+        if (!ready) co_return std::move(ready).error();
+        if (!*ready) {
+          c_->node_polling = true;
+          auto slept = co_await loop->sleep(std::chrono::milliseconds(node_close_poll_ms), stop);
+          if (c_) c_->node_polling = false;
+          if (!slept) co_return error(errc::cancelled, "read: cancelled");  // as the read's own
+          continue;
+        }
+      }
       auto r = co_await c_->io.async_read_some(spare(c_.get()), stop);
       const auto e = absorb(c_.get(), r);
       rearm_pump(c_.get());  // a write still waiting needs the pump again
@@ -398,6 +416,17 @@ class channel {
     unique_handle peer;                       // the peer process (Win32)
     bool peer_known = false;
     error peer_error;
+    // Node's accounting (json): connections a Node server sent us stay its own until they close
+    // here. Only the descriptor's number and what it referred to are kept: the user owns it.
+    struct node_socket {
+      std::string key;  // the server's "key", as JSON text
+      native_handle h;
+      detail::handle_identity id;
+    };
+    std::vector<node_socket> node_sockets;
+    std::size_t node_prune_at = 64;           // forget closed ones when the list grows past this
+    std::vector<std::string> node_closing;    // keys whose server waits (NODE_SOCKET_NOTIFY_CLOSE) for them all
+    bool node_polling = false;                // a receive() sleeps between looks at them
     std::shared_ptr<int> alive = std::make_shared<int>();  // expires with the channel (send_direct checks)
   };
 
@@ -526,6 +555,11 @@ class channel {
         const std::size_t held = buffered();
         if (auto e = flush(); !e) return std::move(e).error();
         if (buffered() != held) continue;  // the flush read while it wrote: look at that first
+      }
+      if (node_close_pending()) {  // a closing Node server waits for connections the user holds: look again soon
+        auto ready = detail::wait_readable_native(c_->io.handle(), node_close_poll_ms);
+        if (!ready) return std::move(ready).error();
+        if (!*ready) continue;
       }
       auto r = c_->io.read_some(spare(c_.get()));
       if (auto e = absorb(c_.get(), r); !e) return std::move(e).error();
@@ -1049,6 +1083,7 @@ class channel {
   result<std::optional<message>> take_frame() {
     if (!c_) return closed_error("receive");
     core* c = c_.get();
+    settle_node_closing();
     if (!c->ready.empty()) {
       message m = std::move(c->ready.front());
       c->ready.pop_front();
@@ -1077,7 +1112,12 @@ class channel {
             const detail::json_verdict v = detail::check_received(line);
             if (v.handle) return node_handle(line, v, s.header + s.size + s.trailer);
             if (v.internal) {
-              consume(c, s.header + s.size + s.trailer);  // Node's own bookkeeping: not the user's
+              // Node's own bookkeeping: not the user's. A server's question is answered (the key
+              // copied first: answering may read into the buffer the line is in).
+              const bool ask = (v.get_count || v.notify_close) && v.has_key;
+              std::string key = ask ? std::string(line.substr(v.key_at, v.key_size)) : std::string();
+              consume(c, s.header + s.size + s.trailer);
+              if (ask) node_socket_request(key, v.get_count);
               continue;
             }
           }
@@ -1136,13 +1176,64 @@ class channel {
     core* c = c_.get();
     const std::uint64_t at = c->consumed;
     std::string text = v.has_msg ? std::string(line.substr(v.msg_at, v.msg_size)) : std::string("null");
+    std::string key = v.has_key ? std::string(line.substr(v.key_at, v.key_size)) : std::string();  // before the buffer moves
     consume(c, size);
     unique_handle fd = take_fd_at(c, at);
     const bool got = bool(fd);
     answer_node(got ? std::string_view("{\"cmd\":\"NODE_HANDLE_ACK\"}\n") : std::string_view("{\"cmd\":\"NODE_HANDLE_NACK\"}\n"));
     if (!got) return take_frame();
+    if (v.has_key) {  // a connection of a Node server's, which counts it until it closes here
+      if (c->node_sockets.size() >= c->node_prune_at) {
+        forget_closed_sockets(c);
+        c->node_prune_at = std::max<std::size_t>(64, 2 * c->node_sockets.size());
+      }
+      c->node_sockets.push_back({std::move(key), fd.get(), detail::handle_identity_native(fd.get())});
+    }
     return std::optional<message>(message(std::move(text), std::move(fd)));
   }
+
+  static void forget_closed_sockets(core* c) {
+    std::erase_if(c->node_sockets, [](const core::node_socket& s) { return !detail::handle_still_native(s.h, s.id); });
+  }
+
+  // How many connections of the Node server `key` are still open here.
+  static std::size_t node_sockets_open(core* c, std::string_view key) {
+    forget_closed_sockets(c);
+    return static_cast<std::size_t>(std::count_if(c->node_sockets.begin(), c->node_sockets.end(),
+                                                  [&](const core::node_socket& s) { return s.key == key; }));
+  }
+
+  // A Node server asks, as Node's own workers answer it: how many of its connections are open
+  // here (server.getConnections()), or to be told when none is (server.close()). Keys compare
+  // as the JSON text Node wrote (JSON.stringify spells one string one way).
+  void node_socket_request(const std::string& key, bool get_count) {
+    core* c = c_.get();
+    if (get_count) {
+      answer_node("{\"cmd\":\"NODE_SOCKET_COUNT\",\"key\":" + key + ",\"count\":" + std::to_string(node_sockets_open(c, key)) + "}\n");
+    } else if (node_sockets_open(c, key) == 0) {
+      answer_node("{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":" + key + "}\n");
+    } else if (std::find(c->node_closing.begin(), c->node_closing.end(), key) == c->node_closing.end()) {
+      c->node_closing.push_back(key);  // told when the last one closes
+    }
+  }
+
+  // Tells each Node server waiting in close() whose connections here have all closed since.
+  void settle_node_closing() {
+    core* c = c_.get();
+    if (!c || c->node_closing.empty()) return;
+    forget_closed_sockets(c);
+    std::erase_if(c->node_closing, [&](const std::string& key) {
+      if (node_sockets_open(c, key) != 0) return false;
+      answer_node("{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":" + key + "}\n");
+      return true;
+    });
+  }
+
+  // How often a receive that waits looks again at connections a closing Node server waits for.
+  static constexpr int node_close_poll_ms = 20;
+
+  // Whether a wait for the peer should wake now and then to settle them (nothing buffered).
+  bool node_close_pending() const noexcept { return c_ && !c_->node_closing.empty() && !c_->io.buffered(); }
 
   // Queues one of the answers Node's protocol asks for and starts writing it, as send does; a
   // failure shows on the next send, as Node swallows its own.

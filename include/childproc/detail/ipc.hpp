@@ -91,6 +91,22 @@ inline bool node_channel_supported_native() noexcept;
 ///   Win32: ENOTSUP (see node_channel_supported_native).
 inline auto node_handle_type_native(native_handle h) -> result<std::string>;
 
+/// Which open file (socket) a descriptor refers to: a Node server that sent us a connection
+/// counts it as its own until it closes here, and only the descriptor's number is kept.
+struct handle_identity {
+  std::uint64_t a = 0, b = 0;
+  friend bool operator==(const handle_identity&, const handle_identity&) = default;
+};
+
+/// The identity of what `h` refers to now ({} if none).
+///   POSIX: fstat's st_dev and st_ino (sockets have inodes of their own).   Win32: {} (no socket
+///   comes from Node there).
+inline handle_identity handle_identity_native(native_handle h) noexcept;
+
+/// Whether `h` is still open on the file `id` named: false once the user closed it, even if the
+/// number now holds something else.   POSIX: fstat.   Win32: false.
+inline bool handle_still_native(native_handle h, const handle_identity& id) noexcept;
+
 /// The running executable's path, for fork_self. `recorded` is what dispatch_entry found from
 /// argv[0] at startup (empty if it was not called).
 ///   POSIX: readlink("/proc/self/exe") (Linux), else "/proc/curproc/file" (BSD procfs), else

@@ -61,6 +61,16 @@ inline auto node_handle_type_native(native_handle h) -> result<std::string> {
                                            " cannot go to a Node process, which takes stream sockets and pipes only");
 }
 
+inline handle_identity handle_identity_native(native_handle h) noexcept {
+  struct stat st{};
+  if (::fstat(h, &st) != 0) return {};
+  return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+}
+
+inline bool handle_still_native(native_handle h, const handle_identity& id) noexcept {
+  return id != handle_identity{} && handle_identity_native(h) == id;
+}
+
 inline auto self_exe_native(const std::string& recorded) -> result<std::string> {
   for (const char* link : {"/proc/self/exe", "/proc/curproc/file"}) {
     std::string path(4096, '\0');

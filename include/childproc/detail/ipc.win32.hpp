@@ -149,6 +149,10 @@ inline auto node_handle_type_native(native_handle) -> result<std::string> {
   return error(std::make_error_code(std::errc::not_supported), "send: handles to a Node process are not supported on Win32");
 }
 
+inline handle_identity handle_identity_native(native_handle) noexcept { return {}; }
+
+inline bool handle_still_native(native_handle, const handle_identity&) noexcept { return false; }
+
 inline auto self_exe_native(const std::string&) -> result<std::string> {
   std::wstring path(32768, L'\0');
   const DWORD n = ::GetModuleFileNameW(nullptr, path.data(), static_cast<DWORD>(path.size()));

@@ -7,6 +7,7 @@
 
 #include <cstddef>      // std::size_t
 #include <cstdint>      // the nesting stack
+#include <span>         // the words a string is compared with
 #include <string_view>  // the text
 
 namespace childproc::inline v0::detail {
@@ -26,8 +27,12 @@ struct json_verdict {
   std::size_t at = 0;
   bool internal = false;  ///< an object whose "cmd" is a string of 6+ characters starting "NODE_": Node's own message
   bool handle = false;    ///< internal, and that "cmd" is "NODE_HANDLE": a handle comes with the member "msg"
+  bool get_count = false;     ///< internal, "cmd" is "NODE_SOCKET_GET_COUNT": a Node server asks how many of its sockets live
+  bool notify_close = false;  ///< internal, "cmd" is "NODE_SOCKET_NOTIFY_CLOSE": that server closes, waiting for them
   bool has_msg = false;   ///< the object has a member "msg" (the last one counts, as for JSON.parse)
   std::size_t msg_at = 0, msg_size = 0;  ///< where that member's value is in the text
+  bool has_key = false;   ///< the object has a member "key" (a Node server's name for its sockets; the last counts)
+  std::size_t key_at = 0, key_size = 0;  ///< where that member's value is in the text
 };
 
 inline constexpr std::size_t json_max_depth = 4096;
@@ -45,8 +50,16 @@ class json_checker {
     skip_ws();
     if (failed_) return v_;
     if (i_ != t_.size()) return fail(json_verdict::kind::trailing);
-    v_.internal = internal_;
-    v_.handle = internal_ && handle_;
+    v_.internal = cmd_ != cmd_kind::none;
+    v_.handle = cmd_ == cmd_kind::handle;
+    v_.get_count = cmd_ == cmd_kind::get_count;
+    v_.notify_close = cmd_ == cmd_kind::notify_close;
+    v_.has_msg = msg_.has;
+    v_.msg_at = msg_.at;
+    v_.msg_size = msg_.size;
+    v_.has_key = key_.has;
+    v_.key_at = key_.at;
+    v_.key_size = key_.size;
     return v_;
   }
 
@@ -57,17 +70,18 @@ class json_checker {
     while (!failed_) {
       skip_ws();
       if (failed_) return;
-      const bool top_key_cmd = pending_ == top_key::cmd, top_key_msg = pending_ == top_key::msg;
+      const bool top_key_cmd = pending_ == top_key::cmd;
+      span* const captured = pending_ == top_key::msg ? &msg_ : pending_ == top_key::key ? &key_ : nullptr;
       pending_ = top_key::other;
       if (i_ == t_.size()) return (void)fail(json_verdict::kind::bad_syntax);
       const char c = t_[i_];
-      if (top_key_msg) {
-        v_.has_msg = true;
-        v_.msg_at = i_;
+      if (captured) {
+        captured->has = true;
+        captured->at = i_;
       }
       if (c == '{' || c == '[') {
-        if (top_key_cmd) internal_ = false;  // cmd is not a string: an ordinary message
-        if (top_key_msg) msg_open_ = true;  // it ends when its container closes
+        if (top_key_cmd) cmd_ = cmd_kind::none;  // cmd is not a string: an ordinary message
+        if (captured) open_ = captured;  // it ends when its container closes
         if (depth == json_max_depth) return (void)fail(json_verdict::kind::too_deep);
         set_bit(depth, c == '{');
         ++depth;
@@ -77,10 +91,7 @@ class json_checker {
         if (i_ < t_.size() && t_[i_] == (c == '{' ? '}' : ']')) {  // empty container
           ++i_;
           --depth;
-          if (depth == 1 && msg_open_) {
-            v_.msg_size = i_ - v_.msg_at;
-            msg_open_ = false;
-          }
+          if (depth == 1 && open_) end_open();
         } else if (c == '{') {
           if (!key(depth)) return;
           continue;
@@ -89,18 +100,21 @@ class json_checker {
         }
       } else if (c == '"') {
         if (top_key_cmd) {
-          word_match w;
-          if (!string(&w, "NODE_", "NODE_HANDLE")) return;
-          internal_ = w.first && w.n > 5;
-          handle_ = w.second && w.n == 11;
+          word_match w{cmd_words};
+          if (!string(&w)) return;
+          cmd_ = !(w.starts(0) && w.n > 5) ? cmd_kind::none
+                 : w.is(1)                 ? cmd_kind::handle
+                 : w.is(2)                 ? cmd_kind::get_count
+                 : w.is(3)                 ? cmd_kind::notify_close
+                                           : cmd_kind::other;
         } else if (!string()) {
           return;
         }
-        if (top_key_msg) v_.msg_size = i_ - v_.msg_at;
+        if (captured) captured->size = i_ - captured->at;
       } else {
-        if (top_key_cmd) internal_ = false;  // cmd is not a string: an ordinary message
+        if (top_key_cmd) cmd_ = cmd_kind::none;  // cmd is not a string: an ordinary message
         if (!scalar()) return;
-        if (top_key_msg) v_.msg_size = i_ - v_.msg_at;
+        if (captured) captured->size = i_ - captured->at;
       }
       // After a value: close containers or go on to the next member / element.
       while (true) {
@@ -117,37 +131,45 @@ class json_checker {
         if (t_[i_] != (object ? '}' : ']')) return (void)fail(json_verdict::kind::bad_syntax);
         ++i_;
         --depth;
-        if (depth == 1 && msg_open_) {
-          v_.msg_size = i_ - v_.msg_at;
-          msg_open_ = false;
-        }
+        if (depth == 1 && open_) end_open();
       }
     }
   }
 
-  // A member's key and its colon; notes a key "cmd" or "msg" of the outermost object.
+  // A member's key and its colon; notes a key "cmd", "msg" or "key" of the outermost object.
   bool key(std::size_t depth) noexcept {
     skip_ws();
     if (failed_) return false;
     if (i_ == t_.size() || t_[i_] != '"') return fail(json_verdict::kind::bad_syntax), false;
-    word_match w;
-    if (!string(&w, "cmd", "msg")) return false;
+    word_match w{key_words};
+    if (!string(&w)) return false;
     skip_ws();
     if (failed_) return false;
     if (i_ == t_.size() || t_[i_] != ':') return fail(json_verdict::kind::bad_syntax), false;
     ++i_;
-    pending_ = depth != 1 ? top_key::other : w.n != 3 ? top_key::other : w.first ? top_key::cmd : w.second ? top_key::msg : top_key::other;
+    pending_ = depth != 1 ? top_key::other : w.is(0) ? top_key::cmd : w.is(1) ? top_key::msg : w.is(2) ? top_key::key : top_key::other;
     return true;
   }
 
-  // How a decoded string compares with two words: whether it starts with each, and its length.
+  static constexpr std::string_view key_words[] = {"cmd", "msg", "key"};
+  static constexpr std::string_view cmd_words[] = {"NODE_", "NODE_HANDLE", "NODE_SOCKET_GET_COUNT", "NODE_SOCKET_NOTIFY_CLOSE"};
+
+  // How a decoded string compares with a few words, character by character, and its length.
   struct word_match {
-    bool first = true, second = true;
-    std::size_t n = 0;  // characters decoded
+    std::span<const std::string_view> words;
+    std::uint32_t alive = ~0u;  // bit k: every character so far matches words[k]
+    std::size_t n = 0;          // characters decoded
+    void next(std::uint32_t cp) noexcept {
+      for (std::size_t k = 0; k < words.size(); ++k)
+        if (n < words[k].size() && cp != static_cast<unsigned char>(words[k][n])) alive &= ~(std::uint32_t{1} << k);
+      ++n;
+    }
+    bool starts(std::size_t k) const noexcept { return (alive >> k & 1u) && n >= words[k].size(); }
+    bool is(std::size_t k) const noexcept { return (alive >> k & 1u) && n == words[k].size(); }
   };
 
   // A string at t_[i_] == '"', checked; decoded as JSON.parse would, it is compared into `w`.
-  bool string(word_match* w = nullptr, std::string_view a = {}, std::string_view b = {}) noexcept {
+  bool string(word_match* w = nullptr) noexcept {
     ++i_;
     while (true) {
       if (i_ == t_.size()) return fail(json_verdict::kind::bad_syntax), false;
@@ -167,14 +189,8 @@ class json_checker {
       } else if (!utf8(cp)) {
         return false;
       }
-      if (w) {
-        if (w->n < a.size() && cp != static_cast<unsigned char>(a[w->n])) w->first = false;
-        if (w->n < b.size() && cp != static_cast<unsigned char>(b[w->n])) w->second = false;
-        ++w->n;
-      }
+      if (w) w->next(cp);
     }
-    if (w && w->n < a.size()) w->first = false;
-    if (w && w->n < b.size()) w->second = false;
     return true;
   }
 
@@ -291,11 +307,20 @@ class json_checker {
   std::string_view t_;
   std::size_t i_ = 0;
   bool failed_ = false;
-  enum class top_key { other, cmd, msg };
-  top_key pending_ = top_key::other;  // the value about to be read is the outermost object's "cmd" or "msg"
-  bool internal_ = false;
-  bool handle_ = false;
-  bool msg_open_ = false;  // the outermost "msg" is a container not yet closed
+  enum class top_key { other, cmd, msg, key };
+  top_key pending_ = top_key::other;  // the value about to be read is the outermost object's "cmd", "msg" or "key"
+  enum class cmd_kind { none, other, handle, get_count, notify_close };
+  cmd_kind cmd_ = cmd_kind::none;  // what the outermost "cmd" says (the last one counts)
+  struct span {
+    bool has = false;
+    std::size_t at = 0, size = 0;
+  };
+  span msg_, key_;          // the outermost "msg" and "key" values
+  span* open_ = nullptr;    // one of them, a container not yet closed
+  void end_open() noexcept {
+    open_->size = i_ - open_->at;
+    open_ = nullptr;
+  }
   json_verdict v_;
   std::uint64_t stack_[json_max_depth / 64] = {};
 };

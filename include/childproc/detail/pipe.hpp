@@ -33,6 +33,11 @@ inline auto create_duplex_native() -> result<pipe_pair>;
 ///   POSIX: pipe2(O_CLOEXEC).   Win32: CreatePipe without inheritance.
 inline auto create_plain_pipe_native() -> result<pipe_pair>;
 
+/// Whether `h` has something to read (bytes, or the end) within `timeout_ms` (0: now).
+///   POSIX: poll(2).   Win32: PeekNamedPipe, looked at again every millisecond (only a channel
+///   that waits for sockets a Node server sent uses it, and no socket comes from Node on Win32).
+inline auto wait_readable_native(native_handle h, int timeout_ms) -> result<bool>;
+
 /// Reads at least one byte, blocking as needed; 0 means end of stream. With `received`, descriptors
 /// that arrive with the bytes (a channel passing handles) are appended to it. `wait_first` is a
 /// hint that the last read emptied the handle (it returned less than asked), so a read now would

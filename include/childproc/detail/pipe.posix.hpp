@@ -147,6 +147,14 @@ inline result<void> poll_one_posix(int fd, short events) {
   return {};
 }
 
+inline auto wait_readable_native(native_handle h, int timeout_ms) -> result<bool> {
+  pollfd p{h, POLLIN, 0};
+  int n;
+  while ((n = ::poll(&p, 1, timeout_ms)) < 0)
+    if (errno != EINTR) return last_os_error(errno, "poll");
+  return n > 0;
+}
+
 inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>* received,
                              bool wait_first) -> result<std::size_t> {
   if (wait_first)

@@ -63,6 +63,20 @@ inline auto overlapped_io_win32(HANDLE h, void* data, DWORD size, bool write) ->
   return win32_error(err, write ? "write" : "read");
 }
 
+inline auto wait_readable_native(native_handle h, int timeout_ms) -> result<bool> {
+  const ULONGLONG until = ::GetTickCount64() + static_cast<ULONGLONG>(timeout_ms < 0 ? 0 : timeout_ms);
+  for (;;) {
+    DWORD avail = 0;
+    if (!::PeekNamedPipe(h, nullptr, 0, nullptr, &avail, nullptr)) {
+      const DWORD err = ::GetLastError();
+      if (err == ERROR_BROKEN_PIPE) return true;  // the end: a read says so
+      return win32_error(err, "PeekNamedPipe");
+    }
+    if (avail || ::GetTickCount64() >= until) return avail != 0;
+    ::Sleep(1);
+  }
+}
+
 inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>*, bool)
     -> result<std::size_t> {
   const auto size = static_cast<DWORD>(std::min<std::size_t>(buffer.size(), 1u << 30));
