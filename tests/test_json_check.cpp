@@ -175,3 +175,8 @@ TEST_CASE("a Node server's socket bookkeeping: NODE_SOCKET_GET_COUNT, NODE_SOCKE
   CHECK(!cpd::check_received(R"({"cmd":"NODE_SOCKET_GET_COUNT","cmd":{}})").internal);
   CHECK(!cpd::check_received(R"([{"cmd":"NODE_SOCKET_GET_COUNT"}])").internal);
 }
+
+TEST_CASE("json_falsy: the values JavaScript's `if` takes as false") {
+  for (const char* v : {"\"\"", "null", "false", "0", "-0", "0.0", "0e5", "-0.000E-3"}) CHECK(cpd::json_falsy(v));
+  for (const char* v : {"\"0\"", "\" \"", "true", "1", "-0.1", "0.01e2", "10", "[]", "{}", "\"false\""}) CHECK(!cpd::json_falsy(v));
+}

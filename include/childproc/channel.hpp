@@ -308,21 +308,8 @@ class channel {
       if (event_loop* loop = event_loop::current(); loop && (!c_->out.empty() || c_->job)) start_writing(c_.get(), *loop);
       if (c_->job && !c_->job->issued && !c_->out.empty()) write_now(c_.get());
       if (event_loop* loop = event_loop::current()) c_->io.take_back_read(&loop->reactor());  // one a stopped loop left
-      if (c_->io.reading() || c_->node_polling)  // another receive() waits on this loop: a second would race it for the same bytes
+      if (c_->io.reading())  // another receive() waits on this loop: a second would race it for the same bytes
         co_return error(errc::busy, "receive: another receive is pending on this channel");
-      if (event_loop* loop = event_loop::current(); loop && node_close_pending()) {
-        // A closing Node server waits for connections the user holds (closed by other code on
-        // this loop, or another thread): look again soon, reading as soon as the peer sends.
-        auto ready = detail::wait_readable_native(c_->io.handle(), 0);
-        if (!ready) co_return std::move(ready).error();
-        if (!*ready) {
-          c_->node_polling = true;
-          auto slept = co_await loop->sleep(std::chrono::milliseconds(node_close_poll_ms), stop);
-          if (c_) c_->node_polling = false;
-          if (!slept) co_return error(errc::cancelled, "read: cancelled");  // as the read's own
-          continue;
-        }
-      }
       auto r = co_await c_->io.async_read_some(spare(c_.get()), stop);
       const auto e = absorb(c_.get(), r);
       rearm_pump(c_.get());  // a write still waiting needs the pump again
@@ -426,7 +413,6 @@ class channel {
     std::vector<node_socket> node_sockets;
     std::size_t node_prune_at = 64;           // forget closed ones when the list grows past this
     std::vector<std::string> node_closing;    // keys whose server waits (NODE_SOCKET_NOTIFY_CLOSE) for them all
-    bool node_polling = false;                // a receive() sleeps between looks at them
     std::shared_ptr<int> alive = std::make_shared<int>();  // expires with the channel (send_direct checks)
   };
 
@@ -1182,7 +1168,10 @@ class channel {
     const bool got = bool(fd);
     answer_node(got ? std::string_view("{\"cmd\":\"NODE_HANDLE_ACK\"}\n") : std::string_view("{\"cmd\":\"NODE_HANDLE_NACK\"}\n"));
     if (!got) return take_frame();
-    if (v.has_key) {  // a connection of a Node server's, which counts it until it closes here
+    if (v.has_key && !detail::json_falsy(key)) {  // a connection of a Node server's (Node: `if (message.key)`)
+      // A descriptor number the kernel gave again was closed: what was recorded under it is gone,
+      // even if the same socket came back (a server's keepOpen send).
+      std::erase_if(c->node_sockets, [&](const core::node_socket& s) { return s.h == fd.get(); });
       if (c->node_sockets.size() >= c->node_prune_at) {
         forget_closed_sockets(c);
         c->node_prune_at = std::max<std::size_t>(64, 2 * c->node_sockets.size());
@@ -1229,10 +1218,10 @@ class channel {
     });
   }
 
-  // How often a receive that waits looks again at connections a closing Node server waits for.
+  // How often receive_sync, waiting, looks again at connections a closing Node server waits for.
   static constexpr int node_close_poll_ms = 20;
 
-  // Whether a wait for the peer should wake now and then to settle them (nothing buffered).
+  // Whether a blocking wait for the peer should wake now and then to settle them (nothing buffered).
   bool node_close_pending() const noexcept { return c_ && !c_->node_closing.empty() && !c_->io.buffered(); }
 
   // Queues one of the answers Node's protocol asks for and starts writing it, as send does; a

@@ -341,6 +341,18 @@ inline json_verdict check_received(std::string_view text) noexcept {
 /// Whether a received message is one of Node's own (cmd NODE_...), cheaply.
 inline bool is_node_internal(std::string_view text) noexcept { return check_received(text).internal; }
 
+/// Whether a JSON value (checked already) is one JavaScript treats as false: "", null, false, or
+/// a number equal to zero.
+inline bool json_falsy(std::string_view v) noexcept {
+  if (v == "\"\"" || v == "null" || v == "false") return true;
+  if (v.empty() || !(v[0] == '-' || (v[0] >= '0' && v[0] <= '9'))) return false;
+  for (const char c : v) {
+    if (c == 'e' || c == 'E') return true;  // the mantissa was all zeros
+    if (c >= '1' && c <= '9') return false;
+  }
+  return true;
+}
+
 /// The words for a verdict that is not ok, for send's error.
 inline const char* json_verdict_words(json_verdict::kind k) noexcept {
   switch (k) {
