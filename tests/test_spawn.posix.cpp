@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -420,3 +422,182 @@ TEST_CASE("a relative PATH entry with a relative cwd is found from the child's c
   REQUIRE(r);
   CHECK(r->status.exit_code() == 5);
 }
+
+#if defined(__linux__)
+namespace {
+// Waits until the pipe `fd` holds `n` bytes (its writer fills it), for at most 20 s.
+bool wait_full(int fd, int n) {
+  for (int i = 0; i < 20000; ++i) {
+    int avail = 0;
+    if (::ioctl(fd, FIONREAD, &avail) != 0) return false;
+    if (avail >= n) return true;
+    ::poll(nullptr, 0, 1);
+  }
+  return false;
+}
+
+cp::process zeros(long long bytes) {
+  return cp::spawn("head", {"-c", std::to_string(bytes), "/dev/zero"}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}}).value();
+}
+
+// Reads what is left to the end: the byte count.
+long long drain(cp::stream& s) {
+  static char buf[65536];
+  long long got = 0;
+  while (auto r = s.read_some(buf)) got += static_cast<long long>(*r);
+  return got;
+}
+}  // namespace
+
+TEST_CASE("Linux: a child's stdout pipe that two reads in a row find full grows to 1 MiB; every byte arrives") {
+  REQUIRE(cp::detail::grown_pipe_bytes.load() == 0);
+  auto p = zeros(8 << 20);
+  const int fd = p.out().handle();
+  const int start = ::fcntl(fd, F_GETPIPE_SZ);
+  REQUIRE(start == 65536);
+  std::vector<char> buf(65536);
+  long long got = 0;
+  auto read_full = [&] {
+    REQUIRE(wait_full(fd, start));
+    auto r = p.out().read_some(buf);
+    REQUIRE(r);
+    CHECK(*r == buf.size());
+    got += static_cast<long long>(*r);
+  };
+  read_full();
+  CHECK(::fcntl(fd, F_GETPIPE_SZ) == start);  // once is not enough
+  char small[100];
+  CHECK(p.out().read_some(small).value() == sizeof small);  // a short read breaks the row,
+  const std::size_t rest = p.out().read_some(buf).value();    // and so does the rest of that page and more
+  CHECK(rest < static_cast<std::size_t>(start));
+  got += static_cast<long long>(sizeof small + rest);
+  read_full();
+  CHECK(::fcntl(fd, F_GETPIPE_SZ) == start);
+  read_full();
+  CHECK(::fcntl(fd, F_GETPIPE_SZ) == 1 << 20);
+  CHECK(cp::detail::grown_pipe_bytes.load() == (1 << 20) - start);
+  got += drain(p.out());
+  CHECK(got == 8 << 20);
+  CHECK(p.wait()->exit_code() == 0);
+  p.out().close();
+  CHECK(cp::detail::grown_pipe_bytes.load() == 0);  // given back
+}
+
+TEST_CASE("Linux: the same through co_await async_read_some") {
+  auto p = zeros(4 << 20);
+  const int fd = p.out().handle();
+  const long long got = cp::sync_wait([&]() -> cp::task<long long> {
+    std::vector<char> buf(65536);
+    long long n = 0;
+    for (int k = 0; k < 2; ++k) {
+      REQUIRE(wait_full(fd, 65536));
+      auto r = co_await p.out().async_read_some(buf);
+      REQUIRE(r);
+      CHECK(*r == 65536);
+      n += static_cast<long long>(*r);
+    }
+    CHECK(::fcntl(fd, F_GETPIPE_SZ) == 1 << 20);
+    while (auto r = co_await p.out().async_read_some(buf)) n += static_cast<long long>(*r);
+    co_return n;
+  }());
+  CHECK(got == 4 << 20);
+  CHECK(p.wait()->exit_code() == 0);
+  p.out().close();
+  CHECK(cp::detail::grown_pipe_bytes.load() == 0);
+}
+
+TEST_CASE("Linux: spawn_sync's output pipe grows too, and the output is whole") {
+  auto r = cp::spawn_sync(child_path(), {"write-out-pipe-size", std::to_string(32 << 20)}, {.max_buffer = 64 << 20}).value();
+  CHECK(r.status.exit_code() == 0);
+  CHECK(r.err == "pipe=1048576\n");  // the child saw its stdout grow
+  REQUIRE(r.out.size() == std::size_t{32} << 20);
+  bool pattern = true;
+  for (std::size_t i = 0; i < r.out.size() && pattern; i += 4093) pattern = r.out[i] == static_cast<char>('a' + i % 26);
+  CHECK(pattern);
+  CHECK(cp::detail::grown_pipe_bytes.load() == 0);  // given back
+}
+
+TEST_CASE("Linux: grown pipes stay within the process's budget; a stream that closes gives its share back") {
+  const std::size_t each = cp::detail::grown_pipe_size - 65536;
+  const std::size_t fit = cp::detail::grown_pipes_budget / each;
+  std::vector<cp::process> kids;
+  std::vector<int> sizes;
+  std::vector<char> buf(65536);
+  for (std::size_t i = 0; i < fit + 3; ++i) {
+    kids.push_back(zeros(4 << 20));
+    cp::stream& s = kids.back().out();
+    for (int k = 0; k < 2; ++k) {
+      REQUIRE(wait_full(s.handle(), 65536));
+      REQUIRE(s.read_some(buf).value() == 65536);
+    }
+    sizes.push_back(::fcntl(s.handle(), F_GETPIPE_SZ));
+  }
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    INFO("child " << i << " of " << sizes.size() << ", " << fit << " fit");
+    CHECK(sizes[i] == (i < fit ? 1 << 20 : 65536));
+  }
+  CHECK(cp::detail::grown_pipe_bytes.load() == fit * each);
+  kids.front().out().close();  // its writer dies of SIGPIPE; its share comes back
+  CHECK(cp::detail::grown_pipe_bytes.load() == (fit - 1) * each);
+  auto late = zeros(4 << 20);
+  for (int k = 0; k < 2; ++k) {
+    REQUIRE(wait_full(late.out().handle(), 65536));
+    REQUIRE(late.out().read_some(buf).value() == 65536);
+  }
+  CHECK(::fcntl(late.out().handle(), F_GETPIPE_SZ) == 1 << 20);
+  CHECK(drain(late.out()) == (4 << 20) - 2 * 65536);
+  CHECK(late.wait()->exit_code() == 0);
+  for (auto& k : kids) k.out().close();
+  for (auto& k : kids) (void)k.wait();
+  late.out().close();
+  CHECK(cp::detail::grown_pipe_bytes.load() == 0);
+}
+
+// The kernel refuses growth past the user's pipe memory (an unprivileged user whose pipes hold
+// more than /proc/sys/fs/pipe-user-pages-soft): the stream stays as it is and works.
+TEST_CASE("Linux: growth the kernel refuses (the user's pipe memory is used up) leaves the pipe as it was, and it works") {
+  std::ifstream soft_limit("/proc/sys/fs/pipe-user-pages-soft");
+  long soft = 0;
+  soft_limit >> soft;
+  REQUIRE_MESSAGE(soft > 0, "this machine sets no per-user pipe memory limit: nothing can refuse growth");
+  // A user of its own (a uid no one else runs as, from this pid), so no other process's pipes
+  // count against its limit, nor are freed under it, while it runs.
+  const auto uid = static_cast<uid_t>(3000000 + ::getpid());
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (::geteuid() == 0 && (::setgid(uid) != 0 || ::setuid(uid) != 0)) ::_exit(10);
+    std::vector<int> hogs;
+    for (int i = 0; i < 4096; ++i) {  // 1 MiB pipes until the kernel says no
+      int fds[2];
+      if (::pipe2(fds, O_CLOEXEC) != 0) ::_exit(11);
+      hogs.push_back(fds[0]);
+      hogs.push_back(fds[1]);
+      if (::fcntl(fds[0], F_SETPIPE_SZ, 1 << 20) < 0) break;
+    }
+    int probe[2];
+    if (::pipe2(probe, O_CLOEXEC) != 0 || ::fcntl(probe[0], F_SETPIPE_SZ, 1 << 20) >= 0) ::_exit(12);  // refused now
+    auto p = cp::spawn("head", {"-c", std::to_string(4 << 20), "/dev/zero"}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}});
+    if (!p) ::_exit(13);
+    const int fd = p->out().handle();
+    const int before = ::fcntl(fd, F_GETPIPE_SZ);
+    std::vector<char> buf(65536);
+    long long got = 0;
+    for (int k = 0; k < 2; ++k) {  // two full reads: it asks, and is refused
+      if (!wait_full(fd, before)) ::_exit(14);
+      auto r = p->out().read_some({buf.data(), static_cast<std::size_t>(before)});
+      if (!r || *r != static_cast<std::size_t>(before)) ::_exit(15);
+      got += static_cast<long long>(*r);
+    }
+    if (::fcntl(fd, F_GETPIPE_SZ) != before) ::_exit(16);
+    if (cp::detail::grown_pipe_bytes.load() != 0) ::_exit(17);  // nothing held for a refusal
+    got += drain(p->out());
+    if (got != 4 << 20) ::_exit(18);
+    ::_exit(p->wait()->exit_code() == 0 ? 0 : 19);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+#endif

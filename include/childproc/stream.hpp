@@ -11,6 +11,7 @@
 #include <algorithm>    // std::min
 #include <coroutine>    // awaitables
 #include <cstddef>      // std::size_t
+#include <cstdint>      // std::uint8_t
 #include <cstring>      // memcpy from the read-ahead buffer
 #include <memory>       // the weak reference to the reactor
 #include <span>         // buffers
@@ -36,7 +37,11 @@ class stream {
         reactor_(std::move(o.reactor_)),
         received_(std::exchange(o.received_, nullptr)),
         socket_(std::exchange(o.socket_, false)),
-        drained_(std::exchange(o.drained_, false)) {
+        drained_(std::exchange(o.drained_, false)),
+        full_reads_(std::exchange(o.full_reads_, 0)),
+        sized_(std::exchange(o.sized_, false)),
+        capacity_(std::exchange(o.capacity_, 0)),
+        grown_(std::exchange(o.grown_, 0)) {
     adopt_pending(o);
   }
   stream& operator=(stream&& o) noexcept {
@@ -49,6 +54,10 @@ class stream {
       received_ = std::exchange(o.received_, nullptr);
       socket_ = std::exchange(o.socket_, false);
       drained_ = std::exchange(o.drained_, false);
+      full_reads_ = std::exchange(o.full_reads_, 0);
+      sized_ = std::exchange(o.sized_, false);
+      capacity_ = std::exchange(o.capacity_, 0);
+      grown_ = std::exchange(o.grown_, 0);
       adopt_pending(o);
     }
     return *this;
@@ -90,12 +99,14 @@ class stream {
   /// Gives up ownership of the descriptor or HANDLE.
   native_handle release() noexcept {
     forget();
+    give_back_growth();
     return h_.release();
   }
   /// Closes the parent's end: for stdin, the child then sees end of file. A pending awaitable
   /// on it completes with errc::cancelled.
   void close() noexcept {
     forget();
+    give_back_growth();
     h_.reset();
   }
 
@@ -117,7 +128,45 @@ class stream {
     auto r = detail::read_some_native(h_.get(), buffer, received_, drained_);
     if (r && *r == 0 && !buffer.empty()) return errc::end_of_stream;
     drained_ = r && *r < buffer.size();
+    if (r) note_read(*r);
     return r;
+  }
+
+  /// For the library's own readers (spawn_sync's): notes a read of `n` bytes. A child's output
+  /// pipe that two reads in a row find full grows to detail::grown_pipe_size (Linux), within the
+  /// process's budget; refused, it stays as it is.
+  void note_read(std::size_t n) noexcept {
+    if (sized_ || n < 4096) {  // decided, or a short read: the pipe was not full
+      full_reads_ = 0;
+      return;
+    }
+    if (!capacity_ && !(capacity_ = socket_ ? 0 : detail::pipe_capacity_native(h_.get()))) {
+      sized_ = true;  // not a pipe that can grow (a file, a socket, Win32)
+      return;
+    }
+    if (n < capacity_) {
+      full_reads_ = 0;
+      return;
+    }
+    if (++full_reads_ < 2) return;
+    // Asked again: the child (or anyone holding an end) may have resized it since. Never shrunk.
+    if (const std::size_t now = detail::pipe_capacity_native(h_.get()); now != capacity_) {
+      capacity_ = now;
+      full_reads_ = 0;  // the reads were measured against another size: count again
+      if (!now || now >= detail::grown_pipe_size) sized_ = true;
+      return;
+    }
+    sized_ = true;
+    if (capacity_ >= detail::grown_pipe_size) return;
+    const std::size_t extra = detail::grown_pipe_size - capacity_;
+    std::size_t held = detail::grown_pipe_bytes.load(std::memory_order_relaxed);
+    do
+      if (held + extra > detail::grown_pipes_budget) return;  // other streams hold it all: stay small
+    while (!detail::grown_pipe_bytes.compare_exchange_weak(held, held + extra, std::memory_order_relaxed));
+    const std::size_t got = detail::grow_pipe_native(h_.get(), detail::grown_pipe_size);
+    grown_ = got > capacity_ ? std::min(got - capacity_, extra) : 0;
+    detail::grown_pipe_bytes.fetch_sub(extra - grown_, std::memory_order_relaxed);
+    if (grown_) capacity_ = got;
   }
 
   /// Reads to the end of the stream; more than `max` bytes is errc::max_buffer_exceeded.
@@ -222,6 +271,7 @@ class stream {
   struct io_awaiter : detail::io_op {
     stream* self;
     bool from_ahead;  // serve read-ahead bytes first (not when filling the read-ahead buffer)
+    bool served_ahead = false;  // await_ready took read-ahead bytes: no read of the handle
     std::stop_token stop;
     detail::stop_link link;
     std::coroutine_handle<> h;
@@ -240,8 +290,12 @@ class stream {
       else if (write ? self->writer_ : self->reader_)  // a second one would race the first for the same bytes
         early = error(errc::busy, write ? "write: another write is pending on this stream"
                                         : "read: another read is pending on this stream");
-      else if (from_ahead && !self->ahead().empty()) bytes = self->take_ahead({data, size}).value();
-      else return false;
+      else if (from_ahead && !self->ahead().empty()) {
+        bytes = self->take_ahead({data, size}).value();
+        served_ahead = true;  // not a read of the pipe
+      } else {
+        return false;
+      }
       return true;
     }
     void await_suspend(std::coroutine_handle<> awaiting) {
@@ -276,7 +330,10 @@ class stream {
       }
       if (err) return err;
       if (!write && bytes == 0 && size != 0) return errc::end_of_stream;
-      if (!write && self) self->drained_ = bytes < size;
+      if (!write && self) {
+        self->drained_ = bytes < size;
+        if (!served_ahead) self->note_read(bytes);
+      }
       return bytes;
     }
   };
@@ -307,6 +364,12 @@ class stream {
   // The reactor must forget the handle before it closes (and before it moves to another loop).
   // A pending operation ends now, cancelled, and the OS is done with its buffer on return (the
   // read-ahead buffer goes with the stream); its coroutine resumes in the loop's next round.
+  // The growth this stream held goes back to the budget (the pipe itself lives on while the
+  // child holds its end; it is freed when the child exits).
+  void give_back_growth() noexcept {
+    if (grown_) detail::grown_pipe_bytes.fetch_sub(std::exchange(grown_, 0), std::memory_order_relaxed);
+  }
+
   void forget() noexcept {
     for (io_awaiter* a : {std::exchange(reader_, nullptr), std::exchange(writer_, nullptr)}) {
       if (!a) continue;
@@ -356,6 +419,12 @@ class stream {
   std::vector<detail::unique_handle>* received_ = nullptr;  // collect_handles()
   bool socket_ = false;                                     // mark_socket()
   bool drained_ = false;  // the last read returned less than asked: the next one waits first (a hint)
+  // Growing a child's output pipe (note_read): reads in a row that found it full, whether that is
+  // decided, its capacity (0: not asked yet), and the bytes of the process's budget held here.
+  std::uint8_t full_reads_ = 0;
+  bool sized_ = false;
+  std::size_t capacity_ = 0;
+  std::size_t grown_ = 0;
   io_awaiter* reader_ = nullptr;  // the read pending on a loop (one at a time)
   io_awaiter* writer_ = nullptr;  // the write pending on a loop (one at a time)
 };

@@ -500,6 +500,12 @@ int mode_pdeathsig(const Args&) {
     if (prctl(PR_GET_PDEATHSIG, &sig) != 0) return complain(kSystemError, "prctl failed");
     return emit("pdeathsig=" + std::to_string(sig) + "\n");
 }
+
+// Writes the pattern to stdout, then says on stderr how large the stdout pipe is by then.
+int mode_write_out_pipe_size(const Args& a) {
+    if (const int rc = write_pattern({1}, a[0]); rc != kOk) return rc;
+    return write_all(2, "pipe=" + std::to_string(fcntl(1, F_GETPIPE_SZ)) + "\n") ? kOk : kWriteError;
+}
 #define LINUX_ONLY(fn) fn
 #else
 #define LINUX_ONLY(fn) nullptr

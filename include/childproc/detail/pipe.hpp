@@ -6,6 +6,7 @@
 #include "../result.hpp"
 #include "handle.hpp"
 
+#include <atomic>   // the grown pipes' budget
 #include <cstddef>  // std::size_t
 #include <span>     // buffers
 #include <vector>   // descriptors received with the bytes
@@ -91,6 +92,24 @@ inline auto write_some_reading_native(native_handle h, std::span<const char> dat
 ///   Win32: always 0 (no such write on an overlapped handle: the completion port does the writing).
 inline auto write_now_native(native_handle h, std::span<const char> data, native_handle attach = invalid_handle(),
                              bool socket = false) -> result<std::size_t>;
+
+/// How many bytes the pipe `h` holds when full; 0 if it is not a pipe whose size can change.
+///   POSIX: fcntl(F_GETPIPE_SZ) (Linux; 0 elsewhere).   Win32: 0 (a pipe's buffer is set at creation).
+inline std::size_t pipe_capacity_native(native_handle h) noexcept;
+
+/// Asks for the pipe `h` to hold `size` bytes: its capacity after, 0 if refused (the per-user
+/// pipe memory limit, or more than /proc/sys/fs/pipe-max-size).
+///   POSIX: fcntl(F_SETPIPE_SZ) (Linux; 0 elsewhere).   Win32: 0.
+inline std::size_t grow_pipe_native(native_handle h, std::size_t size) noexcept;
+
+/// The size a child's output pipe grows to when its reader keeps finding it full (a 64 KiB pipe
+/// costs a context switch per 64 KiB: the figures in the README), and the most bytes of grown
+/// pipes one process holds at once. Linux charges pipes to the user's pipe memory (soft limit
+/// 64 MiB by default, past which new pipes get one page): 16 grown pipes are a quarter of it, and
+/// any number of children that are not streaming fast keep the default size.
+inline constexpr std::size_t grown_pipe_size = std::size_t{1} << 20;
+inline constexpr std::size_t grown_pipes_budget = std::size_t{16} << 20;
+inline std::atomic<std::size_t> grown_pipe_bytes{0};  // held now, by every stream of the process
 
 }  // namespace childproc::inline v0::detail
 

@@ -200,6 +200,26 @@ inline auto write_now_native(native_handle h, std::span<const char> data, native
   return r;
 }
 
+inline std::size_t pipe_capacity_native(native_handle h) noexcept {
+#if defined(F_GETPIPE_SZ)
+  const int n = ::fcntl(h, F_GETPIPE_SZ);
+  return n > 0 ? static_cast<std::size_t>(n) : 0;
+#else
+  (void)h;
+  return 0;
+#endif
+}
+
+inline std::size_t grow_pipe_native(native_handle h, std::size_t size) noexcept {
+#if defined(F_SETPIPE_SZ)
+  const int n = ::fcntl(h, F_SETPIPE_SZ, static_cast<int>(size));
+  return n > 0 ? static_cast<std::size_t>(n) : 0;
+#else
+  (void)h, (void)size;
+  return 0;
+#endif
+}
+
 }  // namespace childproc::inline v0::detail
 
 #endif

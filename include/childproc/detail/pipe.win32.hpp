@@ -226,6 +226,10 @@ inline auto write_now_native(native_handle, std::span<const char>, native_handle
   return std::size_t{0};
 }
 
+inline std::size_t pipe_capacity_native(native_handle) noexcept { return 0; }
+
+inline std::size_t grow_pipe_native(native_handle, std::size_t) noexcept { return 0; }
+
 }  // namespace childproc::inline v0::detail
 
 #endif

@@ -40,8 +40,10 @@ class sync_run {
       if (o_.input.empty()) p_.in().close();
       else start_write();
     }
-    for (int i : {1, 2})
+    for (int i : {1, 2}) {
+      fill_[i] = sink(i).size();
       if (p_.stdio(static_cast<std::size_t>(i)).is_open()) start_read(i);
+    }
     for (std::size_t i = 3; i < o_.stdio.size(); ++i) p_.stdio(i).close();  // only 0-2 are captured
     exit_.child = &child();
     exit_.complete = [](reactor_op* op) { static_cast<exit_event*>(op)->self->on_exit(); };
@@ -64,8 +66,12 @@ class sync_run {
         kill_child();
       }
       auto r = reactor_.run_once();
-      if (!r) return std::move(r).error();
+      if (!r) {
+        trim(1), trim(2);
+        return std::move(r).error();
+      }
     }
+    trim(1), trim(2);
     return {};
   }
 
@@ -100,29 +106,32 @@ class sync_run {
   void start_read(int i) {
     std::string& s = sink(i);
     const std::size_t chunk = 65536;
-    if (s.capacity() < s.size() + chunk) s.reserve(std::max(s.capacity() * 2, s.size() + chunk));
-    const std::size_t old = s.size();
-    s.resize(s.capacity());  // read straight into the string's spare capacity
+    // The string stays at its full size while it is read into (fill_ says how much is output),
+    // so each byte is zero-filled once, as the string grows, and not again at every read.
+    if (s.size() < fill_[i] + chunk) s.resize(std::max(s.size() * 2, fill_[i] + chunk));
     io_event& op = reads_[i];
     op.self = this;
     op.index = i;
     op.handle = p_.stdio(static_cast<std::size_t>(i)).handle();
-    op.data = s.data() + old;
-    op.size = s.size() - old;
+    op.data = s.data() + fill_[i];
+    op.size = s.size() - fill_[i];
     op.write = false;
     op.complete = [](reactor_op* o) { auto* e = static_cast<io_event*>(o); e->self->on_read(e->index); };
-    fill_[i] = old;
     reading_[i] = true;
     reactor_.start_io(&op);
   }
 
   void on_read(int i) {
     io_event& op = reads_[i];
-    std::string& s = sink(i);
-    s.resize(fill_[i] + op.bytes);  // drop the spare capacity the read did not fill
-    if (op.err || op.bytes == 0) return end_read(i);  // end of stream, an error, or cancelled
-    if (s.size() > o_.max_buffer) {
-      s.resize(o_.max_buffer);
+    fill_[i] += op.bytes;
+    if (op.err || op.bytes == 0) {  // end of stream, an error, or cancelled
+      trim(i);
+      return end_read(i);
+    }
+    p_.stdio(static_cast<std::size_t>(i)).note_read(op.bytes);  // a pipe found full grows
+    if (fill_[i] > o_.max_buffer) {
+      fill_[i] = o_.max_buffer;
+      trim(i);
       if (!out_.max_buffer_exceeded) out_.max_buffer_exceeded = i;
       // As Node: the child is killed and both streams destroyed. Kill first, so the child's
       // status is the kill signal and not its own reaction to a broken pipe (Win32 has no SIGPIPE).
@@ -134,6 +143,9 @@ class sync_run {
     }
     start_read(i);
   }
+
+  // The output so far, without the room still kept for reads.
+  void trim(int i) { sink(i).resize(fill_[i]); }
 
   void end_read(int i) {
     reading_[i] = false;
