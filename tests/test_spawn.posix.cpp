@@ -601,3 +601,27 @@ TEST_CASE("Linux: growth the kernel refuses (the user's pipe memory is used up) 
   CHECK(WEXITSTATUS(status) == 0);
 }
 #endif
+
+#if defined(__linux__)
+namespace {
+std::atomic<int> late_spawn_status{-1};
+struct spawns_when_destroyed {  // a thread_local made before the thread's first spawn: destroyed after the library's own
+  ~spawns_when_destroyed() {
+    auto r = cp::exec_file(child_path(), {"exit", "7"});
+    late_spawn_status = r ? r->status.exit_code().value_or(-3) : -2;
+  }
+};
+}  // namespace
+
+TEST_CASE("a spawn from a thread_local destructor, after the library's per-thread state is gone, still works") {
+  std::thread t([] {
+    thread_local spawns_when_destroyed late;
+    (void)&late;
+    auto r = cp::exec_file(child_path(), {"exit", "3"});  // the thread's first spawn makes the library's state
+    REQUIRE(r);
+    CHECK(r->status.exit_code() == 3);
+  });
+  t.join();
+  CHECK(late_spawn_status.load() == 7);
+}
+#endif

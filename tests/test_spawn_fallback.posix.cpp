@@ -1,7 +1,7 @@
 // The paths of older kernels. Before 5.9 there is no close_range: close_other_fds must still
-// close every descriptor on the fork + execve path, those past 65535 too (it once stopped at
-// 65535) where the hard RLIMIT_NOFILE lets the test open one there. Before 5.3 there is no
-// pidfd: children are waited for and signalled by pid.
+// close every descriptor on the clone path (Linux) and the fork + execve path, those past 65535
+// too (it once stopped at 65535) where the hard RLIMIT_NOFILE lets the test open one there.
+// Before 5.3 there is no pidfd: children are waited for and signalled by pid.
 #define CHILDPROC_NO_CLOSE_RANGE 1
 #define CHILDPROC_NO_PIDFD 1
 #include "helpers.hpp"
@@ -23,7 +23,8 @@
 #include <unistd.h>
 
 namespace {
-// What the child's `fds` mode lists, started on the fork path (kill_on_parent_exit takes it).
+// What the child's `fds` mode lists, started on a path that closes descriptors itself
+// (kill_on_parent_exit: the clone path on Linux, the fork + execve path in the posix_spawn build).
 std::string fds_of_child(bool close_others) {
   auto r = cp::exec_file(child_path(), {"fds"},
                          {.stdio = {cp::ignore, cp::pipe, cp::inherit}, .close_other_fds = close_others, .kill_on_parent_exit = true});
@@ -33,7 +34,7 @@ std::string fds_of_child(bool close_others) {
 }
 }  // namespace
 
-TEST_CASE("without close_range, close_other_fds closes every descriptor, up to the highest the limit allows (the fork path)") {
+TEST_CASE("without close_range, close_other_fds closes every descriptor, up to the highest the limit allows (the clone or fork path)") {
   rlimit was{};
   REQUIRE(::getrlimit(RLIMIT_NOFILE, &was) == 0);
   rlimit room = was;

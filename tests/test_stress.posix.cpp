@@ -7,14 +7,25 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <fcntl.h>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <vector>
 
-#include <sys/resource.h>
-#include <unistd.h>
+#include <memory>
+#include <random>
+#include <string>
 #include <thread>
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 TEST_CASE("sequential spawns (10,000): fds, threads and zombies unchanged, memory flat") {
   const int n = stress_count("SPAWNS", 10000);
@@ -116,4 +127,140 @@ TEST_CASE("1,000 children alive at once on one loop: every one reaped, nothing l
   kids.clear();
   CHECK(open_fds() == fds);
   setrlimit(RLIMIT_NOFILE, &old);
+}
+
+// What a child must never see from its parent's signal handling, on whichever spawn path runs.
+namespace {
+std::atomic<long> handler_runs{0};
+std::atomic<long> handler_runs_elsewhere{0};  // a handler that ran in another process (a child sharing our memory)
+std::atomic<long> parent_pid{0};
+
+extern "C" void counting_handler(int) {
+  if (::syscall(SYS_getpid) == parent_pid.load()) handler_runs.fetch_add(1);
+  else handler_runs_elsewhere.fetch_add(1);
+}
+
+// A handler on every signal that can have one, without SA_RESTART (calls in the library see EINTR).
+std::vector<std::pair<int, struct sigaction>> handle_every_signal() {
+  parent_pid = ::syscall(SYS_getpid);
+  std::vector<std::pair<int, struct sigaction>> old;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    struct sigaction a {}, o {};
+    a.sa_handler = counting_handler;
+    sigemptyset(&a.sa_mask);
+    if (::sigaction(sig, &a, &o) == 0) old.emplace_back(sig, o);
+  }
+  return old;
+}
+
+void restore(const std::vector<std::pair<int, struct sigaction>>& old) {
+  for (const auto& [sig, o] : old) ::sigaction(sig, &o, nullptr);
+}
+
+const char* clean_child = "changed=none\nmask=empty\n";
+}  // namespace
+
+TEST_CASE("a parent with a handler on every signal and a full mask: the child has default dispositions and an empty mask") {
+  const auto old = handle_every_signal();
+  ::signal(SIGUSR2, SIG_IGN);  // ignored dispositions survive execve: they must be reset too
+  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t all, old_mask;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old_mask);
+  for (const cp::options& o : {cp::options{}, cp::options{.uid = ::getuid()}, cp::options{.kill_on_parent_exit = true},
+                               cp::options{.new_process_group = true}}) {
+    auto r = cp::exec_file(child_path(), {"dispositions"}, o);
+    REQUIRE(r);
+    CHECK(r->out == clean_child);
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  restore(old);
+  CHECK(handler_runs_elsewhere.load() == 0);
+}
+
+TEST_CASE("8 threads spawning while others malloc, fork, change handlers and signal the spawning threads") {
+  const int per_thread = stress_count("SIGNAL_SPAWNS", 150);
+  const auto old = handle_every_signal();
+  const long runs_before = handler_runs.load();
+  std::atomic<bool> done{false};
+  std::vector<pthread_t> spawners(8);
+  std::atomic<int> started{0}, finished{0};
+  std::atomic<int> failures{0}, wrong_output{0};
+  std::vector<std::string> first_error(8);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      spawners[static_cast<std::size_t>(t)] = ::pthread_self();
+      started.fetch_add(1);
+      for (int i = 0; i < per_thread; ++i) {
+        auto r = cp::exec_file(child_path(), {"dispositions"}, i % 3 == 1 ? cp::options{.uid = ::getuid()} : cp::options{});
+        if (!r || !r->status.success()) {
+          if (failures.fetch_add(1) == 0) first_error[static_cast<std::size_t>(t)] = r ? r->status.to_string() : r.error().message();
+        } else if (r->out != clean_child) {
+          wrong_output.fetch_add(1);
+        }
+      }
+      finished.fetch_add(1);
+    });
+  while (started.load() < 8) std::this_thread::yield();
+  std::vector<std::thread> noise(5);  // assigned, not emplaced: g++ 12 warns falsely on the first emplace_back
+  std::size_t k_noise = 0;
+  noise[k_noise++] = std::thread([&] {  // malloc and free, as other parts of a program do
+    while (!done.load()) {
+      std::vector<std::unique_ptr<char[]>> blocks;
+      for (int i = 0; i < 64; ++i) blocks.emplace_back(new char[static_cast<std::size_t>(16 + i * 512)]);
+    }
+  });
+  noise[k_noise++] = std::thread([&] {  // fork, the child exits at once
+    while (!done.load()) {
+      const pid_t pid = ::fork();
+      if (pid == 0) ::_exit(0);
+      if (pid > 0) while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
+    }
+  });
+  noise[k_noise++] = std::thread([&] {  // change dispositions back and forth, to the default too where that ignores
+    struct sigaction ign {}, counting {}, dfl {};
+    ign.sa_handler = SIG_IGN;
+    counting.sa_handler = counting_handler;
+    dfl.sa_handler = SIG_DFL;
+    const struct sigaction* const cycle[] = {&counting, &dfl, &ign};
+    for (unsigned k = 0; !done.load(); ++k) {
+      ::sigaction(SIGWINCH, cycle[k % 3], nullptr);  // SIGWINCH and SIGURG are ignored by default
+      ::sigaction(SIGURG, cycle[(k + 1) % 3], nullptr);
+      ::sigaction(SIGUSR2, k % 2 ? &ign : &counting, nullptr);  // never its default: that would end the test
+    }
+  });
+  noise[k_noise++] = std::thread([&] {  // SIGWINCH and SIGURG at the children as they start, before their execve too
+    while (!done.load()) {
+      std::filesystem::directory_iterator tasks("/proc/self/task"), end;
+      for (; tasks != end; ++tasks) {
+        std::ifstream list(tasks->path() / "children");
+        for (long pid; list >> pid;) {
+          ::kill(static_cast<pid_t>(pid), SIGWINCH);
+          ::kill(static_cast<pid_t>(pid), SIGURG);
+        }
+      }
+    }
+  });
+  noise[k_noise++] = std::thread([&] {  // signals at the spawning threads
+    const int sigs[] = {SIGUSR1, SIGUSR2, SIGALRM, SIGWINCH, SIGRTMIN, SIGRTMIN + 3};
+    for (unsigned k = 0; !done.load(); ++k) {
+      ::pthread_kill(spawners[k % 8], sigs[k % 6]);
+      if (k % 64 == 0) std::this_thread::yield();
+    }
+  });
+  // The noise ends before the spawning threads are joined: pthread_kill on a joined thread is
+  // undefined (an exited one not yet joined is fine).
+  while (finished.load() < 8) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  done = true;
+  for (auto& t : noise) t.join();
+  for (auto& t : threads) t.join();
+  restore(old);
+  for (const auto& e : first_error) if (!e.empty()) MESSAGE("first failure: " << e);
+  CHECK(failures.load() == 0);
+  CHECK(wrong_output.load() == 0);
+  CHECK(handler_runs_elsewhere.load() == 0);      // no handler ran in a child
+  CHECK(handler_runs.load() - runs_before > 100);  // while the spawning threads were signalled often
+  CHECK(zombie_children() == 0);
 }

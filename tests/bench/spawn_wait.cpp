@@ -164,14 +164,39 @@ void raw_posix_spawn_pipes(const char* path, int n) {
 
 const cp::options inherit_all{.stdio = {cp::inherit, cp::inherit, cp::inherit}};
 
-// The blocking API: spawn with the parent's stdio (as the raw posix_spawn loop), then wait().
-void cp_spawn(const char* path, int n) {
+// `n` spawns with options `o`, each waited for: the blocking API.
+void spawn_wait_loop(const char* path, int n, const cp::options& o, const char* what) {
   for (int i = 0; i < n; ++i) {
-    auto p = cp::spawn(path, {}, inherit_all);
-    if (!p) die("cp::spawn", p.error().message());
+    auto p = cp::spawn(path, {}, o);
+    if (!p) die(what, p.error().message());
     auto st = p->wait();
     if (!st || !st->success()) die("child", st ? st->to_string() : st.error().message());
   }
+}
+
+// The blocking API: spawn with the parent's stdio (as the raw posix_spawn loop), then wait().
+void cp_spawn(const char* path, int n) { spawn_wait_loop(path, n, inherit_all, "cp::spawn"); }
+
+// The same through the posix_spawn path (the Linux clone path turned off for the figure).
+void cp_spawn_posix_path(const char* path, int n) {
+#if CHILDPROC_CLONE_SPAWN
+  cp::detail::clone_refused_linux = true;
+  cp_spawn(path, n);
+  cp::detail::clone_refused_linux = false;
+#else
+  cp_spawn(path, n);
+#endif
+}
+
+// Spawns that once needed fork + execve: uid and gid set (to our own), and a parent-death signal.
+void cp_spawn_ids(const char* path, int n) {
+  spawn_wait_loop(path, n, {.stdio = {cp::inherit, cp::inherit, cp::inherit}, .uid = ::getuid(), .gid = ::getgid()},
+                  "cp::spawn uid/gid");
+}
+
+void cp_spawn_pdeath(const char* path, int n) {
+  spawn_wait_loop(path, n, {.stdio = {cp::inherit, cp::inherit, cp::inherit}, .kill_on_parent_exit = true},
+                  "cp::spawn kill_on_parent_exit");
 }
 
 // The async API: spawn, then co_await exit() on an event loop (the pidfd in epoll).
@@ -401,6 +426,9 @@ int main(int argc, char** argv) {
     add(mib, "(c) cp::spawn, stdio inherited + wait()", "cp_spawn", cp_spawn, child);
     add(mib, "(d) cp::spawn + co_await exit()", "cp_async", cp_async, child);
     add(mib, "(e) cp::spawn_sync, 3 pipes captured", "cp_spawn_sync", cp_spawn_sync, child);
+    add(mib, "(c2) cp::spawn, posix_spawn path", "cp_spawn_posix", cp_spawn_posix_path, child);
+    add(mib, "(c3) cp::spawn with uid + gid", "cp_spawn_ids", cp_spawn_ids, child);
+    add(mib, "(c4) cp::spawn with kill_on_parent_exit", "cp_spawn_pdeath", cp_spawn_pdeath, child);
     if (mib == 0) add(mib, "(f) posix_spawn, 3 pipes + poll drain", "posix_spawn_pipes", raw_posix_spawn_pipes, child);
     add(mib, "(g) fork + execve + waitpid", "fork", raw_fork, child, true);
 #if CHILDPROC_BENCH_BOOST
@@ -428,6 +456,7 @@ int main(int argc, char** argv) {
     add_nolibc("(a) posix_spawn + waitpid", "posix_spawn", raw_posix_spawn);
     add_nolibc("(b) vfork + execve + waitpid", "vfork", raw_vfork);
     add_nolibc("(c) cp::spawn, stdio inherited + wait()", "cp_spawn", cp_spawn);
+    add_nolibc("(c2) cp::spawn, posix_spawn path", "cp_spawn_posix", cp_spawn_posix_path);
     add_nolibc("(g) fork + execve + waitpid", "fork", raw_fork, true);
   }
 

@@ -473,6 +473,22 @@ int mode_signals(const Args&) {
     return emit(out);
 }
 
+// Every signal whose disposition is not the default, and every blocked one ("none" / "empty").
+int mode_dispositions(const Args&) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    if (sigprocmask(SIG_BLOCK, nullptr, &mask) != 0) return complain(kSystemError, "cannot query the signal mask");
+    std::string changed, blocked;
+    for (int sig = 1; sig < NSIG; ++sig) {
+        struct sigaction action {};
+        if (sigaction(sig, nullptr, &action) == 0 && disposition(action) != std::string_view("default"))
+            changed += (changed.empty() ? "" : ",") + std::to_string(sig) + ":" + std::string(disposition(action));
+        if (sigismember(&mask, sig) == 1) blocked += (blocked.empty() ? "" : ",") + std::to_string(sig);
+    }
+    return emit("changed=" + (changed.empty() ? std::string("none") : changed) + "\nmask=" +
+                (blocked.empty() ? std::string("empty") : blocked) + "\n");
+}
+
 int mode_ids(const Args&) {
     return emit("pid=" + std::to_string(getpid()) + " ppid=" + std::to_string(getppid()) +
                 " pgid=" + std::to_string(getpgid(0)) + " sid=" + std::to_string(getsid(0)) +
@@ -554,10 +570,12 @@ constexpr Mode kModes[] = {
 #endif
     {"crash", 0, mode_crash},
     {"signals", 0, POSIX_ONLY(mode_signals)},
+    {"dispositions", 0, POSIX_ONLY(mode_dispositions)},
     {"ids", 0, POSIX_ONLY(mode_ids)},
     {"close-stdin-sleep", 1, mode_close_stdin_sleep},
     {"ignore-term-sleep", 1, POSIX_ONLY(mode_ignore_term_sleep)},
     {"pdeathsig", 0, LINUX_ONLY(mode_pdeathsig)},
+    {"write-out-pipe-size", 1, LINUX_ONLY(mode_write_out_pipe_size)},
 };
 
 }  // namespace

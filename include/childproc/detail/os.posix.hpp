@@ -26,6 +26,8 @@
 #  include <sys/epoll.h>  // the Linux reactor
 #endif
 #if defined(__linux__)
+#  include <sched.h>      // clone: the Linux spawn path
+#  include <sys/mman.h>   // its stack
 #  include <sys/prctl.h>  // PR_SET_PDEATHSIG for kill_on_parent_exit
 #endif
 

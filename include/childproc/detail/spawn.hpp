@@ -45,10 +45,13 @@ inline std::vector<std::string> parent_environment_native();
 inline std::string default_shell_native(const std::vector<std::string>& env);
 
 /// Finds the program, builds the child's descriptors and starts it.
-///   POSIX: PATH search like execvp, then posix_spawn with dup2 / addchdir_np / addclosefrom_np
-///          actions, an empty signal mask and default dispositions; uid/gid, kill_on_parent_exit
-///          (Linux PR_SET_PDEATHSIG) and what the libc cannot express take one fork + execve path.
-///          A pidfd is opened where the kernel has one.
+///   POSIX: PATH search like execvp (in the parent), then an empty signal mask and default
+///          dispositions in the child. Linux: clone(CLONE_VM | CLONE_VFORK) serving every option
+///          (stdio, close_range, cwd, setsid / process group, uid / gid, PR_SET_PDEATHSIG) with raw
+///          system calls; where the kernel refuses that clone, and on other systems, posix_spawn
+///          with dup2 / addchdir_np / addclosefrom_np actions, and one fork + execve path for what
+///          posix_spawn cannot express (uid / gid, kill_on_parent_exit, an old libc). A pidfd is
+///          opened where the kernel has one.
 ///   Win32: PATH + PATHEXT search, CreateProcessW with STARTUPINFOEXW and an explicit handle list,
 ///          created suspended, put in a kill-on-close job, then resumed.
 inline auto spawn_native(const spawn_request& request) -> result<spawned>;

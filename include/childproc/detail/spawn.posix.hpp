@@ -149,10 +149,12 @@ inline std::vector<char*> c_strings(const std::vector<std::string>& v) {
   return out;
 }
 
-// Closes every descriptor from `first` on but `keep`, in a forked child: async-signal-safe (no
-// allocation, no locks). close_range where the kernel has it (5.9); else the descriptors listed
-// in /proc/self/fd, read with getdents64 into the stack; else each one below the soft
-// RLIMIT_NOFILE. CHILDPROC_NO_CLOSE_RANGE takes the path of older kernels (for the tests).
+// Closes every descriptor from `first` on but `keep`, in a child before execve: async-signal-safe
+// (no allocation, no locks), raw system calls on Linux (the clone path's child must not touch C
+// library state: open is a cancellation point, a first call may bind lazily). close_range where
+// the kernel has it (5.9); else the descriptors listed in /proc/self/fd, read with getdents64 into
+// the stack; else each one below the soft RLIMIT_NOFILE. CHILDPROC_NO_CLOSE_RANGE takes the path
+// of older kernels (for the tests).
 inline void close_from_posix(int first, int keep) noexcept {
 #if defined(SYS_close_range) && !defined(CHILDPROC_NO_CLOSE_RANGE)
   if ((keep == first || keep < first || ::syscall(SYS_close_range, first, keep - 1, 0) == 0) &&
@@ -160,7 +162,7 @@ inline void close_from_posix(int first, int keep) noexcept {
     return;
 #endif
 #if defined(SYS_getdents64)
-  const int dir = ::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int dir = static_cast<int>(::syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir >= 0) {
     struct entry {  // struct linux_dirent64
       unsigned long long ino;
@@ -173,7 +175,7 @@ inline void close_from_posix(int first, int keep) noexcept {
     // Closing while listing may hide entries from the listing: list again until a pass closes none.
     for (bool closed = true; closed;) {
       closed = false;
-      if (::lseek(dir, 0, SEEK_SET) != 0) break;
+      if (::syscall(SYS_lseek, dir, 0, SEEK_SET) != 0) break;
       for (long n; (n = ::syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0;)
         for (long at = 0; at < n;) {
           const auto* e = reinterpret_cast<const entry*>(buf + at);
@@ -182,19 +184,29 @@ inline void close_from_posix(int first, int keep) noexcept {
           const char* c = e->name;
           for (; *c >= '0' && *c <= '9'; ++c) fd = fd * 10 + (*c - '0');
           if (*c || c == e->name || fd < first || fd == keep || fd == dir) continue;  // ".", "..", kept
-          ::close(fd);
+          ::syscall(SYS_close, fd);
           closed = true;
         }
     }
-    ::close(dir);
+    ::syscall(SYS_close, dir);
     return;
   }
 #endif
   rlimit limit{};
-  const long top = ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY
-                       ? static_cast<long>(limit.rlim_cur) : 1L << 20;
-  for (long fd = first; fd < top; ++fd)
-    if (fd != keep) ::close(static_cast<int>(fd));
+#if defined(__linux__)
+  const bool known = ::syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, nullptr, &limit) == 0;
+#else
+  const bool known = ::getrlimit(RLIMIT_NOFILE, &limit) == 0;
+#endif
+  const long top = known && limit.rlim_cur != RLIM_INFINITY ? static_cast<long>(limit.rlim_cur) : 1L << 20;
+  for (long fd = first; fd < top; ++fd) {
+    if (fd == keep) continue;
+#if defined(__linux__)
+    ::syscall(SYS_close, fd);
+#else
+    ::close(static_cast<int>(fd));
+#endif
+  }
 }
 
 // The one fallback for what posix_spawn cannot express (uid/gid, the parent-death signal, or an
@@ -311,6 +323,159 @@ inline auto posix_spawn_posix(const spawn_request& req, const std::string& path,
   return pid;
 }
 
+// The Linux spawn path: clone(CLONE_VM | CLONE_VFORK) runs the child's set-up in our memory, on a
+// stack of its own, while the calling thread sleeps until execve or _exit (what vfork does, with
+// every option served: no page tables copied, so a large parent spawns as fast as a small one).
+// glibc 2.24 on (before it, its clone with CLONE_VM overwrote the caller's cached pid); other C
+// libraries untested. Off under ThreadSanitizer (its interceptors would run in the child on the parent thread's
+// state) and with CHILDPROC_NO_CLONE_SPAWN (to test the posix_spawn path).
+#if defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__)) && defined(__GLIBC__) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 24)) && !defined(CHILDPROC_NO_CLONE_SPAWN) && \
+    !defined(__SANITIZE_THREAD__)
+#  if defined(__has_feature)
+#    if __has_feature(thread_sanitizer)
+#      define CHILDPROC_CLONE_SPAWN 0
+#    endif
+#  endif
+#  ifndef CHILDPROC_CLONE_SPAWN
+#    define CHILDPROC_CLONE_SPAWN 1
+#  endif
+#else
+#  define CHILDPROC_CLONE_SPAWN 0
+#endif
+
+#if CHILDPROC_CLONE_SPAWN
+// The kernel's struct sigaction (x86_64 and arm64 alike): the child sets dispositions with the
+// raw system call, which also reaches the C library's own signals (32 and 33).
+struct kernel_sigaction_linux {
+  void* handler;
+  unsigned long flags;
+  void* restorer;
+  unsigned long mask;
+};
+
+// What the parent prepared, read by the child; the child writes only `err`.
+struct clone_job_linux {
+  const options* o;
+  const stdio_plan* plan;
+  const char* path;
+  char* const* argv;
+  char* const* envp;
+  long parent;          // our pid, for the parent-death check
+  std::atomic<int> err{0};  // the errno of the step that failed; 0 while execve has not returned
+};
+
+// The child, sharing our memory: raw system calls only (no allocation, no lock, no C library
+// state), reading the job and writing nothing but `err` before it execs or exits.
+inline int clone_child_linux(void* arg) noexcept {
+  auto* j = static_cast<clone_job_linux*>(arg);
+  const options& o = *j->o;
+  const auto fail = [j](int e) {
+    j->err.store(e ? e : EINVAL, std::memory_order_relaxed);
+    ::syscall(SYS_exit_group, 127);
+  };
+  // Every disposition back to the default, while every signal is still blocked: read in the
+  // parent, a handler another thread installed between that read and the clone would stay here
+  // and could run once the mask empties, on the parent's memory. 62 calls, about 9 us.
+  const kernel_sigaction_linux dfl{};  // SIG_DFL, no flags, nothing masked
+  for (int sig = 1; sig <= 64; ++sig)
+    if (sig != SIGKILL && sig != SIGSTOP) ::syscall(SYS_rt_sigaction, sig, &dfl, nullptr, sizeof(unsigned long));
+  for (const auto& a : j->plan->actions) {
+    if (a.source < 0) {
+      ::syscall(SYS_close, a.target);
+    } else if (a.source == a.target) {
+      const long flags = ::syscall(SYS_fcntl, a.source, F_GETFD);
+      if (flags < 0 || ::syscall(SYS_fcntl, a.source, F_SETFD, flags & ~FD_CLOEXEC) < 0) fail(errno);
+    } else if (::syscall(SYS_dup3, a.source, a.target, 0) < 0) {
+      fail(errno);
+    }
+  }
+  if (o.detached && ::syscall(SYS_setsid) < 0) fail(errno);
+  if (!o.detached && o.new_process_group && ::syscall(SYS_setpgid, 0, 0) < 0) fail(errno);
+  if (!o.cwd.empty() && ::syscall(SYS_chdir, o.cwd.c_str()) < 0) fail(errno);
+  // The raw calls change this process alone: the C library's setuid would signal every thread
+  // of the parent (whose memory this is) to change theirs.
+  if (o.gid || o.uid) (void)::syscall(SYS_setgroups, 0, nullptr);  // best effort, as libuv
+  if (o.gid && ::syscall(SYS_setgid, *o.gid) < 0) fail(errno);
+  if (o.uid && ::syscall(SYS_setuid, *o.uid) < 0) fail(errno);
+  if (o.kill_on_parent_exit) {  // after setuid/setgid, which clear it; a parent gone already is caught by getppid
+    if (::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) fail(errno);
+    if (::syscall(SYS_getppid) != j->parent) ::syscall(SYS_kill, ::syscall(SYS_getpid), SIGKILL);
+  }
+  if (o.close_other_fds) close_from_posix(j->plan->count, -1);
+  const unsigned long none = 0;
+  ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, nullptr, sizeof none);
+  ::syscall(SYS_execve, j->path, j->argv, j->envp);
+  fail(errno);
+  return 127;
+}
+
+// Set when a thread's clone stack is gone: at thread exit thread_local objects end before the
+// last ones made earlier (or atexit handlers) may still spawn, which then take the other paths.
+// A plain bool: never destroyed, and not a member (stores in a destructor may be dropped).
+inline thread_local bool clone_stack_gone_linux = false;
+
+// The child's stack: one per thread (a thread sleeps while its child uses it), made on the
+// thread's first spawn and kept, with a guard page below it.
+struct clone_stack_linux {
+  static constexpr std::size_t size = 64 * 1024, guard = 4096;
+  void* base = nullptr;
+  ~clone_stack_linux() {
+    if (base) ::munmap(base, size + guard);
+    clone_stack_gone_linux = true;
+  }
+  char* top() noexcept {
+    if (!base) {
+      void* m = ::mmap(nullptr, size + guard, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+      if (m == MAP_FAILED) return nullptr;
+      (void)::mprotect(m, guard, PROT_NONE);
+      base = m;
+    }
+    return static_cast<char*>(base) + size + guard;
+  }
+};
+
+// Whether the kernel refused the clone (seccomp, a sandbox): the other paths serve from then on.
+inline std::atomic<bool> clone_refused_linux{false};
+
+// Starts the child on the clone path: its pid, an error, or 0 when the clone was refused.
+inline auto clone_exec_linux(const spawn_request& req, const std::string& path, const stdio_plan& plan,
+                             char* const* argv, char* const* envp) -> result<pid_t> {
+  if (clone_stack_gone_linux) return pid_t{0};  // this thread is ending: its stack is gone
+  thread_local clone_stack_linux stack;
+  char* top = stack.top();
+  if (!top) return pid_t{0};  // no memory for a stack: the other paths need none
+  clone_job_linux j;
+  j.o = req.opts;
+  j.plan = &plan;
+  j.path = path.c_str();
+  j.argv = argv;
+  j.envp = envp;
+  j.parent = static_cast<long>(::getpid());
+  // Every signal blocked in this thread (the C library's own too), so no handler of ours runs on
+  // the child's side before it has reset them; the child starts with this mask and empties it.
+  const unsigned long all = ~0UL;
+  unsigned long old = 0;
+  ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, sizeof all);
+  const int pid = ::clone(&clone_child_linux, top, CLONE_VM | CLONE_VFORK | SIGCHLD, &j);
+  const int clone_errno = errno;
+  ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, nullptr, sizeof old);
+  if (pid < 0) {
+    if (clone_errno == ENOSYS || clone_errno == EPERM || clone_errno == EINVAL) {
+      clone_refused_linux.store(true, std::memory_order_relaxed);
+      return pid_t{0};
+    }
+    return last_os_error(clone_errno, req.context);
+  }
+  if (const int e = j.err.load(std::memory_order_relaxed)) {  // a step before execve failed: the child has exited
+    int status;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    return last_os_error(e, req.context);
+  }
+  return static_cast<pid_t>(pid);
+}
+#endif
+
 // pidfd_open is probed once: ENOSYS (old kernel) switches to the pid fallback for good.
 // Takes hold of the child `c.pid` just spawned: its pidfd. With SIGCHLD ignored (or a handler
 // that reaps every child) the kernel may have reaped it already and given its pid to another
@@ -359,10 +524,16 @@ inline auto spawn_native(const spawn_request& req) -> result<spawned> {
   if (!plan) return std::move(plan).error();
   const auto argv = c_strings(req.argv);
   const auto envp = c_strings(req.env);
-  const bool fallback = o.uid || o.gid || o.kill_on_parent_exit || (!CHILDPROC_HAS_ADDCHDIR && !o.cwd.empty()) ||
-                        (!CHILDPROC_HAS_ADDCLOSEFROM && o.close_other_fds);
-  auto pid = fallback ? fork_exec_posix(req, *path, *plan, argv.data(), envp.data())
-                      : posix_spawn_posix(req, *path, *plan, argv.data(), envp.data());
+  result<pid_t> pid = pid_t{0};
+#if CHILDPROC_CLONE_SPAWN
+  if (!clone_refused_linux.load(std::memory_order_relaxed)) pid = clone_exec_linux(req, *path, *plan, argv.data(), envp.data());
+#endif
+  if (pid && *pid == 0) {  // elsewhere, or the clone was refused
+    const bool fallback = o.uid || o.gid || o.kill_on_parent_exit || (!CHILDPROC_HAS_ADDCHDIR && !o.cwd.empty()) ||
+                          (!CHILDPROC_HAS_ADDCLOSEFROM && o.close_other_fds);
+    pid = fallback ? fork_exec_posix(req, *path, *plan, argv.data(), envp.data())
+                   : posix_spawn_posix(req, *path, *plan, argv.data(), envp.data());
+  }
   if (!pid) return std::move(pid).error();
   spawned out;
   out.child.pid = *pid;
