@@ -1185,9 +1185,8 @@ class channel {
     std::erase_if(c->node_sockets, [](const core::node_socket& s) { return !detail::handle_still_native(s.h, s.id); });
   }
 
-  // How many connections of the Node server `key` are still open here.
-  static std::size_t node_sockets_open(core* c, std::string_view key) {
-    forget_closed_sockets(c);
+  // How many connections of the Node server `key` are recorded here (prune closed ones first).
+  static std::size_t node_sockets_of(const core* c, std::string_view key) {
     return static_cast<std::size_t>(std::count_if(c->node_sockets.begin(), c->node_sockets.end(),
                                                   [&](const core::node_socket& s) { return s.key == key; }));
   }
@@ -1197,9 +1196,10 @@ class channel {
   // as the JSON text Node wrote (JSON.stringify spells one string one way).
   void node_socket_request(const std::string& key, bool get_count) {
     core* c = c_.get();
+    forget_closed_sockets(c);
     if (get_count) {
-      answer_node("{\"cmd\":\"NODE_SOCKET_COUNT\",\"key\":" + key + ",\"count\":" + std::to_string(node_sockets_open(c, key)) + "}\n");
-    } else if (node_sockets_open(c, key) == 0) {
+      answer_node("{\"cmd\":\"NODE_SOCKET_COUNT\",\"key\":" + key + ",\"count\":" + std::to_string(node_sockets_of(c, key)) + "}\n");
+    } else if (node_sockets_of(c, key) == 0) {
       answer_node("{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":" + key + "}\n");
     } else if (std::find(c->node_closing.begin(), c->node_closing.end(), key) == c->node_closing.end()) {
       c->node_closing.push_back(key);  // told when the last one closes
@@ -1212,7 +1212,7 @@ class channel {
     if (!c || c->node_closing.empty()) return;
     forget_closed_sockets(c);
     std::erase_if(c->node_closing, [&](const std::string& key) {
-      if (node_sockets_open(c, key) != 0) return false;
+      if (node_sockets_of(c, key) != 0) return false;
       answer_node("{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":" + key + "}\n");
       return true;
     });
