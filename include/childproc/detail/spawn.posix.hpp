@@ -209,6 +209,24 @@ inline void close_from_posix(int first, int keep) noexcept {
   }
 }
 
+// Moves the plan's descriptors into place in a child before execve: the errno of the step that
+// failed, or 0. Raw system calls on Linux, as close_from_posix (the clone path's child).
+inline int apply_stdio_posix(const stdio_plan& plan) noexcept {
+  for (const auto& a : plan.actions) {
+#if defined(__linux__)
+    const long rc = a.source < 0 ? ::syscall(SYS_close, a.target)
+                    : a.source == a.target ? ::syscall(SYS_fcntl, a.source, F_SETFD, 0)  // FD_CLOEXEC is its one flag
+                                           : ::syscall(SYS_dup3, a.source, a.target, 0);
+#else
+    const int rc = a.source < 0 ? ::close(a.target)
+                   : a.source == a.target ? ::fcntl(a.source, F_SETFD, 0)
+                                          : ::dup2(a.source, a.target);
+#endif
+    if (rc < 0 && a.source >= 0) return errno;  // a close that fails leaves the target closed all the same
+  }
+  return 0;
+}
+
 // The one fallback for what posix_spawn cannot express (uid/gid, the parent-death signal, or an
 // old libc): fork + execve. Between fork and execve the child calls only async-signal-safe
 // functions and reports a failed step through a CLOEXEC pipe. fork, not vfork: setuid in a vfork
@@ -236,16 +254,7 @@ inline auto fork_exec_posix(const spawn_request& req, const std::string& path, c
       _exit(127);
     };
     for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
-    for (const auto& a : plan.actions) {
-      if (a.source < 0) {
-        ::close(a.target);
-      } else if (a.source == a.target) {
-        const int flags = ::fcntl(a.source, F_GETFD);
-        if (flags < 0 || ::fcntl(a.source, F_SETFD, flags & ~FD_CLOEXEC) < 0) fail(errno);
-      } else if (::dup2(a.source, a.target) < 0) {
-        fail(errno);
-      }
-    }
+    if (const int e = apply_stdio_posix(plan)) fail(e);
     if (o.detached && ::setsid() < 0) fail(errno);
     if (!o.detached && o.new_process_group && ::setpgid(0, 0) < 0) fail(errno);
     if (!o.cwd.empty() && ::chdir(o.cwd.c_str()) < 0) fail(errno);
@@ -327,8 +336,8 @@ inline auto posix_spawn_posix(const spawn_request& req, const std::string& path,
 // stack of its own, while the calling thread sleeps until execve or _exit (what vfork does, with
 // every option served: no page tables copied, so a large parent spawns as fast as a small one).
 // glibc 2.24 on (before it, its clone with CLONE_VM overwrote the caller's cached pid); other C
-// libraries untested. Off under ThreadSanitizer (its interceptors would run in the child on the parent thread's
-// state) and with CHILDPROC_NO_CLONE_SPAWN (to test the posix_spawn path).
+// libraries untested. Off under ThreadSanitizer (its interceptors would run in the child on the
+// parent thread's state) and with CHILDPROC_NO_CLONE_SPAWN (to test the posix_spawn path).
 #if defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__)) && defined(__GLIBC__) && \
     (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 24)) && !defined(CHILDPROC_NO_CLONE_SPAWN) && \
     !defined(__SANITIZE_THREAD__)
@@ -380,16 +389,7 @@ inline int clone_child_linux(void* arg) noexcept {
   const kernel_sigaction_linux dfl{};  // SIG_DFL, no flags, nothing masked
   for (int sig = 1; sig <= 64; ++sig)
     if (sig != SIGKILL && sig != SIGSTOP) ::syscall(SYS_rt_sigaction, sig, &dfl, nullptr, sizeof(unsigned long));
-  for (const auto& a : j->plan->actions) {
-    if (a.source < 0) {
-      ::syscall(SYS_close, a.target);
-    } else if (a.source == a.target) {
-      const long flags = ::syscall(SYS_fcntl, a.source, F_GETFD);
-      if (flags < 0 || ::syscall(SYS_fcntl, a.source, F_SETFD, flags & ~FD_CLOEXEC) < 0) fail(errno);
-    } else if (::syscall(SYS_dup3, a.source, a.target, 0) < 0) {
-      fail(errno);
-    }
-  }
+  if (const int e = apply_stdio_posix(*j->plan)) fail(e);
   if (o.detached && ::syscall(SYS_setsid) < 0) fail(errno);
   if (!o.detached && o.new_process_group && ::syscall(SYS_setpgid, 0, 0) < 0) fail(errno);
   if (!o.cwd.empty() && ::syscall(SYS_chdir, o.cwd.c_str()) < 0) fail(errno);
