@@ -785,6 +785,86 @@ TEST_CASE("receive() abandoned by loop after loop while the peer streams: every 
   CHECK(w.wait()->success());
 }
 
+TEST_CASE("a channel's socket is left blocking, so a blocking receive is one call; no loop ever waits inside a read or write on it") {
+  auto pair = cp::detail::create_duplex_native().value();  // POSIX: a socketpair; Win32: a duplex named pipe
+  const auto a_handle = pair.parent.get();
+  cp::channel a{cp::stream(std::move(pair.parent))}, b{cp::stream(std::move(pair.child))};
+#if !CHILDPROC_WIN32
+  CHECK((::fcntl(a_handle, F_GETFL) & O_NONBLOCK) == 0);  // create_duplex_native made it non-blocking
+#endif
+  // A receive waits on the loop while a timer must fire and send what it waits for (an echo
+  // child sends it back): a read that blocked in the kernel would hang here. Then a send_async
+  // larger than the socket holds, which the peer reads only later, on another thread: a write
+  // that blocked would stop the loop's timer too.
+  {
+    auto w = cp::fork_self("echo").value();
+    int fired = 0;
+    auto rx = [&]() -> cp::task<int> {
+      auto m = co_await w.receive<std::string>();
+      co_return m && *m == "late" ? 1 : -1;
+    };
+    auto later = [&]() -> cp::task<int> {
+      (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(20));
+      ++fired;
+      (void)w.send(std::string("late"));
+      (void)co_await cp::event_loop::current()->sleep(std::chrono::seconds(60));
+      co_return 2;
+    };
+    cp::event_loop loop;
+    CHECK(loop.run(cp::when_any(rx(), later())).index == 0);
+    CHECK(fired == 1);
+    w.disconnect();
+    CHECK(w.wait()->success());
+  }
+  const std::string big(std::size_t{8} << 20, 'z');
+  std::atomic<bool> sent{false};
+  std::thread reader([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto m = b.receive_sync<std::string>();
+    CHECK((m && *m == big));
+  });
+  auto tick = [&]() -> cp::task<int> {
+    int ticks = 0;
+    while (!sent) {
+      (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(1));
+      ++ticks;
+    }
+    co_return ticks;
+  };
+  auto tx = [&]() -> cp::task<int> {
+    auto r = co_await a.send_async(big);
+    sent = true;
+    co_return r ? 0 : -1;
+  };
+  const auto [ticks, wrote] = cp::sync_wait(cp::when_all(tick(), tx()));
+  reader.join();
+  CHECK(wrote == 0);
+  CHECK(ticks > 10);  // the timer ran while the write waited for the reader (50 ms)
+#if !CHILDPROC_WIN32
+  // The handle given up is as the stream found it: non-blocking.
+  const auto released = a.transport().release();
+  CHECK(released == a_handle);
+  CHECK((::fcntl(released, F_GETFL) & O_NONBLOCK) != 0);
+  ::close(released);
+  // One that came blocking goes back blocking; one made non-blocking again behind the channel's
+  // back still receives with a blocking call (it waits, then reads).
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  cp::channel c{cp::stream(cp::detail::unique_handle(sv[0]))}, d{cp::stream(cp::detail::unique_handle(sv[1]))};
+  REQUIRE(::fcntl(sv[0], F_SETFL, ::fcntl(sv[0], F_GETFL) | O_NONBLOCK) == 0);
+  std::thread late([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    (void)d.send(std::string("after"));
+  });
+  auto got = c.receive_sync<std::string>();
+  late.join();
+  CHECK((got && *got == "after"));
+  const auto d_handle = d.transport().release();
+  CHECK((::fcntl(d_handle, F_GETFL) & O_NONBLOCK) == 0);
+  ::close(d_handle);
+#endif
+}
+
 int main(int argc, char** argv) {
   cp::dispatch_entry(argc, argv);  // a fork_self child runs its entry point and exits here
   doctest::Context context(argc, argv);

@@ -315,3 +315,112 @@ TEST_CASE("one stream read by 100 loops in turn (sync_wait each time)") {
   p.in().close();
   CHECK(p.wait()->success());
 }
+
+// ---- a loop's read after one that emptied the handle waits first: every way that wait could
+// miss what is already there (an edge taken earlier, the end, a reused number, stray descriptors) ----
+
+namespace {
+// A pipe read here, written by `w` (a blocking end).
+struct test_pipe {
+  cp::stream r, w;
+  test_pipe() {
+    auto p = cp::detail::create_pipe_native(false).value();
+    r = cp::stream(std::move(p.parent));
+    w = cp::stream(std::move(p.child));
+  }
+};
+
+// One async_read_some of up to 64 bytes, as text (or the error's message).
+cp::task<std::string> read_text(cp::stream& s) {
+  char buf[64];
+  auto n = co_await s.async_read_some(buf);
+  co_return n ? std::string(buf, *n) : "error: " + n.error().message();
+}
+
+// read_text on a pipe that `text` reaches 20 ms later (the read waits for it).
+cp::task<std::string> read_written_later(test_pipe& p, std::string text) {
+  std::thread writer([&] {
+    std::this_thread::sleep_for(20ms);
+    (void)p.w.write(text);
+  });
+  std::string got = co_await read_text(p.r);
+  writer.join();
+  co_return got;
+}
+}  // namespace
+
+TEST_CASE("bytes and the end in one edge, after a read that emptied the pipe: the bytes, then end_of_stream") {
+  test_pipe p;
+  auto run = [&]() -> cp::task<std::vector<std::string>> {
+    std::vector<std::string> got;
+    got.push_back(co_await read_written_later(p, "ab"));  // waits, then "ab": fewer than asked, the pipe is empty
+    REQUIRE(p.w.write("cd"));
+    p.w.close();                             // the bytes and the end before the loop looks again
+    got.push_back(co_await read_text(p.r));  // one edge says both
+    got.push_back(co_await read_text(p.r));  // must look: no edge comes again
+    co_return got;
+  };
+  CHECK(cp::sync_wait(run()) == std::vector<std::string>{"ab", "cd", "error: end of stream"});
+}
+
+TEST_CASE("an edge that finds no read waiting (the loop was busy with a timer) is not lost: the next read gets the bytes") {
+  test_pipe p;
+  auto run = [&]() -> cp::task<std::vector<std::string>> {
+    std::vector<std::string> got;
+    got.push_back(co_await read_written_later(p, "ab"));
+    std::thread later([&] {
+      std::this_thread::sleep_for(10ms);
+      (void)p.w.write("cd");  // while the loop sleeps, no read pending: its edge finds nobody
+    });
+    (void)co_await cp::event_loop::current()->sleep(60ms);
+    later.join();
+    got.push_back(co_await read_text(p.r));  // the last read emptied the pipe: it waits first
+    co_return got;
+  };
+  CHECK(cp::sync_wait(run()) == std::vector<std::string>{"ab", "cd"});
+}
+
+TEST_CASE("a descriptor number closed while another loop still has it registered, then reused: that loop reads the new pipe") {
+  cp::event_loop a, b;
+  test_pipe first;
+  CHECK(a.run(read_written_later(first, "one")) == "one");  // registered on `a`
+  REQUIRE(first.w.write("two"));
+  CHECK(b.run(read_text(first.r)) == "two");  // the stream's last loop is `b` now
+  const auto number = first.r.handle();
+  first.r.close();                            // `b` forgets it; `a` is not told
+  for (int round = 0; round < 2; ++round) {
+    test_pipe next;  // the lowest free number: most likely the one just closed
+    INFO("round " << round << ": the new pipe's number " << next.r.handle() << ", the closed one " << number);
+    CHECK(a.run(read_written_later(next, "new")) == "new");
+    if (round == 0) {  // released rather than closed: its owner may close it, and the number comes back
+      const auto h = next.r.release();
+      cp::detail::close_native(h);
+    }
+  }
+}
+
+#if !defined(_WIN32)
+TEST_CASE("a peer that attaches descriptors to a plain socket stream: a read stopped early by them does not make the next one wait") {
+  // Linux ends a socket read after bytes that carried descriptors: a short read that did not
+  // empty the socket, so the next read's wait must see the byte already there.
+  for (int i = 0; i < 50; ++i) {
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    REQUIRE(cp::detail::set_nonblocking(sv[0]));
+    cp::stream r{cp::detail::unique_handle(sv[0])};
+    cp::detail::unique_handle peer(sv[1]);
+    auto run = [&]() -> cp::task<std::string> {
+      std::thread sender([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(i % 3));
+        (void)send_with_fd(peer.get(), "a", peer.get());  // one byte and a descriptor, then one more byte
+        (void)send_with_fd(peer.get(), "b", -1);
+      });
+      std::string got = co_await read_text(r);
+      sender.join();
+      if (got == "a") got += co_await read_text(r);
+      co_return got;
+    };
+    REQUIRE(cp::sync_wait(run()) == "ab");
+  }
+}
+#endif

@@ -568,6 +568,7 @@ class channel {
     p.data = room.data();
     p.size = room.size();
     p.write = false;
+    p.socket = true;  // a socket left blocking: the read must ask not to wait
     p.received = detail::receives_handles(c->format) ? &c->arrived : nullptr;
     p.owner = c;
     p.loop = &loop;

@@ -37,6 +37,8 @@ class stream {
         reactor_(std::move(o.reactor_)),
         received_(std::exchange(o.received_, nullptr)),
         socket_(std::exchange(o.socket_, false)),
+        blocking_(std::exchange(o.blocking_, false)),
+        restore_(std::exchange(o.restore_, false)),
         drained_(std::exchange(o.drained_, false)),
         full_reads_(std::exchange(o.full_reads_, 0)),
         sized_(std::exchange(o.sized_, false)),
@@ -53,6 +55,8 @@ class stream {
       reactor_ = std::move(o.reactor_);
       received_ = std::exchange(o.received_, nullptr);
       socket_ = std::exchange(o.socket_, false);
+      blocking_ = std::exchange(o.blocking_, false);
+      restore_ = std::exchange(o.restore_, false);
       drained_ = std::exchange(o.drained_, false);
       full_reads_ = std::exchange(o.full_reads_, 0);
       sized_ = std::exchange(o.sized_, false);
@@ -100,6 +104,8 @@ class stream {
   native_handle release() noexcept {
     forget();
     give_back_growth();
+    blocking_ = false;
+    if (std::exchange(restore_, false)) detail::undo_blocking_socket_native(h_.get());  // as it came
     return h_.release();
   }
   /// Closes the parent's end: for stdin, the child then sees end of file. A pending awaitable
@@ -107,6 +113,7 @@ class stream {
   void close() noexcept {
     forget();
     give_back_growth();
+    blocking_ = restore_ = false;
     h_.reset();
   }
 
@@ -118,14 +125,22 @@ class stream {
   /// sockets only, elsewhere nothing arrives). Without it they are closed on arrival.
   void collect_handles(std::vector<detail::unique_handle>* into) noexcept { received_ = into; }
 
-  /// Notes that the handle is a socket (a channel's): POSIX writes then need no signal mask.
-  void mark_socket() noexcept { socket_ = true; }
+  /// Notes that the handle is a socket (a channel's): POSIX writes then need no signal mask, and
+  /// a blocking read is one system call (the socket is left blocking; every other read and write
+  /// asks not to wait).
+  void mark_socket() noexcept {
+    socket_ = true;
+    if (blocking_ || reader_ || writer_) return;  // an operation pending on a loop reads as it started
+    const int how = detail::make_blocking_socket_native(h_.get());
+    blocking_ = how != 0;
+    restore_ = how == 2;
+  }
 
   /// Reads what is there (at least one byte), blocking; errc::end_of_stream at the end.
   result<std::size_t> read_some(std::span<char> buffer) {
     if (!is_open()) return error(errc::no_process, "read: the stream is closed");
     if (!ahead().empty()) return take_ahead(buffer);
-    auto r = detail::read_some_native(h_.get(), buffer, received_, drained_);
+    auto r = detail::read_some_native(h_.get(), buffer, received_, drained_, blocking_);
     if (r && *r == 0 && !buffer.empty()) return errc::end_of_stream;
     drained_ = r && *r < buffer.size();
     if (r) note_read(*r);
@@ -418,6 +433,8 @@ class stream {
   std::weak_ptr<detail::reactor*> reactor_;  // where async operations ran, while it lives
   std::vector<detail::unique_handle>* received_ = nullptr;  // collect_handles()
   bool socket_ = false;                                     // mark_socket()
+  bool blocking_ = false;  // mark_socket(): a blocking socket, read with one call that waits (POSIX)
+  bool restore_ = false;   // mark_socket() cleared its O_NONBLOCK: release() sets it again
   bool drained_ = false;  // the last read returned less than asked: the next one waits first (a hint)
   // Growing a child's output pipe (note_read): reads in a row that found it full, whether that is
   // decided, its capacity (0: not asked yet), and the bytes of the process's budget held here.

@@ -34,6 +34,17 @@ inline auto create_duplex_native() -> result<pipe_pair>;
 ///   POSIX: pipe2(O_CLOEXEC).   Win32: CreatePipe without inheritance.
 inline auto create_plain_pipe_native() -> result<pipe_pair>;
 
+/// Makes a channel's socket blocking so that a blocking receive is one recv(2) (no poll first);
+/// the library's other reads and writes on it then pass MSG_DONTWAIT (the loop's among them).
+/// 0: left as it is (not a socket, or no MSG_DONTWAIT); 1: a socket that was blocking already;
+/// 2: a socket made blocking (undo_blocking_socket_native gives O_NONBLOCK back).
+///   POSIX: fstat(2), then fcntl(2) clearing O_NONBLOCK.   Win32: 0 (overlapped handles).
+inline int make_blocking_socket_native(native_handle h) noexcept;
+
+/// Gives a socket made blocking its O_NONBLOCK back (its stream lets the handle go).
+///   POSIX: fcntl(2).   Win32: nothing.
+inline void undo_blocking_socket_native(native_handle h) noexcept;
+
 /// Whether `h` has something to read (bytes, or the end) within `timeout_ms` (0: now).
 ///   POSIX: poll(2).   Win32: PeekNamedPipe, looked at again every millisecond (only a channel
 ///   that waits for sockets a Node server sent uses it, and no socket comes from Node on Win32).
@@ -43,14 +54,15 @@ inline auto wait_readable_native(native_handle h, int timeout_ms) -> result<bool
 /// that arrive with the bytes (a channel passing handles) are appended to it. `wait_first` is a
 /// hint that the last read emptied the handle (it returned less than asked), so a read now would
 /// most likely find nothing (a reply not yet written): wait first, then read. A wrong hint costs
-/// one poll(2) (recvmsg(2) also stops early where passed descriptors arrive).
+/// one poll(2) (recvmsg(2) also stops early where passed descriptors arrive). `blocking_socket`:
+/// `h` went through make_blocking_socket_native, so one call waits.
 ///   POSIX: read(2), or recvmsg(2) taking SCM_RIGHTS (MSG_CMSG_CLOEXEC) with `received`; poll(2)
-///   while it would block (before the first read with `wait_first`).
+///   while it would block (before the first read with `wait_first`); a blocking socket: one recvmsg(2).
 ///   Win32: ReadFile with an OVERLAPPED and a wait; ERROR_BROKEN_PIPE is end of stream. `received`
 ///   stays empty: handles travel as values in the bytes (see ipc.hpp). `wait_first` changes
 ///   nothing (the overlapped read waits anyway).
 inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>* received = nullptr,
-                             bool wait_first = false) -> result<std::size_t>;
+                             bool wait_first = false, bool blocking_socket = false) -> result<std::size_t>;
 
 /// Writes at least one byte, blocking as needed. A reader that is gone is EPIPE, never a signal.
 /// A valid `attach` is sent along with the first byte (a channel passing a handle). `socket` says

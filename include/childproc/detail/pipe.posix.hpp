@@ -10,6 +10,14 @@
 
 namespace childproc::inline v0::detail {
 
+// MSG_DONTWAIT where the system has it: a channel's socket is then left blocking (a blocking
+// receive is one recvmsg), and every other read or write of ours on it asks not to wait.
+#if defined(MSG_DONTWAIT)
+inline constexpr int dont_wait_posix = MSG_DONTWAIT;
+#else
+inline constexpr int dont_wait_posix = 0;
+#endif
+
 inline result<void> set_nonblocking(int fd) {
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return last_os_error(errno, "fcntl");
@@ -38,13 +46,25 @@ inline auto create_plain_pipe_native() -> result<pipe_pair> {
   return pipe_pair{unique_handle(fds[0]), unique_handle(fds[1])};
 }
 
+inline int make_blocking_socket_native(native_handle h) noexcept {
+  struct stat st{};
+  if (dont_wait_posix == 0 || ::fstat(h, &st) != 0 || !S_ISSOCK(st.st_mode)) return 0;
+  const int flags = ::fcntl(h, F_GETFL);
+  if (flags < 0) return 0;
+  if ((flags & O_NONBLOCK) == 0) return 1;
+  return ::fcntl(h, F_SETFL, flags & ~O_NONBLOCK) == 0 ? 2 : 0;
+}
+
+inline void undo_blocking_socket_native(native_handle h) noexcept { (void)set_nonblocking(h); }
+
 // The most descriptors one recvmsg takes: a channel sends one per sendmsg, and Linux stops a
 // read after the bytes that carried descriptors, so more never come at once.
 inline constexpr int max_received_fds_posix = 16;
 
 // One recvmsg(2) attempt that keeps the descriptors sent with the bytes (owned from arrival:
-// close-on-exec, closed if nobody takes them).
-inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_handle>& received) -> result<std::size_t> {
+// close-on-exec, closed if nobody takes them); `wait`: block (a socket made blocking).
+inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_handle>& received, bool wait = false)
+    -> result<std::size_t> {
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_received_fds_posix)];
   iovec io{buffer.data(), buffer.size()};
   for (;;) {
@@ -53,7 +73,7 @@ inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_ha
     m.msg_iovlen = 1;
     m.msg_control = control;
     m.msg_controllen = sizeof control;
-    const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+    const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC | (wait ? 0 : dont_wait_posix));
     if (n < 0) {
       if (errno == EINTR) continue;
       return last_os_error(errno, errno == EAGAIN ? std::string() : std::string("recvmsg"));
@@ -73,12 +93,20 @@ inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_ha
   }
 }
 
-// One read(2) attempt (recvmsg(2) with `received`); EAGAIN comes back as an error for the caller to wait on.
-inline auto try_read_posix(int fd, std::span<char> buffer, std::vector<unique_handle>* received = nullptr)
+// One read(2) attempt (recvmsg(2) with `received`, recv(2) on a `socket`); EAGAIN comes back as
+// an error for the caller to wait on.
+inline auto try_read_posix(int fd, std::span<char> buffer, std::vector<unique_handle>* received = nullptr, bool socket = false)
     -> result<std::size_t> {
   if (received) {  // a channel: a socket, unless a pipe was handed over as one (ENOTSOCK: read it)
     auto r = try_recv_posix(fd, buffer, *received);
     if (r || r.error().value() != ENOTSOCK) return r;
+  } else if (socket) {
+    for (;;) {
+      const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), dont_wait_posix);
+      if (n >= 0) return static_cast<std::size_t>(n);
+      if (errno == ENOTSOCK) break;
+      if (errno != EINTR) return last_os_error(errno, errno == EAGAIN ? std::string() : std::string("recv"));
+    }
   }
   for (;;) {
     const ssize_t n = ::read(fd, buffer.data(), buffer.size());
@@ -105,7 +133,8 @@ inline auto try_send_posix(int fd, std::span<const char> data, int attach) -> re
     std::memcpy(CMSG_DATA(c), &attach, sizeof attach);
   }
   for (;;) {
-    const ssize_t n = attach >= 0 ? ::sendmsg(fd, &m, MSG_NOSIGNAL) : ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    const int flags = MSG_NOSIGNAL | dont_wait_posix;
+    const ssize_t n = attach >= 0 ? ::sendmsg(fd, &m, flags) : ::send(fd, data.data(), data.size(), flags);
     if (n >= 0) return static_cast<std::size_t>(n);
     if (errno != EINTR) return last_os_error(errno, errno == EAGAIN ? std::string() : std::string(attach >= 0 ? "sendmsg" : "send"));
   }
@@ -156,7 +185,16 @@ inline auto wait_readable_native(native_handle h, int timeout_ms) -> result<bool
 }
 
 inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>* received,
-                             bool wait_first) -> result<std::size_t> {
+                             bool wait_first, bool blocking_socket) -> result<std::size_t> {
+  if (blocking_socket) {  // one call that waits, as a plain read loop does
+    std::vector<unique_handle> none;  // descriptors that come uncollected are closed
+    for (;;) {
+      auto r = try_recv_posix(h, buffer, received ? *received : none, true);
+      if (r || r.error().value() != EAGAIN) return r;
+      // Someone made it non-blocking again (the flag belongs to the open file): wait, then read.
+      if (auto w = poll_one_posix(h, POLLIN); !w) return std::move(w).error();
+    }
+  }
   if (wait_first)
     if (auto w = poll_one_posix(h, POLLIN); !w) return std::move(w).error();
   for (;;) {
@@ -186,7 +224,7 @@ inline auto write_some_reading_native(native_handle h, std::span<const char> dat
     while (::poll(&p, 1, -1) < 0)
       if (errno != EINTR) return last_os_error(errno, "poll");
     if (room.empty() || !(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
-    auto got = try_read_posix(h, room, sink.received);
+    auto got = try_read_posix(h, room, sink.received, socket);
     if (!got && got.error().value() == EAGAIN) continue;
     peer_ended = !got || *got == 0;  // after an end or an error, only the write is waited for
     sink.arrived(std::move(got));

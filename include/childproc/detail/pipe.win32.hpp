@@ -63,6 +63,10 @@ inline auto overlapped_io_win32(HANDLE h, void* data, DWORD size, bool write) ->
   return win32_error(err, write ? "write" : "read");
 }
 
+inline int make_blocking_socket_native(native_handle) noexcept { return 0; }
+
+inline void undo_blocking_socket_native(native_handle) noexcept {}
+
 inline auto wait_readable_native(native_handle h, int timeout_ms) -> result<bool> {
   const ULONGLONG until = ::GetTickCount64() + static_cast<ULONGLONG>(timeout_ms < 0 ? 0 : timeout_ms);
   for (;;) {
@@ -77,7 +81,7 @@ inline auto wait_readable_native(native_handle h, int timeout_ms) -> result<bool
   }
 }
 
-inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>*, bool)
+inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>*, bool, bool)
     -> result<std::size_t> {
   const auto size = static_cast<DWORD>(std::min<std::size_t>(buffer.size(), 1u << 30));
   return overlapped_io_win32(h, buffer.data(), size, false);

@@ -52,7 +52,7 @@ struct io_op : reactor_op {
   std::size_t size = 0;
   bool write = false;
   native_handle attach = invalid_handle();           ///< write: a descriptor sent with the bytes (POSIX)
-  bool socket = false;                               ///< write: the handle is a socket (POSIX: MSG_NOSIGNAL)
+  bool socket = false;                               ///< the handle is a socket (POSIX: MSG_NOSIGNAL, MSG_DONTWAIT)
   std::vector<unique_handle>* received = nullptr;    ///< read: where descriptors that arrive go (POSIX)
   bool wait_first = false;                           ///< read: the last one emptied the handle; wait, then try (POSIX)
   bool waiting = false;                              ///< set by start_io: it could not finish at once (it waits for the OS)

@@ -36,7 +36,7 @@ struct reactor_state {
 // One attempt at an io_op; false if it would block.
 inline bool attempt_io_posix(io_op* op) {
   auto r = op->write ? try_write_posix(op->handle, {op->data, op->size}, op->attach, op->socket)
-                     : try_read_posix(op->handle, {op->data, op->size}, op->received);
+                     : try_read_posix(op->handle, {op->data, op->size}, op->received, op->socket);
   if (!r && r.error().value() == EAGAIN) return false;
   op->bytes = r ? *r : 0;
   op->err = r ? error() : std::move(r).error();
