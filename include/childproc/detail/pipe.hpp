@@ -34,7 +34,7 @@ inline auto create_duplex_native() -> result<pipe_pair>;
 ///   POSIX: pipe2(O_CLOEXEC).   Win32: CreatePipe without inheritance.
 inline auto create_plain_pipe_native() -> result<pipe_pair>;
 
-/// Makes a channel's socket blocking so that a blocking receive is one recv(2) (no poll first);
+/// Makes a channel's socket blocking so that a blocking receive is one recvmsg(2) (no poll first);
 /// the library's other reads and writes on it then pass MSG_DONTWAIT (the loop's among them).
 /// 0: left as it is (not a socket, or no MSG_DONTWAIT); 1: a socket that was blocking already;
 /// 2: a socket made blocking (undo_blocking_socket_native gives O_NONBLOCK back).

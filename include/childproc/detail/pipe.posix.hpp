@@ -93,20 +93,15 @@ inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_ha
   }
 }
 
-// One read(2) attempt (recvmsg(2) with `received`, recv(2) on a `socket`); EAGAIN comes back as
-// an error for the caller to wait on.
-inline auto try_read_posix(int fd, std::span<char> buffer, std::vector<unique_handle>* received = nullptr, bool socket = false)
-    -> result<std::size_t> {
-  if (received) {  // a channel: a socket, unless a pipe was handed over as one (ENOTSOCK: read it)
-    auto r = try_recv_posix(fd, buffer, *received);
+// One read(2) attempt; a socket (a channel's, or one marked `socket`) takes recvmsg(2), which
+// keeps descriptors sent with the bytes in `received` or closes them. `wait`: block (a socket
+// made blocking). EAGAIN comes back as an error for the caller to wait on.
+inline auto try_read_posix(int fd, std::span<char> buffer, std::vector<unique_handle>* received = nullptr,
+                           bool socket = false, bool wait = false) -> result<std::size_t> {
+  if (received || socket) {  // a pipe handed over as a socket says ENOTSOCK: read it
+    std::vector<unique_handle> uncollected;
+    auto r = try_recv_posix(fd, buffer, received ? *received : uncollected, wait);
     if (r || r.error().value() != ENOTSOCK) return r;
-  } else if (socket) {
-    for (;;) {
-      const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), dont_wait_posix);
-      if (n >= 0) return static_cast<std::size_t>(n);
-      if (errno == ENOTSOCK) break;
-      if (errno != EINTR) return last_os_error(errno, errno == EAGAIN ? std::string() : std::string("recv"));
-    }
   }
   for (;;) {
     const ssize_t n = ::read(fd, buffer.data(), buffer.size());
@@ -187,9 +182,8 @@ inline auto wait_readable_native(native_handle h, int timeout_ms) -> result<bool
 inline auto read_some_native(native_handle h, std::span<char> buffer, std::vector<unique_handle>* received,
                              bool wait_first, bool blocking_socket) -> result<std::size_t> {
   if (blocking_socket) {  // one call that waits, as a plain read loop does
-    std::vector<unique_handle> none;  // descriptors that come uncollected are closed
     for (;;) {
-      auto r = try_recv_posix(h, buffer, received ? *received : none, true);
+      auto r = try_read_posix(h, buffer, received, true, true);
       if (r || r.error().value() != EAGAIN) return r;
       // Someone made it non-blocking again (the flag belongs to the open file): wait, then read.
       if (auto w = poll_one_posix(h, POLLIN); !w) return std::move(w).error();
