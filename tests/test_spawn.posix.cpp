@@ -625,3 +625,98 @@ TEST_CASE("a spawn from a thread_local destructor, after the library's per-threa
   CHECK(late_spawn_status.load() == 7);
 }
 #endif
+
+TEST_CASE("socket_pipe gives the child sockets with 1 MiB send buffers (as the kernel caps them); pipe gives FIFOs") {
+  auto piped = cp::exec_file(child_path(), {"fd-kinds"}, {.stdio = {cp::pipe, cp::pipe, cp::pipe}});
+  REQUIRE(piped);
+  CHECK(piped->out == "0=fifo 1=fifo 2=fifo\n");
+  std::string want_sndbuf;
+#if defined(__linux__)
+  // Linux keeps twice what was asked, and asking is capped at net.core.wmem_max.
+  long wmem_max = 0;
+  std::ifstream("/proc/sys/net/core/wmem_max") >> wmem_max;
+  REQUIRE(wmem_max > 0);
+  want_sndbuf = " sndbuf=" + std::to_string(2 * std::min<long>(cp::detail::grown_pipe_size / 2, wmem_max));
+#endif
+  auto r = cp::exec_file(child_path(), {"fd-kinds"}, {.stdio = {cp::socket_pipe, cp::socket_pipe, cp::socket_pipe}});
+  REQUIRE(r);
+  CHECK(r->ok());
+#if defined(__linux__)
+  CHECK(r->out == "0=socket 1=socket 2=socket" + want_sndbuf + "\n");
+#else
+  CHECK(r->out.rfind("0=socket 1=socket 2=socket sndbuf=", 0) == 0);
+#endif
+  // Mixed: only the entries asked for are sockets; 2>&1 follows stdout.
+  auto m = cp::exec_file(child_path(), {"fd-kinds"}, {.stdio = {cp::pipe, cp::socket_pipe, cp::same_as_stdout}});
+  REQUIRE(m);
+  CHECK(m->out.rfind("0=fifo 1=socket 2=socket", 0) == 0);
+}
+
+TEST_CASE("a child that sends descriptors down a socket_pipe stdout: every byte arrives, no descriptor stays in the parent") {
+  const auto before = open_fds();
+  constexpr int n = 300;
+  const std::string want = std::string(n, 'x') + "end\n";
+  {  // the blocking reader
+    auto p = cp::spawn(child_path(), {"send-fd-out", std::to_string(n)}, {.stdio = {cp::ignore, cp::socket_pipe, cp::inherit}}).value();
+    auto all = p.out().read_all();
+    REQUIRE(all);
+    CHECK(*all == want);
+    CHECK(p.wait()->success());
+  }
+  CHECK(open_fds() == before);
+  {  // the loop's reader
+    auto p = cp::spawn(child_path(), {"send-fd-out", std::to_string(n)}, {.stdio = {cp::ignore, cp::socket_pipe, cp::inherit}}).value();
+    auto all = cp::sync_wait(p.out().async_read_all());
+    REQUIRE(all);
+    CHECK(*all == want);
+    CHECK(p.wait()->success());
+  }
+  CHECK(open_fds() == before);
+  {  // exec's capture
+    auto r = cp::exec_file(child_path(), {"send-fd-out", std::to_string(n)}, {.stdio = {cp::ignore, cp::socket_pipe, cp::socket_pipe}});
+    REQUIRE(r);
+    CHECK(r->ok());
+    CHECK(r->out == want);
+  }
+  CHECK(open_fds() == before);
+  // On a plain pipe the same child cannot send: sendmsg fails (ENOTSOCK) and it says so.
+  auto r = cp::exec_file(child_path(), {"send-fd-out", "1"}, {.stdio = {cp::ignore, cp::pipe, cp::pipe}});
+  REQUIRE(r);
+  CHECK(r->status.exit_code() == 105);
+  CHECK(r->out.empty());
+}
+
+TEST_CASE("socket_pipe: the parent's end is non-blocking like a pipe's, and release() hands it over as it is") {
+  auto p = cp::spawn(child_path(), {"sleep", "100000"}, {.stdio = {cp::socket_pipe, cp::socket_pipe, cp::inherit}}).value();
+  for (std::size_t i : {0u, 1u}) {
+    const int fd = p.stdio(i).handle();
+    struct stat st{};
+    REQUIRE(fstat(fd, &st) == 0);
+    CHECK(S_ISSOCK(st.st_mode));
+    CHECK((fcntl(fd, F_GETFL) & O_NONBLOCK) != 0);
+    CHECK((fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);
+  }
+  const int out = p.out().release();
+  CHECK(!p.out().is_open());
+  CHECK((fcntl(out, F_GETFL) & O_NONBLOCK) != 0);
+  char c;
+  CHECK(::read(out, &c, 1) == -1);
+  CHECK(errno == EAGAIN);
+  ::close(out);
+  CHECK(p.kill(SIGKILL));
+  CHECK(p.wait()->signal() == SIGKILL);
+}
+
+#if defined(__linux__)
+TEST_CASE("Linux: why pipe stays the default: a child can open /dev/stdout on a pipe, not on a socket_pipe (ENXIO)") {
+  auto on_pipe = cp::exec("echo hi > /dev/stdout", {.stdio = {cp::ignore, cp::pipe, cp::pipe}});
+  REQUIRE(on_pipe);
+  CHECK(on_pipe->ok());
+  CHECK(on_pipe->out == "hi\n");
+  auto on_socket = cp::exec("echo hi > /dev/stdout", {.stdio = {cp::ignore, cp::socket_pipe, cp::pipe}});
+  REQUIRE(on_socket);
+  CHECK(on_socket->status.exit_code() == 2);  // the shell could not open it
+  CHECK(on_socket->out.empty());
+  CHECK(on_socket->err.find("No such device or address") != std::string::npos);
+}
+#endif

@@ -217,3 +217,92 @@ TEST_CASE("a 1 GiB stream is read with constant memory") {
   REQUIRE(before > 0);
   CHECK(after < before + (16u << 20));  // grew by less than 16 MiB while 1 GiB went through
 }
+
+// What the child's write-out / write-both modes write: byte i is 'a' + i % 26.
+static std::string pattern(std::size_t n) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + i % 26);
+  return s;
+}
+
+TEST_CASE("socket_pipe: exec captures stdout and stderr exactly, and `input` reaches stdin") {
+  const cp::options sockets{.stdio = {cp::socket_pipe, cp::socket_pipe, cp::socket_pipe}};
+  auto r = cp::exec_file(child_path(), {"write-both", "3000001"}, {.stdio = sockets.stdio, .max_buffer = cp::unlimited});
+  REQUIRE(r);
+  CHECK(r->ok());
+  CHECK(r->out == pattern(3000001));
+  CHECK(r->err == r->out);
+  auto c = cp::exec_file(child_path(), {"count-stdin"}, {.stdio = sockets.stdio, .input = std::string(5000000, 'q')});
+  REQUIRE(c);
+  CHECK(c->out == "5000000\n");
+}
+
+TEST_CASE("socket_pipe: 64 MiB through read_some and through co_await async_read_some, every byte in order") {
+  constexpr std::size_t total = 64u << 20;
+  const std::string want = pattern(total);
+  for (const bool async : {false, true}) {
+    CAPTURE(async);
+    auto p = cp::spawn(child_path(), {"write-out", std::to_string(total)}, {.stdio = {cp::ignore, cp::socket_pipe, cp::inherit}}).value();
+    std::string got;
+    std::vector<char> buf(65536);
+    if (async) {
+      auto run = [&]() -> cp::task<void> {
+        while (auto r = co_await p.out().async_read_some(buf)) got.append(buf.data(), *r);
+      };
+      cp::sync_wait(run());
+    } else {
+      for (;;) {
+        auto r = p.out().read_some(buf);
+        if (!r) {
+          CHECK(r.error() == cp::errc::end_of_stream);
+          break;
+        }
+        got.append(buf.data(), *r);
+      }
+    }
+    CHECK(got.size() == total);
+    CHECK(got == want);
+    CHECK(p.wait()->success());
+  }
+}
+
+TEST_CASE("socket_pipe: stdin and stdout both ways at once, 8 MiB echoed back on one loop") {
+  auto p = cp::spawn(child_path(), {"echo"}, {.stdio = {cp::socket_pipe, cp::socket_pipe, cp::inherit}}).value();
+  const std::string sent = pattern(8u << 20);
+  auto writer = [&]() -> cp::task<cp::result<void>> {
+    auto w = co_await p.in().async_write(sent);
+    p.in().close();
+    co_return w;
+  };
+  auto run = [&]() -> cp::task<void> {
+    auto [w, back] = co_await cp::when_all(writer(), p.out().async_read_all());
+    CHECK(w);
+    REQUIRE(back);
+    CHECK(back->size() == sent.size());
+    CHECK(*back == sent);
+    auto st = co_await p.exit();
+    CHECK(st->success());
+  };
+  cp::sync_wait(run());
+}
+
+TEST_CASE("socket_pipe: writing to a child that closed stdin is EPIPE, never SIGPIPE, blocking and on a loop") {
+  for (const bool async : {false, true}) {
+    CAPTURE(async);
+    auto p = cp::spawn(child_path(), {"close-stdin-sleep", "100000"}, {.stdio = {cp::socket_pipe, cp::ignore, cp::ignore}}).value();
+    const std::string chunk(1 << 20, 'x');
+    cp::result<void> w;
+    if (async) {
+      auto run = [&]() -> cp::task<cp::result<void>> {
+        for (int i = 0; i < 100; ++i)
+          if (auto one = co_await p.in().async_write(chunk); !one) co_return one;
+        co_return cp::result<void>();
+      };
+      w = cp::sync_wait(run());
+    } else {
+      for (int i = 0; i < 100 && w; ++i) w = p.in().write(chunk);
+    }
+    REQUIRE(!w);
+    CHECK(w.error() == std::errc::broken_pipe);
+  }
+}

@@ -18,7 +18,8 @@ namespace childproc::inline v0 {
 namespace detail {
 inline result<output> run_sync_strings(std::string_view program, std::vector<std::string> args, const options& o,
                                        std::string command) {
-  if (!o.input.empty() && !o.stdio.empty() && o.stdio[0].how != stdio_spec::kind::pipe) {
+  if (!o.input.empty() && !o.stdio.empty() && o.stdio[0].how != stdio_spec::kind::pipe &&
+      o.stdio[0].how != stdio_spec::kind::socket_pipe) {
     options piped = o;  // Node: `input` overrides stdio[0]
     piped.stdio[0] = pipe;
     return run_sync_strings(program, std::move(args), piped, std::move(command));

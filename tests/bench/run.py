@@ -298,6 +298,14 @@ def build_rows(r):
             items(item("Node 'data'", "stream.node", "GB/s")),
             [Check("raw, 1 MiB pipe", rk(key, "stream.raw_1m"), ">=", 0.9, "≥0.9×"),
              Check("Node", rk(key, "stream.node"), ">=", 1.0, "≥1×")])
+    for label, key in (("stream::read_some", "stream.cp_socket_read_some"),
+                       ("co_await async_read_some", "stream.cp_socket_async")):
+        row(f"stdout to the parent,\nstdio socket_pipe ({label})",
+            items(item(label, key, "GB/s")),
+            items(item("read(2) loop, socketpair", "stream.raw_socket", "GB/s")),
+            items(item("Node 'data'", "stream.node", "GB/s")),
+            [Check("raw socketpair", rk(key, "stream.raw_socket"), ">=", 0.9, "≥0.9×"),
+             Check("Node", rk(key, "stream.node"), ">=", 1.0, "≥1×")])
     row("stdout lines of 32 bytes\n(no aim)",
         items(item("co_await read_line", "lines.cp_read_line", "M/s")),
         items(item("read(2) + memchr", "lines.raw", "M/s")),

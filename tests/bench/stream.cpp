@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: BSL-1.0
 // How fast does a child's stdout reach the parent? A writer child sends N bytes down its stdout
 // pipe; each figure reads them all, and the figures take turns for `reps` rounds. Printed: GB/s
-// (median, min-max) and the ratio to a raw posix_spawn + read(2) loop over the same kind of pipe.
+// (median, min-max) and the ratio to a raw posix_spawn + read(2) loop over a 64 KiB pipe; the
+// same over stdio's socket_pipe beside a raw loop over a socketpair.
 // Also lines per second through read_line, against a raw memchr splitter, and Node.js's
 // 'data' events and readline when `node` is on PATH (skipped with a note otherwise).
 //
@@ -27,6 +28,7 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,12 +54,19 @@ void expect(long long got, const char* what) {
   if (got != total) die(what, "read " + std::to_string(got) + " bytes, expected " + std::to_string(total));
 }
 
-// posix_spawn of the writer with stdout on a fresh pipe (of `pipe_size` bytes if non-zero), a
+// posix_spawn of the writer with stdout on a fresh pipe (of `pipe_size` bytes if non-zero), or
+// on a socketpair whose send buffers are asked for `pipe_size` bytes (as socket_pipe's), a
 // blocking read(2) loop of 64 KiB, waitpid: the floor for this transport.
-void raw(bool lines, int pipe_size) {
+void raw(bool lines, int pipe_size, bool socket = false) {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) die("pipe2", std::strerror(errno));
-  if (pipe_size) ::fcntl(fds[0], F_SETPIPE_SZ, pipe_size);
+  if (socket) {
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) die("socketpair", std::strerror(errno));
+    const int half = pipe_size / 2;  // Linux doubles what it is asked
+    for (int fd : fds) ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &half, sizeof half);
+  } else {
+    if (::pipe2(fds, O_CLOEXEC) != 0) die("pipe2", std::strerror(errno));
+    if (pipe_size) ::fcntl(fds[0], F_SETPIPE_SZ, pipe_size);
+  }
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
@@ -85,10 +94,10 @@ void raw(bool lines, int pipe_size) {
   if (lines && count != total / 32) die("raw", "wrong line count");
 }
 
-cp::process start(bool lines) {
+cp::process start(bool lines, bool socket = false) {
   const std::string n = std::to_string(total);
-  auto p = lines ? cp::spawn(writer, {"lines", n}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}})
-                 : cp::spawn(writer, {n}, {.stdio = {cp::ignore, cp::pipe, cp::inherit}});
+  const cp::options o{.stdio = {cp::ignore, socket ? cp::socket_pipe : cp::pipe, cp::inherit}};
+  auto p = lines ? cp::spawn(writer, {"lines", n}, o) : cp::spawn(writer, {n}, o);
   if (!p) die("spawn", p.error().message());
   return std::move(*p);
 }
@@ -99,8 +108,8 @@ void finish(cp::process& p) {
 }
 
 // cp::spawn, then the blocking stream::read_some.
-void sync_read() {
-  auto p = start(false);
+void sync_read(bool socket) {
+  auto p = start(false, socket);
   static char buf[65536];
   long long got = 0;
   while (auto r = p.out().read_some(buf)) got += static_cast<long long>(*r);
@@ -109,8 +118,8 @@ void sync_read() {
 }
 
 // cp::spawn, then co_await async_read_some on an event loop.
-void async_read() {
-  auto p = start(false);
+void async_read(bool socket) {
+  auto p = start(false, socket);
   auto run = [&]() -> cp::task<long long> {
     std::vector<char> buf(65536);
     long long got = 0;
@@ -198,15 +207,18 @@ int main(int argc, char** argv) {
   std::vector<bench::figure> bytes = {
       {"(a) raw posix_spawn + read(2), 64 KiB pipe", "stream.raw", "GB/s", timed(false, [] { raw(false, 0); })},
       {"(b) raw, pipe grown to 1 MiB (F_SETPIPE_SZ)", "stream.raw_1m", "GB/s", timed(false, [] { raw(false, 1 << 20); })},
-      {"(c) cp::spawn + stream::read_some", "stream.cp_read_some", "GB/s", timed(false, sync_read)},
-      {"(d) cp::spawn + co_await async_read_some", "stream.cp_async", "GB/s", timed(false, async_read)},
+      {"(c) cp::spawn + stream::read_some", "stream.cp_read_some", "GB/s", timed(false, [] { sync_read(false); })},
+      {"(d) cp::spawn + co_await async_read_some", "stream.cp_async", "GB/s", timed(false, [] { async_read(false); })},
+      {"(e) raw, socketpair, 1 MiB send buffer", "stream.raw_socket", "GB/s", timed(false, [] { raw(false, 1 << 20, true); })},
+      {"(f) cp socket_pipe + stream::read_some", "stream.cp_socket_read_some", "GB/s", timed(false, [] { sync_read(true); })},
+      {"(g) cp socket_pipe + co_await async_read_some", "stream.cp_socket_async", "GB/s", timed(false, [] { async_read(true); })},
   };
-  if (node_ok) bytes.push_back({"(e) Node.js spawn, 'data' events", "stream.node", "GB/s", node_figure(false)});
+  if (node_ok) bytes.push_back({"(h) Node.js spawn, 'data' events", "stream.node", "GB/s", node_figure(false)});
   std::vector<bench::figure> lines = {
-      {"(f) raw read(2) + memchr lines", "lines.raw", "M/s", timed(true, [] { raw(true, 0); })},
-      {"(g) cp co_await read_line", "lines.cp_read_line", "M/s", timed(true, lines_read)},
+      {"(i) raw read(2) + memchr lines", "lines.raw", "M/s", timed(true, [] { raw(true, 0); })},
+      {"(j) cp co_await read_line", "lines.cp_read_line", "M/s", timed(true, lines_read)},
   };
-  if (node_ok) lines.push_back({"(h) Node.js readline 'line' events", "lines.node", "M/s", node_figure(true)});
+  if (node_ok) lines.push_back({"(k) Node.js readline 'line' events", "lines.node", "M/s", node_figure(true)});
   else bench::note("Node.js streaming: skipped, `node` is not on PATH");
 
   std::vector<bench::figure> figs = bytes;  // one list, so that all take turns

@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>  // memcpy
 #include <initializer_list>
 #include <optional>
 #include <span>
@@ -47,6 +48,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>  // fd-kinds, send-fd-out
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 #ifdef __linux__
@@ -424,6 +427,50 @@ int mode_fds(const Args&) {
     return emit(out + "\n");
 }
 
+// What fds 0-2 are ("0=fifo 1=socket 2=chr"), and fd 1's SO_SNDBUF when it is a socket.
+int mode_fd_kinds(const Args&) {
+    std::string out;
+    for (int fd = 0; fd < 3; ++fd) {
+        struct stat st {};
+        const char* kind = fstat(fd, &st) != 0   ? "closed"
+                           : S_ISSOCK(st.st_mode) ? "socket"
+                           : S_ISFIFO(st.st_mode) ? "fifo"
+                           : S_ISCHR(st.st_mode)  ? "chr"
+                           : S_ISREG(st.st_mode)  ? "file"
+                                                  : "other";
+        out += (fd ? " " : "") + std::to_string(fd) + "=" + kind;
+    }
+    int size = 0;
+    socklen_t len = sizeof size;
+    if (getsockopt(1, SOL_SOCKET, SO_SNDBUF, &size, &len) == 0) out += " sndbuf=" + std::to_string(size);
+    return emit(out + "\n");
+}
+
+// Sends N one-byte messages "x" down fd 1, each carrying a descriptor (SCM_RIGHTS of fd 2), then
+// "end\n": what a hostile child on a socket stdout can do.
+int mode_send_fd_out(const Args& a) {
+    const auto n = parse_number<std::uint32_t>(a[0]);
+    if (!n) return bad_number(a[0]);
+    for (std::uint32_t i = 0; i < *n; ++i) {
+        char byte = 'x';
+        iovec io{&byte, 1};
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+        msghdr m{};
+        m.msg_iov = &io;
+        m.msg_iovlen = 1;
+        m.msg_control = control;
+        m.msg_controllen = sizeof control;
+        cmsghdr* c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        const int fd = 2;
+        std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+        if (sendmsg(1, &m, 0) != 1) return complain(kSystemError, "sendmsg failed");
+    }
+    return emit("end\n");
+}
+
 int mode_grandchild(const Args& a) {
     const auto ms = parse_number<std::uint32_t>(a[0]);
     if (!ms) return bad_number(a[0]);
@@ -561,6 +608,8 @@ constexpr Mode kModes[] = {
     {"sleep", 1, mode_sleep},
     {"print-then-sleep", 2, mode_print_then_sleep},
     {"fds", 0, POSIX_ONLY(mode_fds)},
+    {"fd-kinds", 0, POSIX_ONLY(mode_fd_kinds)},
+    {"send-fd-out", 1, POSIX_ONLY(mode_send_fd_out)},
 #ifdef _WIN32
     {"grandchild", 1, mode_grandchild_win32},
     {"grandchild-stay", 1, mode_grandchild_stay},

@@ -29,6 +29,13 @@ inline auto create_pipe_native(bool child_reads) -> result<pipe_pair>;
 ///   Win32: a duplex overlapped named pipe.
 inline auto create_duplex_native() -> result<pipe_pair>;
 
+/// The transport of stdio's socket_pipe at 0-2 (`child_reads`: stdin).
+///   POSIX: socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC), parent end non-blocking, both ends'
+///          send buffers asked to hold grown_pipe_size (as a grown pipe; net.core.wmem_max caps it
+///          without an error, and it is a limit, not memory taken).
+///   Win32: create_pipe_native (no socket can be a child's stdio handle there).
+inline auto create_socket_pipe_native(bool child_reads) -> result<pipe_pair>;
+
 /// A pipe whose two ends are blocking (synchronous) and not inheritable, to hand to two children
 /// (a pipeline); `parent` is the read end, `child` the write end.
 ///   POSIX: pipe2(O_CLOEXEC).   Win32: CreatePipe without inheritance.

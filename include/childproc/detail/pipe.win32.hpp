@@ -37,6 +37,8 @@ inline auto create_duplex_native() -> result<pipe_pair> {
   return make_named_pipe_win32(PIPE_ACCESS_DUPLEX, GENERIC_READ | GENERIC_WRITE);
 }
 
+inline auto create_socket_pipe_native(bool child_reads) -> result<pipe_pair> { return create_pipe_native(child_reads); }
+
 inline auto create_plain_pipe_native() -> result<pipe_pair> {
   HANDLE read = nullptr, write = nullptr;
   if (!::CreatePipe(&read, &write, nullptr, 0)) return last_win32_error("pipe");

@@ -82,10 +82,12 @@ inline auto plan_stdio_posix(const spawn_request& req) -> result<stdio_plan> {
     auto take = [&](int fd) { plan.keep.emplace_back(fd); source = fd; };
     switch (spec.how) {
       case stdio_spec::kind::pipe:
+      case stdio_spec::kind::socket_pipe:
       case stdio_spec::kind::ipc: {
-        auto p = spec.how == stdio_spec::kind::ipc ? create_channel_native()
-                 : i < 3                           ? create_pipe_native(i == 0)
-                                                   : create_duplex_native();
+        auto p = spec.how == stdio_spec::kind::ipc           ? create_channel_native()
+                 : i >= 3                                     ? create_duplex_native()
+                 : spec.how == stdio_spec::kind::socket_pipe ? create_socket_pipe_native(i == 0)
+                                                              : create_pipe_native(i == 0);
         if (!p) return error(p.error().code(), where + " " + p.error().context());
         plan.parent[static_cast<std::size_t>(i)] = std::move(p->parent);
         take(p->child.release());

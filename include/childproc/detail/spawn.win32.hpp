@@ -155,10 +155,12 @@ inline auto plan_stdio_win32(const spawn_request& req) -> result<stdio_handles_w
     HANDLE source = nullptr;
     switch (spec.how) {
       case stdio_spec::kind::pipe:
+      case stdio_spec::kind::socket_pipe:
       case stdio_spec::kind::ipc: {
-        auto p = spec.how == stdio_spec::kind::ipc ? create_channel_native()
-                 : i < 3                           ? create_pipe_native(i == 0)
-                                                   : create_duplex_native();
+        auto p = spec.how == stdio_spec::kind::ipc           ? create_channel_native()
+                 : i >= 3                                     ? create_duplex_native()
+                 : spec.how == stdio_spec::kind::socket_pipe ? create_socket_pipe_native(i == 0)
+                                                              : create_pipe_native(i == 0);
         if (!p) return error(p.error().code(), where + " " + p.error().context());
         plan.parent[i] = std::move(p->parent);
         auto c = inheritable_copy_win32(p->child.get(), where);
