@@ -720,3 +720,51 @@ TEST_CASE("Linux: why pipe stays the default: a child can open /dev/stdout on a 
   CHECK(on_socket->err.find("No such device or address") != std::string::npos);
 }
 #endif
+
+TEST_CASE("socket_pipe flows one way, as a pipe: the child cannot write its stdin (EPIPE) and reads end of file on its stdout") {
+  // On a pipe the wrong direction is EBADF (write-fd exits 104, read-fd 103); on a socket_pipe the
+  // direction is shut: a write is EPIPE (SIGPIPE kills the child), a read is end of file at once.
+  auto w = cp::exec_file(child_path(), {"write-fd", "0", "x"}, {.stdio = {cp::socket_pipe, cp::pipe, cp::pipe}});
+  REQUIRE(w);
+  CHECK(w->status.signal() == SIGPIPE);
+  auto wp = cp::exec_file(child_path(), {"write-fd", "0", "x"}, {.stdio = {cp::pipe, cp::pipe, cp::pipe}});
+  REQUIRE(wp);
+  CHECK(wp->status.exit_code() == 104);
+  auto r = cp::exec_file(child_path(), {"read-fd", "1"}, {.stdio = {cp::pipe, cp::socket_pipe, cp::pipe}, .timeout = std::chrono::seconds(20)});
+  REQUIRE(r);
+  CHECK(r->status.exit_code() == 0);  // not the timeout's SIGTERM: it did not wait
+  CHECK(r->out.empty());
+  auto rp = cp::exec_file(child_path(), {"read-fd", "1"}, {.stdio = {cp::pipe, cp::pipe, cp::pipe}});
+  REQUIRE(rp);
+  CHECK(rp->status.exit_code() == 103);
+}
+
+TEST_CASE("a loop's write waiting on a socket_pipe stdin the child does not read does not spin (no RDHUP asked for a writer)") {
+  // The parent's stdin end has the peer's write side shut from the start: a registration that
+  // asked for EPOLLRDHUP would fire at every re-arm while the write waits.
+  auto p = cp::spawn(child_path(), {"sleep", "100000"}, {.stdio = {cp::socket_pipe, cp::ignore, cp::inherit}}).value();
+  const std::string big(64u << 20, 'x');  // more than the socket holds: the write waits
+  rusage before{}, after{};
+  getrusage(RUSAGE_SELF, &before);
+  auto run = [&]() -> cp::task<int> {
+    auto write = [&]() -> cp::task<int> {
+      auto w = co_await p.in().async_write(big);
+      co_return w ? 1 : 2;
+    };
+    auto pause = []() -> cp::task<int> {
+      (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(1000));
+      co_return 0;
+    };
+    auto first = co_await cp::when_any(pause(), write());
+    co_return static_cast<int>(first.index);
+  };
+  CHECK(cp::sync_wait(run()) == 0);  // the pause ended first: the write still waits
+  getrusage(RUSAGE_SELF, &after);
+  const auto cpu_us = [](const rusage& u) {
+    return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000000L + u.ru_utime.tv_usec + u.ru_stime.tv_usec;
+  };
+  MESSAGE("CPU during the 1 s wait: " << (cpu_us(after) - cpu_us(before)) / 1000 << " ms");
+  CHECK(cpu_us(after) - cpu_us(before) < 500000);  // a spin takes the whole second
+  CHECK(p.kill(SIGKILL));
+  CHECK(p.wait()->signal() == SIGKILL);
+}

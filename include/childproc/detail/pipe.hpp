@@ -30,7 +30,8 @@ inline auto create_pipe_native(bool child_reads) -> result<pipe_pair>;
 inline auto create_duplex_native() -> result<pipe_pair>;
 
 /// The transport of stdio's socket_pipe at 0-2 (`child_reads`: stdin).
-///   POSIX: socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC), parent end non-blocking, both ends'
+///   POSIX: socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC), one way (the end that only reads
+///          shut for writing), parent end non-blocking, both ends'
 ///          send buffers asked to hold grown_pipe_size (as a grown pipe; net.core.wmem_max caps it
 ///          without an error, and it is a limit, not memory taken).
 ///   Win32: create_pipe_native (no socket can be a child's stdio handle there).
@@ -63,8 +64,9 @@ inline auto wait_readable_native(native_handle h, int timeout_ms) -> result<bool
 /// most likely find nothing (a reply not yet written): wait first, then read. A wrong hint costs
 /// one poll(2) (recvmsg(2) also stops early where passed descriptors arrive). `blocking_socket`:
 /// `h` went through make_blocking_socket_native, so one call waits.
-///   POSIX: read(2), or recvmsg(2) taking SCM_RIGHTS (MSG_CMSG_CLOEXEC) with `received`; poll(2)
-///   while it would block (before the first read with `wait_first`); a blocking socket: one recvmsg(2).
+///   POSIX: read(2), or recvmsg(2) on a socket, taking SCM_RIGHTS (MSG_CMSG_CLOEXEC) into
+///   `received` (else the kernel discards them); poll(2) while it would block (before the first
+///   read with `wait_first`); a blocking socket: one recvmsg(2).
 ///   Win32: ReadFile with an OVERLAPPED and a wait; ERROR_BROKEN_PIPE is end of stream. `received`
 ///   stays empty: handles travel as values in the bytes (see ipc.hpp). `wait_first` changes
 ///   nothing (the overlapped read waits anyway).

@@ -40,9 +40,12 @@ inline auto create_duplex_native() -> result<pipe_pair> {
   return p;
 }
 
-inline auto create_socket_pipe_native(bool) -> result<pipe_pair> {
+inline auto create_socket_pipe_native(bool child_reads) -> result<pipe_pair> {
   auto p = create_duplex_native();
   if (!p) return p;
+  // One way only, as a pipe: the child cannot fill the parent's stdin end nor wait reading its
+  // stdout, and a close with unread bytes never turns the other side's end of file into ECONNRESET.
+  if (::shutdown(child_reads ? p->child.get() : p->parent.get(), SHUT_WR) != 0) return last_os_error(errno, "shutdown");
   // Linux doubles the figure for its bookkeeping: half of it gives grown_pipe_size of data.
   const int size = static_cast<int>(grown_pipe_size / 2);
   for (int fd : {p->parent.get(), p->child.get()}) (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
@@ -72,7 +75,9 @@ inline constexpr int max_received_fds_posix = 16;
 
 // One recvmsg(2) attempt that keeps the descriptors sent with the bytes (owned from arrival:
 // close-on-exec, closed if nobody takes them); `wait`: block (a socket made blocking).
-inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_handle>& received, bool wait = false)
+// `received` null: no control buffer, so the kernel discards descriptors without installing them
+// (closing one of ours would drop this process's record locks on its file).
+inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_handle>* received, bool wait = false)
     -> result<std::size_t> {
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_received_fds_posix)];
   iovec io{buffer.data(), buffer.size()};
@@ -80,8 +85,10 @@ inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_ha
     msghdr m{};
     m.msg_iov = &io;
     m.msg_iovlen = 1;
-    m.msg_control = control;
-    m.msg_controllen = sizeof control;
+    if (received) {
+      m.msg_control = control;
+      m.msg_controllen = sizeof control;
+    }
     const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC | (wait ? 0 : dont_wait_posix));
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -93,7 +100,7 @@ inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_ha
       for (std::size_t i = 0; i < count; ++i) {
         int one;
         std::memcpy(&one, CMSG_DATA(c) + i * sizeof(int), sizeof one);
-        received.emplace_back(one);
+        received->emplace_back(one);
       }
     }
     // MSG_CTRUNC: more descriptors came than fit; the kernel closed the rest. The bytes are
@@ -103,13 +110,12 @@ inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_ha
 }
 
 // One read(2) attempt; a socket (a channel's, or one marked `socket`) takes recvmsg(2), which
-// keeps descriptors sent with the bytes in `received` or closes them. `wait`: block (a socket
+// keeps descriptors sent with the bytes in `received`, or lets the kernel discard them. `wait`: block (a socket
 // made blocking). EAGAIN comes back as an error for the caller to wait on.
 inline auto try_read_posix(int fd, std::span<char> buffer, std::vector<unique_handle>* received = nullptr,
                            bool socket = false, bool wait = false) -> result<std::size_t> {
   if (received || socket) {  // a pipe handed over as a socket says ENOTSOCK: read it
-    std::vector<unique_handle> uncollected;
-    auto r = try_recv_posix(fd, buffer, received ? *received : uncollected, wait);
+    auto r = try_recv_posix(fd, buffer, received, wait);
     if (r || r.error().value() != ENOTSOCK) return r;
   }
   for (;;) {

@@ -55,7 +55,10 @@ inline bool attempt_exit_posix(exit_op* op) {
 inline auto arm_fd_posix(reactor_state& s, int fd, fd_waiters& w) -> result<void> {
 #if CHILDPROC_HAS_EPOLL
   epoll_event ev{};
-  ev.events = EPOLLONESHOT | EPOLLRDHUP | ((w.reader || !w.exits.empty()) ? EPOLLIN : 0u) | (w.writer ? EPOLLOUT : 0u);
+  // RDHUP only for a reader: the peer's half-close says nothing to a writer, and asked for by one
+  // it would fire again at every re-arm while the write waits (a spin).
+  const bool reading = w.reader || !w.exits.empty();
+  ev.events = EPOLLONESHOT | (reading ? EPOLLIN | EPOLLRDHUP : 0u) | (w.writer ? EPOLLOUT : 0u);
   ev.data.fd = fd;
   if (w.registered && ::epoll_ctl(s.epoll_fd, EPOLL_CTL_MOD, fd, &ev) == 0) return {};
   if (::epoll_ctl(s.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0 &&
