@@ -14,6 +14,11 @@
 #include <string>
 #include <thread>
 #include <vector>
+#if !defined(_WIN32)
+#  include <fcntl.h>
+#  include <sys/wait.h>
+#  include <unistd.h>
+#endif
 
 using namespace std::chrono_literals;
 
@@ -422,5 +427,56 @@ TEST_CASE("a peer that attaches descriptors to a plain socket stream: a read sto
     };
     REQUIRE(cp::sync_wait(run()) == "ab");
   }
+}
+
+TEST_CASE("descriptors a peer sends to a socket stream nobody collects from are never installed: this process keeps its file locks") {
+  // Closing any descriptor of a file drops this process's fcntl locks on it; a read that
+  // installed a passed descriptor only to close it would release the lock behind our back.
+  const std::string path = write_temp_file("childproc-lock-" + std::to_string(::getpid()) + ".txt", "locked");
+  REQUIRE(!path.empty());
+  const int file = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  REQUIRE(file >= 0);
+  struct flock lock{};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  REQUIRE(::fcntl(file, F_SETLK, &lock) == 0);
+  const auto locked_by_us = [&] {  // asked from another process (a process never sees its own lock)
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      const int fd = ::open(path.c_str(), O_RDWR);
+      struct flock q{};
+      q.l_type = F_WRLCK;
+      q.l_whence = SEEK_SET;
+      _exit(fd >= 0 && ::fcntl(fd, F_GETLK, &q) == 0 && q.l_type == F_WRLCK ? 0 : 1);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  };
+  REQUIRE(locked_by_us());
+  const auto before = open_fds();
+  for (const bool on_loop : {false, true}) {
+    CAPTURE(on_loop);
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    cp::stream r{cp::detail::unique_handle(sv[0])};
+    r.mark_socket();  // read with recvmsg, as a channel's socket; collect_handles not called
+    cp::detail::unique_handle peer(sv[1]);
+    REQUIRE(send_with_fd(peer.get(), "x", file));
+    std::string got;
+    if (on_loop) {
+      got = cp::sync_wait(read_text(r));
+    } else {
+      char c = 0;
+      auto n = r.read_some({&c, 1});
+      REQUIRE(n);
+      got.assign(&c, *n);
+    }
+    CHECK(got == "x");
+    CHECK(locked_by_us());
+  }
+  CHECK(open_fds() == before);
+  ::close(file);
+  std::remove(path.c_str());
 }
 #endif
