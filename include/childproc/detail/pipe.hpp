@@ -31,9 +31,9 @@ inline auto create_duplex_native() -> result<pipe_pair>;
 
 /// The transport of stdio's socket_pipe at 0-2 (`child_reads`: stdin).
 ///   POSIX: socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC), one way (the end that only reads
-///          shut for writing), parent end non-blocking, both ends'
-///          send buffers asked to hold grown_pipe_size (as a grown pipe; net.core.wmem_max caps it
-///          without an error, and it is a limit, not memory taken).
+///          shut for writing), parent end non-blocking, both ends' send buffers asked to hold
+///          grown_pipe_size (as a grown pipe; net.core.wmem_max caps it without an error, and it
+///          is a limit, not memory taken).
 ///   Win32: create_pipe_native (no socket can be a child's stdio handle there).
 inline auto create_socket_pipe_native(bool child_reads) -> result<pipe_pair>;
 

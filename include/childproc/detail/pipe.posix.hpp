@@ -73,8 +73,8 @@ inline void undo_blocking_socket_native(native_handle h) noexcept { (void)set_no
 // read after the bytes that carried descriptors, so more never come at once.
 inline constexpr int max_received_fds_posix = 16;
 
-// One recvmsg(2) attempt that keeps the descriptors sent with the bytes (owned from arrival:
-// close-on-exec, closed if nobody takes them); `wait`: block (a socket made blocking).
+// One recvmsg(2) attempt that keeps the descriptors sent with the bytes in `received` (owned from
+// arrival: close-on-exec, closed if nobody takes them); `wait`: block (a socket made blocking).
 // `received` null: no control buffer, so the kernel discards descriptors without installing them
 // (closing one of ours would drop this process's record locks on its file).
 inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_handle>* received, bool wait = false)
@@ -110,8 +110,8 @@ inline auto try_recv_posix(int fd, std::span<char> buffer, std::vector<unique_ha
 }
 
 // One read(2) attempt; a socket (a channel's, or one marked `socket`) takes recvmsg(2), which
-// keeps descriptors sent with the bytes in `received`, or lets the kernel discard them. `wait`: block (a socket
-// made blocking). EAGAIN comes back as an error for the caller to wait on.
+// keeps descriptors sent with the bytes in `received`, or lets the kernel discard them. `wait`:
+// block (a socket made blocking). EAGAIN comes back as an error for the caller to wait on.
 inline auto try_read_posix(int fd, std::span<char> buffer, std::vector<unique_handle>* received = nullptr,
                            bool socket = false, bool wait = false) -> result<std::size_t> {
   if (received || socket) {  // a pipe handed over as a socket says ENOTSOCK: read it
