@@ -459,6 +459,28 @@ process.on('disconnect', () => {
 }
 
 namespace {
+// A json channel whose peer is the test, playing Node on the other end of a socket pair.
+struct played_node {
+  std::size_t fds_before = open_fds().size();
+  cp::detail::pipe_pair pair = cp::detail::create_duplex_native().value();
+  cp::channel ch{cp::stream(std::move(pair.parent)), cp::default_max_message_size, cp::serialization::json};
+  int node = pair.child.get();
+  // Both ends closed: every descriptor the test received or sent is closed too.
+  void end() {
+    ch.disconnect();
+    pair.child.reset();
+    CHECK(open_fds().size() == fds_before);
+  }
+};
+
+// The read end of a pipe that holds `text`, its write end closed.
+cp::stream pipe_holding(const char* text) {
+  auto p = cp::make_pipe().value();
+  REQUIRE(p.write.write(text));
+  p.write.close();
+  return std::move(p.read);
+}
+
 // One read, once there is something (descriptors from Node are non-blocking); "" after 30 s.
 std::string read_once(int sock) {
   pollfd p{sock, POLLIN, 0};
@@ -473,14 +495,8 @@ std::string read_once(int sock) {
 // with a descriptor is the user's "msg" with that handle, and is acknowledged; one without a
 // descriptor is not delivered and gets a NACK (Node sends it again); a descriptor that came with
 // an ordinary line is closed; Node's other internal messages are skipped.
-TEST_CASE("NODE_HANDLE from a Node peer: msg and handle delivered, ACK sent; no descriptor: NACK; strays closed") {
-  const auto fds_before = open_fds().size();
-  auto pair = cp::detail::create_duplex_native().value();
-  cp::channel ch{cp::stream(std::move(pair.parent)), cp::default_max_message_size, cp::serialization::json};
-  const int node = pair.child.get();
-  auto p = cp::make_pipe().value();
-  REQUIRE(p.write.write("through the pipe"));
-  p.write.close();
+TEST_CASE_FIXTURE(played_node, "NODE_HANDLE from a Node peer: msg and handle delivered, ACK sent; no descriptor: NACK; strays closed") {
+  cp::stream p = pipe_holding("through the pipe");
   const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   REQUIRE(devnull >= 0);
 
@@ -489,7 +505,7 @@ TEST_CASE("NODE_HANDLE from a Node peer: msg and handle delivered, ACK sent; no 
   CHECK(ch.receive_sync<std::string>().value() == R"({"plain":0})");
   CHECK(read_once(node) == "{\"cmd\":\"NODE_HANDLE_NACK\"}\n");
   // Node sends it again, this time with the descriptor: the message and its handle; ACK.
-  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"n\":1}}\n", p.read.handle()));
+  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"n\":1}}\n", p.handle()));
   auto m = ch.receive_sync().value();
   CHECK(m.str() == R"({"n":1})");
   auto h = m.take_handle();
@@ -516,20 +532,82 @@ TEST_CASE("NODE_HANDLE from a Node peer: msg and handle delivered, ACK sent; no 
   }());
   CHECK(read_once(node) == "{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
   ::close(devnull);
-  p.read.close();
-  ch.disconnect();
-  pair.child.reset();
-  CHECK(open_fds().size() == fds_before);
+  p.close();
+  end();
+}
+
+// What Node needs of a sender, checked on the bytes: the read that brings a NODE_HANDLE's
+// descriptor ends that line (Node pairs the last descriptor read with the next line that ends).
+// A descriptor that comes with any byte of a NODE_HANDLE line is its handle. A NACK (Node's read
+// lost the descriptor and dropped the message) is told by the next send, once.
+TEST_CASE_FIXTURE(played_node, "NODE_HANDLE to a Node peer, played by hand: the descriptor ends its line; one with any byte of a line is taken; a NACK fails the next send") {
+  cp::stream p = pipe_holding("through the pipe");
+  const std::string big(200000, 'x');
+  const std::string line = "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"big\":\"" + big + "\"}}\n";
+  std::string got;
+  std::vector<std::size_t> fd_ends;  // how many bytes had arrived when each descriptor came
+  int fd_got = -1;
+  std::thread peer([&] {  // reads as Node does: 64 KiB at a time, with room for descriptors
+    while (got.size() < line.size()) {
+      std::vector<cp::unique_handle> fds;
+      char buf[65536];
+      auto n = cp::detail::try_recv_posix(node, {buf, sizeof buf}, &fds);
+      if (!n) {
+        if (n.error().value() != EAGAIN) return;
+        pollfd w{node, POLLIN, 0};
+        ::poll(&w, 1, 30000);
+        continue;
+      }
+      if (*n == 0) return;
+      got.append(buf, *n);
+      for (auto& f : fds) {
+        fd_ends.push_back(got.size());
+        fd_got = f.release();
+      }
+    }
+  });
+  REQUIRE(ch.send("{\"big\":\"" + big + "\"}", p.handle()));
+  peer.join();
+  p.close();
+  CHECK(got == line);
+  CHECK(fd_ends == std::vector<std::size_t>{line.size()});
+  REQUIRE(fd_got >= 0);
+  CHECK(cp::stream(cp::unique_handle(fd_got)).read_all().value() == "through the pipe");
+
+  // Receiving: a descriptor with the line's last byte, or with one in its middle.
+  const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  REQUIRE(devnull >= 0);
+  const std::string head = "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":";
+  REQUIRE(send_with_fd(node, head + "[1]}", -1));
+  REQUIRE(send_with_fd(node, "\n", devnull));
+  REQUIRE(send_with_fd(node, head, -1));
+  REQUIRE(send_with_fd(node, "[2", devnull));
+  REQUIRE(send_with_fd(node, "]}\n", -1));
+  for (const char* want : {"[1]", "[2]"}) {
+    auto m = ch.receive_sync().value();
+    CHECK(m.str() == want);
+    CHECK(m.take_handle());
+  }
+  CHECK(read_once(node) == "{\"cmd\":\"NODE_HANDLE_ACK\"}\n{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
+
+  // Node's NACK: the next send fails, naming it, and writes nothing; the one after goes.
+  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_HANDLE_NACK\"}\n{\"cmd\":\"NODE_HANDLE_NACK\"}\n{\"after\":1}\n", -1));
+  CHECK(ch.receive_sync<std::string>().value() == R"({"after":1})");
+  auto refused = ch.send(std::string("1"));
+  REQUIRE(!refused);
+  CHECK(refused.error() == std::errc::protocol_error);
+  CHECK(refused.error().message() == "send: the Node peer did not get the descriptor of 2 earlier handle sends (it answered "
+                                     "NODE_HANDLE_NACK and dropped the message); this message was not sent EPROTO");
+  REQUIRE(ch.send(std::string("2")));
+  CHECK(read_once(node) == "2\n");
+  ::close(devnull);
+  end();
 }
 
 // A Node server that sent us its connections asks how many are still open here
 // (server.getConnections()) and, closing, to be told when none is (server.close()): answered
 // as Node's own workers do, counting the descriptors the user has not closed.
-TEST_CASE("a Node server's accounting, played by hand: NODE_SOCKET_COUNT counts what the user holds; ALL_CLOSED when none is") {
-  const auto fds_before = open_fds().size();
-  auto pair = cp::detail::create_duplex_native().value();
-  cp::channel ch{cp::stream(std::move(pair.parent)), cp::default_max_message_size, cp::serialization::json};
-  const int node = pair.child.get();
+TEST_CASE_FIXTURE(played_node, "a Node server's accounting, played by hand: NODE_SOCKET_COUNT counts what the user holds; ALL_CLOSED when none is") {
   auto conn = [&](const char* key) {  // Node sends one of its server's connections
     int sv[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
@@ -628,9 +706,7 @@ TEST_CASE("a Node server's accounting, played by hand: NODE_SOCKET_COUNT counts 
   }
   ::close(sv[0]);
   ::close(sv[1]);
-  ch.disconnect();
-  pair.child.reset();
-  CHECK(open_fds().size() == fds_before);
+  end();
 }
 
 // The real thing: a Node child sends a listening server and a connected socket with
@@ -810,6 +886,61 @@ process.on('message', (m, h) => {
   CHECK(js.wait()->exit_code() == 0);
   js = cp::process();
   CHECK(open_fds().size() == fds_before);  // every copy sent was closed once written
+  std::remove(script.c_str());
+}
+
+// Node keeps one received descriptor at a time (the last read's) and gives it to the next
+// NODE_HANDLE line that ends: a descriptor that arrives before the line it came with has ended
+// takes the place of the one before. Sends made back to back, blocking and queued in one round
+// of a loop, with lines far longer than one socket buffer: each arrives with its own pipe.
+TEST_CASE("handle sends to a Node child, back to back, 100 B to 300 KiB lines: each message gets its own descriptor, none lost") {
+  const auto fds_before = open_fds().size();
+  const std::string script = write_script("childproc-node-pairs.js", R"(
+const net = require('net');
+let received = 0, matched = 0, open = 0, done = false;
+const report = () => { if (done && open === 0) { process.send({ received, matched }); done = false; } };
+process.on('message', (m, h) => {
+  if (m === 'done') { done = true; report(); return; }
+  received++;
+  if (!h) return;
+  open++;
+  let got = '';
+  const s = new net.Socket({ handle: h, readable: true, writable: false });
+  s.on('data', (d) => { got += d; });
+  s.on('end', () => { if (got === String(m.id)) matched++; open--; report(); });
+});
+)");
+  auto js = cp::fork_node(script).value();
+  int id = 0;
+  // One message with a pipe that holds its id, written and closed on our side.
+  auto send_one = [&](std::size_t pad) {
+    auto p = cp::make_pipe().value();
+    REQUIRE(p.write.write(std::to_string(id)));
+    p.write.close();
+    const std::string msg = "{\"id\":" + std::to_string(id) + ",\"pad\":\"" + std::string(pad, 'x') + "\"}";
+    REQUIRE(js.send(msg, p.read.handle()));
+    ++id;
+  };
+  const std::size_t sizes[] = {100, 40 * 1024, 100 * 1024, 300 * 1024};
+  SUBCASE("blocking sends") {
+    for (std::size_t pad : sizes)
+      for (int i = 0; i < 50; ++i) send_one(pad);
+    REQUIRE(js.send(std::string("\"done\"")));
+  }
+  SUBCASE("queued on a loop, written together") {
+    cp::event_loop loop;
+    auto r = loop.run([&]() -> cp::task<cp::result<void>> {
+      for (std::size_t pad : sizes)
+        for (int i = 0; i < 50; ++i) send_one(pad);
+      co_return co_await js.send_async(std::string("\"done\""));
+    }());
+    REQUIRE(r);
+  }
+  CHECK(js.receive_sync<std::string>().value() == R"({"received":200,"matched":200})");
+  js.disconnect();
+  CHECK(js.wait()->exit_code() == 0);
+  js = cp::process();
+  CHECK(open_fds().size() == fds_before);
   std::remove(script.c_str());
 }
 

@@ -413,6 +413,7 @@ class channel {
     std::vector<node_socket> node_sockets;
     std::size_t node_prune_at = 64;           // forget closed ones when the list grows past this
     std::vector<std::string> node_closing;    // keys whose server waits (NODE_SOCKET_NOTIFY_CLOSE) for them all
+    std::size_t node_nacks = 0;               // NODE_HANDLE_NACKs received, not yet reported by a send
     std::shared_ptr<int> alive = std::make_shared<int>();  // expires with the channel (send_direct checks)
   };
 
@@ -714,6 +715,7 @@ class channel {
     if (c_ && c_->failed) return c_->failure;  // a failure says why the channel closed
     if (!c_ || !c_->io.is_open()) return closed_error("send");
     if (c_->format == childproc::serialization::advanced) return advanced_error("send");
+    if (c_->node_nacks) return lost_handles(std::exchange(c_->node_nacks, 0));
     std::string& out = c_->out;
     const std::size_t at = detail::frame_begin(c_->format, out);  // encoded in place: one copy of the payload
     if constexpr (std::is_convertible_v<const T&, std::string_view>) out.append(std::string_view(msg));
@@ -778,10 +780,12 @@ class channel {
     }
   }
 
-  // Node's way: {"cmd":"NODE_HANDLE","type":...,"msg":<msg>} with (a copy of) `h` attached to its
-  // first byte. Node answers with an ACK, which receive() takes in and passes over; Node's own
-  // sender waits for it before the next message, but its receiver does not need that: each line
-  // that carries a descriptor starts a write, which the kernel never merges with the next one.
+  // Node's way: {"cmd":"NODE_HANDLE","type":...,"msg":<msg>} with (a copy of) `h` attached to
+  // its newline, written alone. Node keeps one received descriptor (the last read's) for the next
+  // NODE_HANDLE line that ends, and the kernel ends a read after the bytes a descriptor came
+  // with: the read that brings this one ends this line, before the next one can arrive. (Node's
+  // own sender gets there by waiting for each ACK; with the descriptor on the line's first byte,
+  // a line longer than one read lets the next line's descriptor overtake its own.)
   template <class T>
   result<void> queue_node_handle(const T& msg, native_handle h, bool bounded) {
     if (c_->failed) return c_->failure;
@@ -793,7 +797,6 @@ class channel {
     const std::string head = "{\"cmd\":\"NODE_HANDLE\",\"type\":\"" + *type + "\",\"msg\":";
     std::string& out = c_->out;
     const std::size_t at = out.size();
-    const std::uint64_t offset = c_->queued;
     out += head;
     c_->queued += head.size();
     if (auto e = queue(msg, bounded, head.size()); !e) {  // msg is checked as any message to Node
@@ -805,19 +808,21 @@ class channel {
     out.back() = '}';  // the line's newline, moved after the closing brace
     out.push_back('\n');
     c_->queued += 1;
-    c_->outgoing.push_back({offset, std::move(*copy)});
+    c_->outgoing.push_back({c_->queued - 1, std::move(*copy)});
     return {};
   }
 
   // How much of the `avail` bytes queued from offset `written` the next write may take, and the
-  // handle that goes with it: a write that carries a handle starts at its control frame, and no
-  // write runs into the next one.
+  // handle that goes with it: a write that carries a handle starts at its control frame (a Node
+  // line's newline, which goes alone), and no write runs into the next one.
   static std::pair<std::size_t, native_handle> next_write(const core* c, std::size_t avail) noexcept {
     const auto& q = c->outgoing;
     if (q.empty()) return {avail, detail::invalid_handle()};
     const std::uint64_t at = c->written;
     if (q.front().at > at) return {std::min<std::uint64_t>(avail, q.front().at - at), detail::invalid_handle()};
-    const std::size_t size = q.size() > 1 ? std::min<std::uint64_t>(avail, q[1].at - at) : avail;
+    const std::size_t size = c->format == childproc::serialization::json ? std::min<std::size_t>(avail, 1)
+                             : q.size() > 1                               ? std::min<std::uint64_t>(avail, q[1].at - at)
+                                                                          : avail;
     return {size, q.front().h.own.valid() ? q.front().h.own.get() : detail::invalid_handle()};
   }
 
@@ -1046,12 +1051,13 @@ class channel {
     while (!c->fds.empty() && c->fds.front().end <= upto) c->fds.pop_front();
   }
 
-  // The descriptor that arrived with the read holding stream offset `at` (a control frame's or a
-  // NODE_HANDLE line's first byte), if one did; those of earlier reads are strays and close.
-  static unique_handle take_fd_at(core* c, std::uint64_t at) noexcept {
+  // The descriptor that arrived with a read holding a byte of [at, end) (a control frame's first
+  // byte; any of a NODE_HANDLE line's: Node attaches it to the first, childproc to the newline),
+  // if one did; those of earlier reads are strays and close.
+  static unique_handle take_fd_in(core* c, std::uint64_t at, std::uint64_t end) noexcept {
     drop_strays(c, at);
     unique_handle fd;
-    if (!c->fds.empty() && c->fds.front().start <= at) {
+    if (!c->fds.empty() && c->fds.front().start < end) {
       fd = std::move(c->fds.front().h);
       c->fds.pop_front();
     }
@@ -1103,6 +1109,7 @@ class channel {
               // copied first: answering may read into the buffer the line is in).
               const bool ask = (v.get_count || v.notify_close) && v.has_key;
               std::string key = ask ? std::string(line.substr(v.key_at, v.key_size)) : std::string();
+              if (v.nack) ++c->node_nacks;
               consume(c, s.header + s.size + s.trailer);
               if (ask) node_socket_request(key, v.get_count);
               continue;
@@ -1165,7 +1172,7 @@ class channel {
     std::string text = v.has_msg ? std::string(line.substr(v.msg_at, v.msg_size)) : std::string("null");
     std::string key = v.has_key ? std::string(line.substr(v.key_at, v.key_size)) : std::string();  // before the buffer moves
     consume(c, size);
-    unique_handle fd = take_fd_at(c, at);
+    unique_handle fd = take_fd_in(c, at, at + size);
     const bool got = bool(fd);
     answer_node(got ? std::string_view("{\"cmd\":\"NODE_HANDLE_ACK\"}\n") : std::string_view("{\"cmd\":\"NODE_HANDLE_NACK\"}\n"));
     if (!got) return take_frame();
@@ -1236,6 +1243,15 @@ class channel {
     else (void)flush();
   }
 
+  // Node answers NACK when a NODE_HANDLE line came without its descriptor (its read lost it:
+  // MSG_CTRUNC, out of descriptors) and drops that message. Node's sender would send it again;
+  // this one has closed its copy once written, so the loss is told by the next send instead.
+  static error lost_handles(std::size_t n) {
+    return error(std::make_error_code(std::errc::protocol_error),
+                 "send: the Node peer did not get the descriptor of " + std::to_string(n) + " earlier handle send" +
+                     (n == 1 ? "" : "s") + " (it answered NODE_HANDLE_NACK and dropped the message); this message was not sent");
+  }
+
   static error advanced_error(const char* what) {
     return error(std::make_error_code(std::errc::not_supported), std::string(what) + ": Node's 'advanced' serialization (V8's format) is not "
                                                          "supported; start the Node side with serialization: 'json'");
@@ -1256,7 +1272,7 @@ class channel {
   // Its descriptor is the one that arrived with the read holding the frame's first byte.
   result<void> announced(std::string_view payload, std::uint64_t at) {
     core* c = c_.get();
-    unique_handle fd = take_fd_at(c, at);
+    unique_handle fd = take_fd_in(c, at, at + 1);
     if (!c->peer_known) set_peer(detail::channel_peer_native(c->io.handle(), nullptr));
     auto h = detail::take_received_handle_native(payload, std::move(fd), c->peer.get());
     if (!h) {
