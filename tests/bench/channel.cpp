@@ -5,6 +5,10 @@
 //   small: N one-way 32-byte messages (a send() per message, a receive() per message), msgs/s
 //   round trip: ping-pong of 32-byte messages, µs per round trip
 //   1 MiB: one-way 1 MiB messages, GB/s
+// and, with `node`, Node's own json channel between a C++ and a Node process, each way
+// (fork_node from C++; Node's spawn with 'ipc' of this program), against Node <-> Node: the
+// 32-byte one-way rate and round trip. Every Node figure starts its clock at the child's first
+// message, so Node's start-up is not counted.
 //
 //   usage: bench_channel [small=1000000] [rounds=5]
 //   CHILDPROC_BENCH_QUICK=1   a short run for CI
@@ -70,6 +74,22 @@ CHILDPROC_ENTRY(bench_echo)(cp::channel& parent) {
   return 0;
 }
 
+// Started by a Node parent ('ipc', json): says it is ready, then counts `n` messages and answers
+// with the count, or echoes each one.
+CHILDPROC_ENTRY(bench_json_count)(cp::channel& parent) {
+  if (!parent.send(std::string("\"ready\""))) return 1;
+  const long n = std::stol(cp::entry_args().at(0));
+  long got = 0;
+  while (got < n && parent.receive_sync()) ++got;
+  return parent.send(std::to_string(got)) && parent.flush() ? 0 : 1;
+}
+CHILDPROC_ENTRY(bench_json_echo)(cp::channel& parent) {
+  if (!parent.send(std::string("\"ready\""))) return 1;
+  while (auto m = parent.receive_sync())
+    if (!parent.send(m->str())) return 1;
+  return 0;
+}
+
 namespace {
 
 // ---- the childproc figures ----
@@ -88,12 +108,11 @@ double cp_small() {
   return s;
 }
 
-double cp_rtt() {
-  auto w = cp::fork_self("bench_echo").value();
-  const std::string payload(32, 'p');
+// Seconds for `count` round trips of `payload` with the echoing child `w`, which then ends.
+double round_trips(cp::process& w, const std::string& payload, long count) {
   const auto t0 = clock_type::now();
   cp::sync_wait([&]() -> cp::task<> {
-    for (long i = 0; i < rtt_count; ++i) {
+    for (long i = 0; i < count; ++i) {
       (void)w.send(payload);
       if (!co_await w.receive()) die("rtt", "no reply");
     }
@@ -102,6 +121,11 @@ double cp_rtt() {
   w.disconnect();
   (void)w.wait();
   return s;
+}
+
+double cp_rtt() {
+  auto w = cp::fork_self("bench_echo").value();
+  return round_trips(w, std::string(32, 'p'), rtt_count);
 }
 
 double cp_big() {
@@ -284,31 +308,62 @@ process.on('message', (m) => {
   if (mode === 'echo') { process.send(m); return; }
   if (++n === want) process.send(n, () => process.disconnect());
 });
+process.send('ready');
 )";
+  // argv: mode count size [a C++ child: this program, run with 'ipc' as Node's spawn does it]
   std::ofstream(node_dir + "/parent.js") << R"(
-const { fork } = require('child_process');
-const [mode, count, size] = [process.argv[2], Number(process.argv[3]), Number(process.argv[4])];
+const { fork, spawn } = require('child_process');
+const [mode, count, size, exe] = [process.argv[2], Number(process.argv[3]), Number(process.argv[4]), process.argv[5]];
 const payload = 'x'.repeat(size);
-const c = fork(__dirname + '/child.js', [String(count), mode]);
-const t0 = process.hrtime.bigint();
+const c = exe ? spawn(exe, [String(count)], { stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+                      env: { ...process.env, CHILDPROC_ENTRY: mode === 'echo' ? 'bench_json_echo' : 'bench_json_count' } })
+              : fork(__dirname + '/child.js', [String(count), mode]);
+let t0;
 const done = () => { console.log(Number(process.hrtime.bigint() - t0) / 1e9); c.disconnect(); };
-if (mode === 'echo') {
-  let left = count;
-  c.on('message', () => { if (--left === 0) done(); else c.send(payload); });
-  c.send(payload);
-} else {
-  c.on('message', () => done());
-  for (let i = 0; i < count; ++i) c.send(payload);
-}
+c.once('message', () => {  // 'ready'
+  t0 = process.hrtime.bigint();
+  if (mode === 'echo') {
+    let left = count;
+    c.on('message', () => { if (--left === 0) done(); else c.send(payload); });
+    c.send(payload);
+  } else {
+    c.on('message', () => done());
+    for (let i = 0; i < count; ++i) c.send(payload);
+  }
+});
 )";
   return true;
 }
 
-double node_run(const char* mode, long count, std::size_t size) {
-  auto r = cp::exec_file("node", {node_dir + "/parent.js", mode, std::to_string(count), std::to_string(size)},
-                         {.max_buffer = cp::unlimited});
+// A Node parent's run: seconds from its child's 'ready'. With `cpp_child`, the child is this program.
+double node_run(const char* mode, long count, std::size_t size, bool cpp_child = false) {
+  std::vector<std::string> args = {node_dir + "/parent.js", mode, std::to_string(count), std::to_string(size)};
+  if (cpp_child) args.push_back(cp::detail::self_exe_native({}).value());
+  auto r = cp::exec_file("node", args, {.max_buffer = cp::unlimited});
   if (!r || !r->ok()) die("node", r ? r->err : r.error().message());
   return std::stod(r->out);
+}
+
+// A C++ parent and a Node child (fork_node): 32-byte JSON strings, from the child's 'ready'.
+double cp_node_small(long count) {
+  auto js = cp::fork_node(node_dir + "/child.js", {std::to_string(count), "count"}).value();
+  if (js.receive_sync<std::string>().value() != "\"ready\"") die("C++ -> Node", "no ready");
+  const std::string payload = "\"" + std::string(32, 'x') + "\"";
+  const auto t0 = clock_type::now();
+  const auto got = cp::sync_wait([&]() -> cp::task<std::string> {
+    for (long i = 0; i < count; ++i) (void)js.send(payload);
+    co_return (co_await js.receive<std::string>()).value();
+  }());
+  const double s = std::chrono::duration<double>(clock_type::now() - t0).count();
+  if (got != std::to_string(count)) die("C++ -> Node", "count " + got);
+  (void)js.wait();
+  return s;
+}
+
+double cp_node_rtt(long count) {
+  auto js = cp::fork_node(node_dir + "/child.js", {std::to_string(count), "echo"}).value();
+  if (js.receive_sync<std::string>().value() != "\"ready\"") die("C++ <-> Node", "no ready");
+  return round_trips(js, "\"" + std::string(32, 'x') + "\"", count);
 }
 
 }  // namespace
@@ -352,6 +407,14 @@ int main(int argc, char** argv) {
     figs.push_back({"round trip: Node", "channel.rtt.node", "us", rtt([&] { return node_run("echo", node_rtt, 32); }, node_rtt)});
     figs.push_back({"1 MiB: Node", "channel.big.node", "GB/s",
                     big([&] { return node_run("count", node_big, big_size); }, node_big)});
+    figs.push_back({"small json: C++ parent -> Node child", "channel.small.cp_node", "M/s",
+                    small([&] { return cp_node_small(node_small); }, node_small)});
+    figs.push_back({"small json: Node parent -> C++ child", "channel.small.node_cp", "M/s",
+                    small([&] { return node_run("count", node_small, 32, true); }, node_small)});
+    figs.push_back({"round trip json: C++ parent, Node child", "channel.rtt.cp_node", "us",
+                    rtt([&] { return cp_node_rtt(node_rtt); }, node_rtt)});
+    figs.push_back({"round trip json: Node parent, C++ child", "channel.rtt.node_cp", "us",
+                    rtt([&] { return node_run("echo", node_rtt, 32, true); }, node_rtt)});
   } else {
     bench::note("Node.js channel: skipped, `node` is not on PATH");
   }
@@ -368,11 +431,14 @@ int main(int argc, char** argv) {
     if (kind == 2) std::printf("%-44s %10.2f GB/s %9.2fx\n", f.name.c_str(), v, ratio);
   };
   for (std::size_t i = 0; i < 6; ++i) line(figs[i], figs[i / 2 * 2], static_cast<int>(i / 2));
-  if (node)
+  if (node) {
     for (std::size_t i = 6; i < 9; ++i) line(figs[i], figs[(i - 6) * 2], static_cast<int>(i - 6));
-  else
+    // The mixed pairs against Node <-> Node (figs[6]: one way, figs[7]: round trip).
+    std::printf("\n%-44s %16s %10s\n", "json, C++ and Node", "median", "vs Node");
+    for (std::size_t i = 9; i < 13; ++i) line(figs[i], figs[i < 11 ? 6 : 7], i < 11 ? 0 : 1);
+  } else
     std::printf("(Node.js figures skipped: `node` is not on PATH)\n");
-  std::printf("\nvs raw: msgs/s and GB/s as this rate / raw rate (higher is better); round trip as this time / raw time (lower is better).\n");
+  std::printf("\nvs raw, vs Node: msgs/s and GB/s as this rate / that rate (higher is better); round trip as this time / that time (lower is better).\n");
   if (node) {
     std::printf("Node ran %ld small messages, %ld round trips and %ld x 1 MiB per round (its rates are its own).\n", node_small,
                 node_rtt, node_big);

@@ -323,6 +323,20 @@ def build_rows(r):
         items(item("socketpair framing", "channel.rtt.raw", us)),
         items(item("Node", "channel.rtt.node", us)),
         [Check("raw", rk("channel.rtt.cp", "channel.rtt.raw"), "<=", 1.1, "≤1.1×")])
+    row("json channel with Node,\n32-byte messages, one way",
+        items(item("C++ parent -> Node child", "channel.small.cp_node", "M/s"),
+              item("Node parent -> C++ child", "channel.small.node_cp", "M/s")),
+        [],
+        items(item("Node -> Node", "channel.small.node", "M/s")),
+        [Check("Node -> Node (C++ parent)", rk("channel.small.cp_node", "channel.small.node"), ">=", 1.0, "≥1×"),
+         Check("Node -> Node (C++ child)", rk("channel.small.node_cp", "channel.small.node"), ">=", 1.0, "≥1×")])
+    row("json channel with Node,\nround trip, 32-byte messages",
+        items(item("C++ parent, Node child", "channel.rtt.cp_node", us),
+              item("Node parent, C++ child", "channel.rtt.node_cp", us)),
+        [],
+        items(item("Node <-> Node", "channel.rtt.node", us)),
+        [Check("Node <-> Node (C++ parent)", rk("channel.rtt.cp_node", "channel.rtt.node"), "<=", 0.7, "≤0.7×"),
+         Check("Node <-> Node (C++ child)", rk("channel.rtt.node_cp", "channel.rtt.node"), "<=", 0.7, "≤0.7×")])
     row("channel: 1 MiB messages,\none way",
         items(item("co_await send_async()", "channel.big.cp", "GB/s")),
         items(item("socketpair writev", "channel.big.raw", "GB/s")),
