@@ -589,6 +589,14 @@ TEST_CASE_FIXTURE(played_node, "NODE_HANDLE to a Node peer, played by hand: the 
     CHECK(m.take_handle());
   }
   CHECK(read_once(node) == "{\"cmd\":\"NODE_HANDLE_ACK\"}\n{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
+  // A descriptor whose read ended past a line is not that line's: the line without one of its
+  // own is NACKed (and not delivered); the next, whose descriptor it is, gets it.
+  REQUIRE(send_with_fd(node, head + "[3]", -1));
+  REQUIRE(send_with_fd(node, "}\n" + head + "[4]}\n", devnull));
+  auto fourth = ch.receive_sync().value();
+  CHECK(fourth.str() == "[4]");
+  CHECK(fourth.take_handle());
+  CHECK(read_once(node) == "{\"cmd\":\"NODE_HANDLE_NACK\"}\n{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
 
   // Node's NACK: the next send fails, naming it, and writes nothing; the one after goes.
   REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_HANDLE_NACK\"}\n{\"cmd\":\"NODE_HANDLE_NACK\"}\n{\"after\":1}\n", -1));
@@ -917,8 +925,19 @@ process.on('message', (m, h) => {
   REQUIRE(!refused);
   CHECK(refused.error() == cp::errc::invalid_argument);
   CHECK(refused.error().message() == "send: fd " + std::to_string(file) +
-                                         " cannot go to a Node process, which takes stream sockets and pipes only");
+                                         " cannot go to a Node process, which takes TCP and Unix stream sockets and pipes only");
   ::close(file);
+  // So is a stream socket of a family libuv cannot take: Node would keep it in its one pending
+  // slot and NACK every handle after it.
+  if (const int vs = ::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0); vs >= 0) {
+    auto other = js.send(R"({"kind":"vsock"})", vs);
+    REQUIRE(!other);
+    CHECK(other.error().message() == "send: fd " + std::to_string(vs) +
+                                         " cannot go to a Node process, which takes TCP and Unix stream sockets and pipes only");
+    ::close(vs);
+  } else {
+    MESSAGE("no AF_VSOCK sockets on this machine: the other-family refusal was not tried");
+  }
   auto spare = cp::make_pipe().value();
   auto bad = js.send("not json", spare.read.handle());
   REQUIRE(!bad);

@@ -43,7 +43,7 @@ inline auto take_received_handle_native(std::string_view, unique_handle received
   return received;
 }
 
-inline bool node_channel_supported_native() noexcept { return true; }
+inline bool node_frames_native() noexcept { return false; }
 
 inline auto node_handle_type_native(native_handle h) -> result<std::string> {
   struct stat st{};
@@ -54,11 +54,17 @@ inline auto node_handle_type_native(native_handle h) -> result<std::string> {
     socklen_t len = sizeof type;
     if (::getsockopt(h, SOL_SOCKET, SO_TYPE, &type, &len) != 0) return last_os_error(errno, "send: getsockopt SO_TYPE");
     len = sizeof listening;
-    if (type == SOCK_STREAM && ::getsockopt(h, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0)
+    // libuv takes TCP and Unix-domain sockets only: one of another family would stay in its
+    // one pending slot, and every handle after it be NACKed.
+    sockaddr_storage addr{};
+    socklen_t addr_len = sizeof addr;
+    const bool family_ok = ::getsockname(h, reinterpret_cast<sockaddr*>(&addr), &addr_len) == 0 &&
+                           (addr.ss_family == AF_INET || addr.ss_family == AF_INET6 || addr.ss_family == AF_UNIX);
+    if (type == SOCK_STREAM && family_ok && ::getsockopt(h, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0)
       return std::string(listening ? "net.Server" : "net.Socket");
   }
   return error(errc::invalid_argument, "send: fd " + std::to_string(h) +
-                                           " cannot go to a Node process, which takes stream sockets and pipes only");
+                                           " cannot go to a Node process, which takes TCP and Unix stream sockets and pipes only");
 }
 
 inline handle_identity handle_identity_native(native_handle h) noexcept {
