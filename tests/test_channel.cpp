@@ -686,24 +686,81 @@ TEST_CASE("fork_self's fallback where the OS cannot name the executable: argv[0]
 #endif
 }
 
+// Sends the numbers 0 .. count - 1 and then `big` to an echoing peer, queued on a loop;
+// how many came back, in order.
+static int echoed_in_order(cp::process& p, int count, const std::string& big) {
+  return cp::sync_wait([&]() -> cp::task<int> {
+    for (int i = 0; i < count; ++i) (void)p.send(std::to_string(i));
+    (void)p.send(big);
+    int n = 0;
+    for (int i = 0; i < count; ++i) {
+      auto r = co_await p.receive<std::string>();
+      n += r && *r == std::to_string(i);
+    }
+    auto b = co_await p.receive<std::string>();
+    co_return n + (b && *b == big);
+  }());
+}
+
+// A C++ child started with Node's channel (NODE_CHANNEL_FD, json) by a C++ parent: what a
+// Node parent gives its child, spoken by both ends (plain lines on POSIX, libuv's frames on
+// Win32). The child says whether Node's variables were taken away, then echoes.
+CHILDPROC_ENTRY(json_child)(cp::channel& parent) {
+  const bool clean = !std::getenv("NODE_CHANNEL_FD") && !std::getenv("NODE_CHANNEL_SERIALIZATION_MODE") && !std::getenv("CHILDPROC_CHANNEL");
+  if (parent.serialization() != cp::serialization::json) return 3;
+  if (!parent.send(std::string(clean ? R"({"clean":true})" : R"({"clean":false})"))) return 4;
+  while (auto m = parent.receive_sync<std::string>())
+    if (!parent.send(*m)) return 5;
+  return 0;
+}
+
+TEST_CASE("a child given Node's channel (serialization json): parent_channel() speaks json, takes the variables, echoes in order") {
+  auto w = cp::fork_self("json_child", {}, {.serialization = cp::serialization::json}).value();
+  CHECK(w.channel().serialization() == cp::serialization::json);
+  CHECK(w.receive_sync<std::string>().value() == R"({"clean":true})");
+  const std::string text = R"({"s":"a\nb\"c\\d \u2028 é","n":[1,2.5,null,true,{}]})";
+  REQUIRE(w.send(text));
+  CHECK(w.receive_sync<std::string>().value() == text);
+  const std::string big = "\"" + std::string(3 << 20, 'b') + "\"";
+  const int in_order = echoed_in_order(w, 10000, big);
+  CHECK(in_order == 10001);
+  w.disconnect();
+  CHECK(w.wait()->exit_code() == 0);
+}
+
 #if defined(_WIN32)
-// Node on Win32 frames every IPC message with libuv's own header, which childproc does not speak
-// yet: asking for Node's channel says so at once, and nothing is started.
-TEST_CASE("Win32: Node's channel is refused with ENOTSUP, naming why; so are handles on a json channel") {
-  auto p = cp::fork("node", {"x.js"}, {.serialization = cp::serialization::json});
-  REQUIRE(!p);
-  CHECK(p.error() == std::errc::not_supported);
-  CHECK(p.error().message() ==
-        "spawn node: Node's channel is not supported on this platform yet (on Win32 libuv frames its messages) ENOTSUP");
-  auto n = cp::fork_node("x.js");
-  REQUIRE(!n);
-  CHECK(n.error() == std::errc::not_supported);
-  auto pair = cp::detail::create_duplex_native().value();
-  cp::channel js{cp::stream(std::move(pair.parent)), cp::default_max_message_size, cp::serialization::json};
-  auto h = js.send(std::string("{}"), pair.child.get());
+// Node's channel on Win32 is libuv's pipe IPC: each write one frame, a 16-byte header and then
+// the data. The peer is the helper child reading as libuv does ("uv-node-echo"), which fails on
+// any header libuv would refuse; handles to Node are not supported there, and say so.
+TEST_CASE("Win32: fork_node speaks libuv's frames: both ways, a line cut across frames, 1,000 pipelined, a bad header ends it") {
+  auto js = cp::fork_node("uv-node-echo", {}, {.exec_path = child_path()}).value();
+  CHECK(js.channel().serialization() == cp::serialization::json);
+  CHECK(js.receive_sync<std::string>().value() == R"("hello")");
+  const std::string text = R"({"s":"a\nb\"c\\d \u2028 é","n":[1,2.5,null,true]})";
+  REQUIRE(js.send(text));
+  CHECK(js.receive_sync<std::string>().value() == text);
+  REQUIRE(js.send(std::string(R"("split")")));  // {"a":1} in two frames, [2] at the end of the second
+  CHECK(js.receive_sync<std::string>().value() == R"({"a":1})");
+  CHECK(js.receive_sync<std::string>().value() == "[2]");
+  const std::string big = "\"" + std::string(1 << 20, 'b') + "\"";
+  const int in_order = echoed_in_order(js, 1000, big);
+  CHECK(in_order == 1001);
+  auto bad = js.send(std::string("not json"));
+  REQUIRE(!bad);
+  CHECK(bad.error() == cp::errc::invalid_argument);
+  auto p = cp::make_pipe().value();
+  auto h = js.send(std::string("{}"), p.read.handle());
   REQUIRE(!h);
   CHECK(h.error() == std::errc::not_supported);
   CHECK(h.error().message() == "send: handles to a Node process are not supported on Win32 ENOTSUP");
+  REQUIRE(js.send(std::string(R"("after")")));  // nothing of the refused ones was written
+  CHECK(js.receive_sync<std::string>().value() == R"("after")");
+  REQUIRE(js.send(std::string(R"("junk")")));  // answered with flags 9
+  auto broken = js.receive_sync();
+  REQUIRE(!broken);
+  CHECK(broken.error() == cp::errc::bad_frame);
+  CHECK(broken.error().message() == "receive: not one of libuv's IPC frames (unknown flags)");
+  CHECK(js.wait()->exit_code() == 0);  // our end closed: the peer's read ends
 }
 #endif
 

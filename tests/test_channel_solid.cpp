@@ -137,8 +137,10 @@ CHILDPROC_ENTRY(garbage_then_sleep)(cp::channel& parent) {
 
 // Sends one JSON line, then waits for the parent to hang up.
 CHILDPROC_ENTRY(json_line)(cp::channel& parent) {
-  (void)parent.transport().write("{\"n\":1}\n");
-  auto m = parent.receive_sync();
+  // json on both ends (on Win32 in libuv's frames, as the parent's json channel reads it)
+  cp::basic_channel<cp::json_lines> j(std::move(parent.transport()));
+  if (!j.send(std::string("{\"n\":1}"))) return 4;
+  auto m = j.receive_sync();
   return m.error() == cp::errc::end_of_stream ? 0 : 3;
 }
 

@@ -111,3 +111,80 @@ TEST_CASE("length_prefixed: control frames carry 8 to 1024 bytes and are marked 
   std::string j;
   CHECK(!cp::json_lines::finish(j, cp::json_lines::begin(j), true));
 }
+
+// Feeds `wire` to a libuv frame reader in pieces of `step` bytes; the data it keeps, in order.
+static std::string strip_all(const std::string& wire, std::size_t step, cp::uv_frames::reader& r) {
+  std::string data;
+  for (std::size_t at = 0; at < wire.size(); at += step) {
+    std::string piece = wire.substr(at, step);
+    const std::size_t kept = r.strip(piece.data(), piece.size());
+    data.append(piece, 0, kept);
+  }
+  return data;
+}
+
+static std::string uv_frame(std::string_view data) {
+  std::string out;
+  const std::size_t at = cp::uv_frames::begin(out);
+  out.append(data);
+  REQUIRE(cp::uv_frames::finish(out, at));
+  return out;
+}
+
+TEST_CASE("uv_frames: libuv's 16-byte header, little-endian, as Node's pipe carries it on Win32") {
+  CHECK(uv_frame("ab\n") == std::string("\x01\0\0\0\0\0\0\0\x03\0\0\0\0\0\0\0ab\n", 19));
+  CHECK(uv_frame("") == std::string(16, '\0'));  // no data: no data flag, length 0
+  std::string big(70000, 'x');
+  const std::string h = uv_frame(big).substr(0, 16);
+  CHECK(h == std::string("\x01\0\0\0\0\0\0\0\x70\x11\x01\0\0\0\0\0", 16));
+}
+
+TEST_CASE("uv_frames: every split of a stream of frames gives back the data alone, in order") {
+  const std::vector<std::string> lines = {"{\"a\":1}\n", "", "\"x\"\n", std::string(1000, 'y') + "\n", "2\n"};
+  std::string wire, want;
+  for (const auto& l : lines) {
+    wire += uv_frame(l);
+    want += l;
+  }
+  // A frame with a socket's description before its data (Node's NODE_HANDLE on Win32), and one
+  // with a server's and no data: the descriptions are passed over and counted.
+  std::string with_socket("\x07\0\0\0\0\0\0\0\x05\0\0\0\0\0\0\0", 16);
+  with_socket += std::string(cp::uv_frames::xfer_size, '\x5a') + "[1]}\n";
+  std::string server_only("\x02\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16);
+  server_only += std::string(cp::uv_frames::xfer_size, '\x5b');
+  wire += with_socket + server_only + uv_frame("end\n");
+  want += "[1]}\nend\n";
+  for (std::size_t step = 1; step <= wire.size(); step += step < 40 ? 1 : 97) {
+    CAPTURE(step);
+    cp::uv_frames::reader r;
+    CHECK(strip_all(wire, step, r) == want);
+    CHECK(!r.bad());
+    CHECK(r.sockets() == 2);
+    CHECK(r.between_frames());
+  }
+  cp::uv_frames::reader cut;
+  (void)strip_all(wire.substr(0, 10), 4, cut);
+  CHECK(!cut.between_frames());  // inside a header
+}
+
+TEST_CASE("uv_frames: a header libuv would refuse stops the reader, saying why; the data before it is kept") {
+  struct bad_case {
+    std::string header;
+    const char* why;
+  };
+  const bad_case cases[] = {
+      {std::string("\x09\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0", 16), "unknown flags"},
+      {std::string("\x01\0\0\0\0\0\0\0\x01\0\0\0\x01\0\0\0", 16), "its last word is not zero"},
+      {std::string("\x05\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0", 16), "a connection flag without a socket"},
+      {std::string("\0\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0", 16), "a length without the data flag"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.why);
+    cp::uv_frames::reader r;
+    std::string wire = uv_frame("ok\n") + c.header + "z";
+    const std::size_t kept = r.strip(wire.data(), wire.size());
+    CHECK(wire.substr(0, kept) == "ok\n");
+    CHECK(r.bad());
+    CHECK(std::string(r.why()) == c.why);
+  }
+}

@@ -168,6 +168,7 @@ class channel {
     c_->io = std::move(transport);
     c_->max = max_message_size;
     c_->format = format;
+    c_->uv = format == childproc::serialization::json && detail::node_frames_native();
     c_->io.mark_socket();
     // Always set, so a stream taken from another channel does not keep pointing at its list.
     c_->io.collect_handles(detail::receives_handles(format) ? &c_->arrived : nullptr);
@@ -373,6 +374,8 @@ class channel {
     stream io;
     std::size_t max = default_max_message_size;
     childproc::serialization format = childproc::serialization::childproc;
+    bool uv = false;             // json in libuv's IPC frames (Node's pipe on Win32): each send one frame
+    uv_frames::reader uv_in;     // and what arrives taken out of them
     std::size_t hwm = 0;         // 0: twice max
     // Receiving.
     std::string in;              // received bytes: valid in [head, fill)
@@ -729,31 +732,36 @@ class channel {
     if (c_->format == childproc::serialization::advanced) return advanced_error("send");
     if (c_->node_nacks) return lost_handles(std::exchange(c_->node_nacks, 0));
     std::string& out = c_->out;
+    const std::size_t start = out.size();  // where this send's bytes begin (a libuv header first, on Win32 to Node)
+    const std::size_t uv_at = c_->uv ? uv_frames::begin(out) : start;
     const std::size_t at = detail::frame_begin(c_->format, out);  // encoded in place: one copy of the payload
     if constexpr (std::is_convertible_v<const T&, std::string_view>) out.append(std::string_view(msg));
     else message_traits<T>::encode(msg, out);
     const std::size_t size = detail::frame_payload_size(c_->format, out, at);
     if (size > c_->max) {
-      out.resize(at);
+      out.resize(start);
       return error(errc::message_too_large, "send: a message of " + std::to_string(size) +
                                                 " bytes, more than max_message_size " + std::to_string(c_->max));
     }
     if (c_->format == childproc::serialization::json) {  // a Node peer dies on anything JSON.parse refuses
       if (auto bad = node_refusal(std::string_view(out).substr(at)); !bad) {
-        out.resize(at);
+        out.resize(start);
         return std::move(bad).error();
       }
     }
-    if (!detail::frame_finish(c_->format, out, at)) return error(errc::invalid_argument, "send: the channel's codec cannot carry this message");
+    if (!detail::frame_finish(c_->format, out, at) || (c_->uv && !uv_frames::finish(out, uv_at))) {
+      out.resize(start);
+      return error(errc::invalid_argument, "send: the channel's codec cannot carry this message");
+    }
     const std::uint64_t waiting = c_->queued - c_->written - ahead;
-    if (bounded && waiting > 0 && waiting + ahead + (out.size() - at) > high_water(c_.get())) {
-      const std::size_t frame = ahead + out.size() - at;
-      out.resize(at);
+    if (bounded && waiting > 0 && waiting + ahead + (out.size() - start) > high_water(c_.get())) {
+      const std::size_t frame = ahead + out.size() - start;
+      out.resize(start);
       return error(errc::queue_full, "send: " + std::to_string(waiting) + " bytes wait to be written and " +
                                          std::to_string(frame) + " more would pass the high-water mark of " +
                                          std::to_string(high_water(c_.get())) + " (the peer reads too slowly)");
     }
-    c_->queued += out.size() - at;
+    c_->queued += out.size() - start;
     return {};
   }
 
@@ -1063,13 +1071,13 @@ class channel {
     while (!c->fds.empty() && c->fds.front().end <= upto) c->fds.pop_front();
   }
 
-  // The descriptor that arrived with a read holding a byte of [at, end) (a control frame's first
-  // byte; any of a NODE_HANDLE line's: Node attaches it to the first, childproc to the newline),
-  // if one did; those of earlier reads are strays and close.
-  static unique_handle take_fd_in(core* c, std::uint64_t at, std::uint64_t end) noexcept {
+  // The first descriptor held whose read did not end at or before `at` (those are strays, and
+  // close), if `ours` says it belongs to the frame or line that starts there.
+  template <class Ours>
+  static unique_handle take_fd(core* c, std::uint64_t at, Ours ours) noexcept {
     drop_strays(c, at);
     unique_handle fd;
-    if (!c->fds.empty() && c->fds.front().start < end) {
+    if (!c->fds.empty() && ours(c->fds.front())) {
       fd = std::move(c->fds.front().h);
       c->fds.pop_front();
     }
@@ -1175,7 +1183,7 @@ class channel {
   }
 
   // Node's NODE_HANDLE line (`size` bytes with its newline): its "msg" is the user's message, and
-  // the descriptor that arrived with the read holding the line's first byte is its handle. Node
+  // the descriptor whose read ended inside the line is its handle. Node
   // holds back everything it sends after it until the answer: ACK, or NACK if no descriptor came
   // (Node then sends it again). No descriptor comes on Win32, where Node passes handles otherwise.
   result<std::optional<message>> node_handle(std::string_view line, const detail::json_verdict& v, std::size_t size) {
@@ -1184,7 +1192,10 @@ class channel {
     std::string text = v.has_msg ? std::string(line.substr(v.msg_at, v.msg_size)) : std::string("null");
     std::string key = v.has_key ? std::string(line.substr(v.key_at, v.key_size)) : std::string();  // before the buffer moves
     consume(c, size);
-    unique_handle fd = take_fd_in(c, at, at + size);
+    // Its descriptor is the one whose read ended inside the line (a read ends after the bytes a
+    // descriptor came with: Node attaches it to the line's first byte, childproc to its newline);
+    // one whose read ended past the line belongs to a later one.
+    unique_handle fd = take_fd(c, at, [end = at + size](const core::arrival& a) { return a.end <= end; });
     const bool got = bool(fd);
     answer_node(got ? std::string_view("{\"cmd\":\"NODE_HANDLE_ACK\"}\n") : std::string_view("{\"cmd\":\"NODE_HANDLE_NACK\"}\n"));
     if (!got) return take_frame();
@@ -1249,8 +1260,10 @@ class channel {
   void answer_node(std::string_view line) {
     core* c = c_.get();
     if (c->failed || !c->io.is_open()) return;
+    const std::size_t at = c->uv ? uv_frames::begin(c->out) : c->out.size();
     c->out.append(line);
-    c->queued += line.size();
+    if (c->uv) (void)uv_frames::finish(c->out, at);  // a few bytes: always fits
+    c->queued += c->out.size() - at;
     if (event_loop* loop = event_loop::current()) start_writing(c, *loop);
     else (void)flush();
   }
@@ -1284,7 +1297,7 @@ class channel {
   // Its descriptor is the one that arrived with the read holding the frame's first byte.
   result<void> announced(std::string_view payload, std::uint64_t at) {
     core* c = c_.get();
-    unique_handle fd = take_fd_in(c, at, at + 1);
+    unique_handle fd = take_fd(c, at, [at](const core::arrival& a) { return a.start <= at; });  // the read holding its first byte
     if (!c->peer_known) set_peer(detail::channel_peer_native(c->io.handle(), nullptr));
     auto h = detail::take_received_handle_native(payload, std::move(fd), c->peer.get());
     if (!h) {
@@ -1332,7 +1345,14 @@ class channel {
 
   // Takes the outcome of a read into spare(), and the descriptors that came with it.
   static result<void> absorb(core* c, const result<std::size_t>& r) {
-    const std::size_t n = r ? *r : 0;
+    std::size_t n = r ? *r : 0;
+    if (c->uv && n) {  // json in libuv's frames: only their data goes on (into the receive buffer: no large frames)
+      n = c->uv_in.strip(c->in.data() + c->fill, n);
+      if (c->uv_in.bad()) {
+        close_io(c);
+        return fail(c, error(errc::bad_frame, std::string("receive: not one of libuv's IPC frames (") + c->uv_in.why() + ")"));
+      }
+    }
     const std::uint64_t start = c->received_total;
     c->received_total += n;
     for (auto& h : c->arrived)  // a read into a large frame's payload holds no control frame: strays

@@ -135,7 +135,7 @@ inline channel* parent_channel() {
     const serialization s = mode && std::string_view(mode) == "advanced" ? serialization::advanced : serialization::json;
     auto node = detail::adopt_channel_from_env(detail::node_channel_env);
     detail::unset_env_native(detail::node_serialization_env);
-    if (!node || !detail::node_channel_supported_native()) return std::nullopt;  // Win32: not yet
+    if (!node) return std::nullopt;
     return channel(std::move(*node), default_max_message_size, s);
   }();
   return ch ? &*ch : nullptr;

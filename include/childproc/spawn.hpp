@@ -40,9 +40,6 @@ inline result<process> spawn_strings(std::string_view program, std::vector<std::
     if (o.serialization == serialization::advanced)
       return error(std::make_error_code(std::errc::not_supported),
                    "spawn " + std::string(program) + ": serialization 'advanced' (V8's format) is not supported; use json");
-    if (o.serialization == serialization::json && !node_channel_supported_native())
-      return error(std::make_error_code(std::errc::not_supported),
-                   "spawn " + std::string(program) + ": Node's channel is not supported on this platform yet (on Win32 libuv frames its messages)");
     with_channel.emplace(o);
     auto& set = with_channel->env.set;
     if (o.serialization == serialization::json) {  // where Node looks, and nothing a C++ grandchild would take

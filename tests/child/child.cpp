@@ -574,6 +574,88 @@ int mode_write_out_pipe_size(const Args& a) {
 #define LINUX_ONLY(fn) nullptr
 #endif
 
+#ifdef _WIN32
+// Plays a Node child on Win32 the way libuv's pipe IPC works: the channel is the C runtime's
+// fd NODE_CHANNEL_FD (lpReserved2), every frame a 16-byte header (flags, ignored, length, zero;
+// little-endian) checked as libuv checks it, then its data; Node's JSON lines are read from the
+// data of all frames. Says "hello" first, then answers each line in a frame of its own:
+// "split" with {"a":1} cut across two frames and [2] after it in the second; "junk" with a
+// header libuv would refuse; anything else with itself. Ends at the end of the stream.
+struct overlapped_pipe {
+    HANDLE h;
+    HANDLE event = CreateEventW(nullptr, TRUE, FALSE, nullptr);
+    bool io(bool write, char* data, DWORD size, DWORD& done) {
+        OVERLAPPED o{};
+        o.hEvent = event;
+        const BOOL ok = write ? WriteFile(h, data, size, nullptr, &o) : ReadFile(h, data, size, nullptr, &o);
+        if (!ok && GetLastError() != ERROR_IO_PENDING) return false;
+        return GetOverlappedResult(h, &o, &done, TRUE) != 0;
+    }
+    bool read_exact(char* p, std::size_t n) {
+        while (n) {
+            DWORD got = 0;
+            if (!io(false, p, static_cast<DWORD>(n), got) || got == 0) return false;
+            p += got;
+            n -= got;
+        }
+        return true;
+    }
+    bool frame(std::string_view data, std::uint32_t flags = 1) {
+        std::string out(16, '\0');
+        const auto put = [&](std::size_t at, std::uint32_t v) {
+            for (int i = 0; i < 4; ++i) out[at + static_cast<std::size_t>(i)] = static_cast<char>(v >> (8 * i));
+        };
+        put(0, data.empty() ? 0 : flags);
+        put(8, static_cast<std::uint32_t>(data.size()));
+        out.append(data);
+        for (std::size_t at = 0; at < out.size();) {
+            DWORD put_n = 0;
+            if (!io(true, out.data() + at, static_cast<DWORD>(out.size() - at), put_n)) return false;
+            at += put_n;
+        }
+        return true;
+    }
+};
+
+int mode_uv_node_echo(const Args&) {
+    const auto fd = get_env("NODE_CHANNEL_FD");
+    if (!fd) return kEnvUnset;
+    if (get_env("NODE_CHANNEL_SERIALIZATION_MODE") != std::optional<std::string>("json") || get_env("CHILDPROC_CHANNEL"))
+        return complain(kSystemError, "NODE_CHANNEL_SERIALIZATION_MODE is not json, or CHILDPROC_CHANNEL is set");
+    const intptr_t os = _get_osfhandle(std::atoi(fd->c_str()));
+    if (os == -1 || os == -2) return complain(kSystemError, "no handle at fd ", *fd);
+    overlapped_pipe pipe{reinterpret_cast<HANDLE>(os)};
+    if (!pipe.frame("\"hello\"\n")) return complain(kWriteError, "write failed");
+    std::string lines;
+    for (;;) {
+        unsigned char head[16];
+        if (!pipe.read_exact(reinterpret_cast<char*>(head), 16)) return kOk;  // the end (or a cut header)
+        const auto word = [&](int i) {
+            return std::uint32_t{head[4 * i]} | std::uint32_t{head[4 * i + 1]} << 8 | std::uint32_t{head[4 * i + 2]} << 16 |
+                   std::uint32_t{head[4 * i + 3]} << 24;
+        };
+        const std::uint32_t flags = word(0), length = word(2);
+        if ((flags & ~7u) || word(3) != 0 || (!(flags & 1) && length) || (flags & 6))
+            return complain(kReadError, "not a libuv frame: flags ", std::to_string(flags), ", length ", std::to_string(length));
+        std::string data(length, '\0');
+        if (!pipe.read_exact(data.data(), length)) return complain(kReadError, "a frame cut short");
+        lines += data;
+        for (std::size_t nl; (nl = lines.find('\n')) != std::string::npos;) {
+            const std::string line = lines.substr(0, nl + 1);
+            lines.erase(0, nl + 1);
+            bool ok = true;
+            if (line == "\"split\"\n") ok = pipe.frame("{\"a\":") && pipe.frame("1}\n[2]\n");
+            else if (line == "\"junk\"\n") ok = pipe.frame("x", 9);
+            else ok = pipe.frame(line);
+            if (!ok) return complain(kWriteError, "write failed");
+        }
+    }
+}
+#define WIN32_ONLY(fn) fn
+#else
+#define WIN32_ONLY(fn) nullptr
+#endif
+
 // ---------------------------------------------------------------------------
 // Dispatch
 
@@ -610,6 +692,7 @@ constexpr Mode kModes[] = {
     {"fds", 0, POSIX_ONLY(mode_fds)},
     {"fd-kinds", 0, POSIX_ONLY(mode_fd_kinds)},
     {"send-fd-out", 1, POSIX_ONLY(mode_send_fd_out)},
+    {"uv-node-echo", 0, WIN32_ONLY(mode_uv_node_echo)},
 #ifdef _WIN32
     {"grandchild", 1, mode_grandchild_win32},
     {"grandchild-stay", 1, mode_grandchild_stay},

@@ -6,6 +6,7 @@
 
 #include <cstddef>      // std::size_t
 #include <cstdint>      // std::uint32_t
+#include <cstring>      // memmove: libuv's frames taken apart in place
 #include <string>       // the send buffer
 #include <string_view>  // payloads
 
@@ -133,6 +134,116 @@ struct json_lines {
     s.size = at;
     s.trailer = 1;
     return s;
+  }
+};
+
+/// libuv's IPC frames, which Node's channel pipe carries on Win32 (libuv's win/pipe.c): each
+/// write is a 16-byte header (four little-endian 32-bit words: flags, ignored, the data's length,
+/// zero), then a socket's 632-byte description if the flags say one follows, then the data.
+/// Flags: 1 data follows, 2 a socket follows, 4 that socket is a connection (not a server).
+/// Node writes one message per frame; its reader sees the data of all frames as one stream.
+struct uv_frames {
+  static constexpr std::size_t header_size = 16;
+  static constexpr std::size_t xfer_size = 632;
+  static constexpr std::uint32_t has_data = 1, has_socket = 2, is_connection = 4;
+
+  /// Starts a frame at the end of `out` (its data is appended next); returns where it starts.
+  static std::size_t begin(std::string& out) {
+    const std::size_t at = out.size();
+    out.append(header_size, '\0');
+    return at;
+  }
+
+  /// Ends the frame begun at `at`: its header says how much data followed (false, the frame
+  /// removed, past 4 GiB - 1, which libuv refuses too).
+  static bool finish(std::string& out, std::size_t at) {
+    const std::size_t n = out.size() - at - header_size;
+    if (n > 0xffffffffu) {
+      out.resize(at);
+      return false;
+    }
+    put32(out, at, n ? has_data : 0);
+    put32(out, at + 8, static_cast<std::uint32_t>(n));
+    return true;
+  }
+
+  /// Takes the frames apart as they arrive: the data stays, moved to the front, the rest goes.
+  class reader {
+   public:
+    enum class state { ok, bad };
+    /// Strips headers and socket descriptions from the `n` bytes at `p` (the next of the
+    /// stream), leaving the data in place at `p`; returns how many bytes of data remain, or
+    /// nothing when a header is not libuv's (`bad()` then says which word).
+    std::size_t strip(char* p, std::size_t n) noexcept {
+      std::size_t out = 0;
+      for (std::size_t i = 0; i < n && !bad_;) {
+        if (data_) {  // data of the current frame: kept
+          const std::size_t k = n - i < data_ ? n - i : static_cast<std::size_t>(data_);
+          if (out != i) std::memmove(p + out, p + i, k);
+          out += k;
+          i += k;
+          data_ -= k;
+        } else if (skip_) {  // a socket's description: Node's handles are not taken on Win32
+          const std::size_t k = n - i < skip_ ? n - i : skip_;
+          i += k;
+          skip_ -= k;
+          if (!skip_) data_ = pending_;
+        } else {  // a header, perhaps in pieces
+          const std::size_t k = n - i < header_size - have_ ? n - i : header_size - have_;
+          std::memcpy(head_ + have_, p + i, k);
+          have_ += k;
+          i += k;
+          if (have_ == header_size) take_header();
+        }
+      }
+      return out;
+    }
+    bool bad() const noexcept { return bad_; }
+    /// Why the last header was refused, for the error message.
+    const char* why() const noexcept { return why_; }
+    /// How many sockets were announced (each one's NODE_HANDLE line then comes without it).
+    std::uint64_t sockets() const noexcept { return sockets_; }
+    /// Whether the stream stopped between frames (an end there is clean).
+    bool between_frames() const noexcept { return !data_ && !skip_ && !have_; }
+
+   private:
+    void take_header() noexcept {
+      have_ = 0;
+      const std::uint32_t flags = get32(0), length = get32(8);
+      if (flags & ~(has_data | has_socket | is_connection)) return fail("unknown flags");
+      if (get32(12) != 0) return fail("its last word is not zero");
+      if ((flags & (has_socket | is_connection)) == is_connection) return fail("a connection flag without a socket");
+      if (!(flags & has_data) && length != 0) return fail("a length without the data flag");
+      if (flags & has_socket) {
+        ++sockets_;
+        skip_ = xfer_size;
+        pending_ = (flags & has_data) ? length : 0;
+      } else {
+        data_ = (flags & has_data) ? length : 0;
+      }
+    }
+    void fail(const char* why) noexcept {
+      bad_ = true;
+      why_ = why;
+    }
+    std::uint32_t get32(std::size_t at) const noexcept {
+      return std::uint32_t{static_cast<unsigned char>(head_[at])} | std::uint32_t{static_cast<unsigned char>(head_[at + 1])} << 8 |
+             std::uint32_t{static_cast<unsigned char>(head_[at + 2])} << 16 |
+             std::uint32_t{static_cast<unsigned char>(head_[at + 3])} << 24;
+    }
+    char head_[header_size] = {};
+    std::size_t have_ = 0;      // header bytes gathered
+    std::uint64_t data_ = 0;    // data bytes left in the current frame
+    std::size_t skip_ = 0;      // description bytes left to pass over
+    std::uint64_t pending_ = 0; // the data that follows that description
+    std::uint64_t sockets_ = 0;
+    bool bad_ = false;
+    const char* why_ = "";
+  };
+
+ private:
+  static void put32(std::string& out, std::size_t at, std::uint64_t v) {
+    for (int i = 0; i < 4; ++i) out[at + static_cast<std::size_t>(i)] = static_cast<char>(v >> (8 * i));
   }
 };
 

@@ -80,15 +80,16 @@ inline void drop_handle_native(outgoing_handle& h) noexcept;
 inline auto take_received_handle_native(std::string_view payload, unique_handle received, native_handle peer)
     -> result<unique_handle>;
 
-/// Whether Node's own channel ('json' serialization) can be spoken here.
-///   POSIX: yes (JSON lines on the socket).   Win32: not yet (Node frames every message on its
-///   pipe with libuv's own header there, and passes handles inside those frames).
-inline bool node_channel_supported_native() noexcept;
+/// Whether Node's channel wraps each write in one of libuv's IPC frames (uv_frames).
+///   POSIX: no (JSON lines on the socket, descriptors by SCM_RIGHTS).   Win32: yes (libuv's pipe
+///   IPC: a 16-byte header per write, a socket's description inside the frame).
+inline bool node_frames_native() noexcept;
 
 /// What Node calls `h` in a NODE_HANDLE message, or why Node could not take it.
-///   POSIX: a listening stream socket is "net.Server", a connected one "net.Socket", a pipe or
-///   FIFO "net.Native"; anything else (a file, a datagram socket, a terminal) is refused.
-///   Win32: ENOTSUP (see node_channel_supported_native).
+///   POSIX: a listening TCP or Unix stream socket is "net.Server", a connected one "net.Socket",
+///   a pipe or FIFO "net.Native"; anything else (a file, a datagram socket, a terminal, a stream
+///   socket of another family, which libuv cannot take) is refused.
+///   Win32: ENOTSUP (Node passes sockets inside libuv's frames there; not implemented).
 inline auto node_handle_type_native(native_handle h) -> result<std::string>;
 
 /// Which open file (socket) a descriptor refers to: a Node server that sent us a connection

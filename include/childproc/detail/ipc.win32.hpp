@@ -143,7 +143,7 @@ inline auto take_received_handle_native(std::string_view payload, unique_handle,
   return unique_handle(h);
 }
 
-inline bool node_channel_supported_native() noexcept { return false; }
+inline bool node_frames_native() noexcept { return true; }
 
 inline auto node_handle_type_native(native_handle) -> result<std::string> {
   return error(std::make_error_code(std::errc::not_supported), "send: handles to a Node process are not supported on Win32");
