@@ -13,7 +13,6 @@
 
 #include <algorithm>    // Node's connection accounting
 #include <array>        // decoding trivially copyable messages
-#include <chrono>       // how often a receive looks again for a closing Node server
 #include <bit>          // std::bit_cast
 #include <concepts>     // std::convertible_to
 #include <coroutine>    // send_async's awaiter
@@ -312,17 +311,6 @@ class channel {
       if (event_loop* loop = event_loop::current()) c_->io.take_back_read(&loop->reactor());  // one a stopped loop left
       if (c_->io.reading())  // another receive() waits on this loop: a second would race it for the same bytes
         co_return error(errc::busy, "receive: another receive is pending on this channel");
-      if (event_loop* loop = event_loop::current(); loop && node_close_pending()) {
-        // A closing Node server waits for connections the user holds: look again every 20 ms
-        // (as receive_sync does) until something arrives, so one closed meanwhile is told.
-        auto ready = detail::wait_readable_native(c_->io.handle(), 0);
-        if (!ready) co_return std::move(ready).error();
-        if (!*ready) {
-          if (!co_await loop->sleep(std::chrono::milliseconds(node_close_poll_ms), stop))
-            co_return error(errc::cancelled, "read: cancelled");  // as a read stopped says
-          continue;
-        }
-      }
       auto r = co_await c_->io.async_read_some(spare(c_.get()), stop);
       const auto e = absorb(c_.get(), r);
       rearm_pump(c_.get());  // a write still waiting needs the pump again
