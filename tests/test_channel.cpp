@@ -755,7 +755,8 @@ TEST_CASE("Win32: fork_node speaks libuv's frames: both ways, a line cut across 
   CHECK(h.error().message() == "send: handles to a Node process are not supported on Win32 ENOTSUP");
   REQUIRE(js.send(std::string(R"("after")")));  // nothing of the refused ones was written
   CHECK(js.receive_sync<std::string>().value() == R"("after")");
-  REQUIRE(js.send(std::string(R"("junk")")));  // answered with flags 9
+  REQUIRE(js.send(std::string(R"("junk")")));  // answered with a line, then flags 9
+  CHECK(js.receive_sync<std::string>().value() == R"("before")");  // what came before it is served
   auto broken = js.receive_sync();
   REQUIRE(!broken);
   CHECK(broken.error() == cp::errc::bad_frame);

@@ -796,6 +796,8 @@ class channel {
   // a line longer than one read lets the next line's descriptor overtake its own.)
   template <class T>
   result<void> queue_node_handle(const T& msg, native_handle h, bool bounded) {
+    if (c_->uv)  // the line below is framed as bare JSON; Node on Win32 takes sockets inside libuv's frames
+      return error(std::make_error_code(std::errc::not_supported), "send: handles to a Node process are not supported on Win32");
     if (c_->failed) return c_->failure;
     if (!c_->io.is_open()) return closed_error("send");
     auto type = detail::node_handle_type_native(h);
@@ -1091,9 +1093,10 @@ class channel {
       c->ready_bytes -= m.size();
       return std::optional<message>(std::move(m));
     }
-    // A broken stream (a bad frame: closed) says so at once; after a write failure (EPIPE) the
-    // frames already received are still served, then the failure.
-    if (c->failed && !c->io.is_open()) return c->failure;
+    // A broken stream (a bad frame: closed) says so at once, unless the bytes before the break
+    // were kept (libuv's frames: eof marks it); after a write failure (EPIPE) the frames already
+    // received are still served, then the failure.
+    if (c->failed && !c->io.is_open() && !c->eof) return c->failure;
     if (!c->big.empty() || c->big_fill) return take_big();
     if (c->format == childproc::serialization::advanced) return advanced_error("receive");
     for (;;) {  // skips Node's own messages
@@ -1336,7 +1339,9 @@ class channel {
     std::size_t n = r ? *r : 0;
     if (c->uv && n) {  // json in libuv's frames: only their data goes on (into the receive buffer: no large frames)
       n = c->uv_in.strip(c->in.data() + c->fill, n);
-      if (c->uv_in.bad()) {
+      if (c->uv_in.bad()) {  // closed; the messages before it are still served, then this failure
+        c->fill += n;
+        c->eof = true;
         close_io(c);
         return fail(c, error(errc::bad_frame, std::string("receive: not one of libuv's IPC frames (") + c->uv_in.why() + ")"));
       }

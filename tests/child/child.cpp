@@ -579,7 +579,7 @@ int mode_write_out_pipe_size(const Args& a) {
 // fd NODE_CHANNEL_FD (lpReserved2), every frame a 16-byte header (flags, ignored, length, zero;
 // little-endian) checked as libuv checks it, then its data; Node's JSON lines are read from the
 // data of all frames. Says "hello" first, then answers each line in a frame of its own:
-// "split" with {"a":1} cut across two frames and [2] after it in the second; "junk" with a
+// "split" with {"a":1} cut across two frames and [2] after it in the second; "junk" with a line, then a
 // header libuv would refuse; anything else with itself. Ends at the end of the stream.
 struct overlapped_pipe {
     HANDLE h;
@@ -645,7 +645,7 @@ int mode_uv_node_echo(const Args&) {
             lines.erase(0, nl + 1);
             bool ok = true;
             if (line == "\"split\"\n") ok = pipe.frame("{\"a\":") && pipe.frame("1}\n[2]\n");
-            else if (line == "\"junk\"\n") ok = pipe.frame("x", 9);
+            else if (line == "\"junk\"\n") ok = pipe.frame("\"before\"\n") && pipe.frame("x", 9);
             else ok = pipe.frame(line);
             if (!ok) return complain(kWriteError, "write failed");
         }
