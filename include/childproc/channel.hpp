@@ -796,10 +796,10 @@ class channel {
   // a line longer than one read lets the next line's descriptor overtake its own.)
   template <class T>
   result<void> queue_node_handle(const T& msg, native_handle h, bool bounded) {
-    if (c_->uv)  // the line below is framed as bare JSON; Node on Win32 takes sockets inside libuv's frames
-      return error(std::make_error_code(std::errc::not_supported), "send: handles to a Node process are not supported on Win32");
     if (c_->failed) return c_->failure;
     if (!c_->io.is_open()) return closed_error("send");
+    // Refused (ENOTSUP) where channels to Node are libuv-framed (Win32): the line below is bare
+    // JSON, with the descriptor on its newline.
     auto type = detail::node_handle_type_native(h);
     if (!type) return std::move(type).error();
     auto copy = detail::prepare_handle_native(h, c_->peer.get());

@@ -170,10 +170,9 @@ struct uv_frames {
   /// Takes the frames apart as they arrive: the data stays, moved to the front, the rest goes.
   class reader {
    public:
-    enum class state { ok, bad };
     /// Strips headers and socket descriptions from the `n` bytes at `p` (the next of the
-    /// stream), leaving the data in place at `p`; returns how many bytes of data remain, or
-    /// nothing when a header is not libuv's (`bad()` then says which word).
+    /// stream), leaving the data in place at `p`; returns how many bytes of data remain. At a
+    /// header that is not libuv's it stops there (`bad()`, `why()`), the data before it kept.
     std::size_t strip(char* p, std::size_t n) noexcept {
       std::size_t out = 0;
       for (std::size_t i = 0; i < n && !bad_;) {
