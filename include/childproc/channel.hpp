@@ -1343,7 +1343,9 @@ class channel {
         c->fill += n;
         c->eof = true;
         close_io(c);
-        return fail(c, error(errc::bad_frame, std::string("receive: not one of libuv's IPC frames (") + c->uv_in.why() + ")"));
+        // Not returned: the caller parses on, and take_frame gives this after the whole lines.
+        (void)fail(c, error(errc::bad_frame, std::string("receive: not one of libuv's IPC frames (") + c->uv_in.why() + ")"));
+        return {};
       }
     }
     const std::uint64_t start = c->received_total;
