@@ -16,6 +16,7 @@
 
 #include <childproc.hpp>
 
+#include <cstdint>
 #include <string>
 
 namespace raw {
@@ -122,6 +123,45 @@ inline bool socket_pair(handle& a, handle& b) {
   return true;
 #endif
 }
+
+#if defined(_WIN32)
+/// A loopback TCP socket listening on a port of its own (`port` set), or INVALID_SOCKET.
+inline handle tcp_listener(std::uint16_t& port) {
+  SOCKET s = ::WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int len = sizeof addr;
+  if (s == INVALID_SOCKET || ::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(s, 4) != 0 ||
+      ::getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    return reinterpret_cast<handle>(INVALID_SOCKET);
+  port = ntohs(addr.sin_port);
+  return reinterpret_cast<handle>(s);
+}
+
+/// A TCP connection to 127.0.0.1:`port`, or INVALID_SOCKET (`error` set to WSAGetLastError).
+inline handle tcp_connect(std::uint16_t port, int* error = nullptr) {
+  SOCKET s = ::WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  if (s != INVALID_SOCKET && ::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    if (error) *error = ::WSAGetLastError();
+    ::closesocket(s);
+    s = INVALID_SOCKET;
+  }
+  return reinterpret_cast<handle>(s);
+}
+
+/// Reads a socket up to and including its first newline (or its end).
+inline std::string read_line(handle h) {
+  std::string out;
+  char c = 0;
+  while ((out.empty() || out.back() != '\n') && ::recv(reinterpret_cast<SOCKET>(h), &c, 1, 0) == 1) out += c;
+  return out;
+}
+#endif
 
 /// Winsock must be started in each process that uses sockets (a no-op on POSIX).
 inline void start_sockets() {

@@ -8,6 +8,7 @@
 
 #include <ostream>  // doctest prints std::error_code through it
 
+#include <cstddef>  // offsetof
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -728,10 +729,50 @@ TEST_CASE("a child given Node's channel (serialization json): parent_channel() s
   CHECK(w.wait()->exit_code() == 0);
 }
 
+// A json channel between two childproc processes passes sockets as Node does (NODE_HANDLE and
+// its ACK; on Win32 inside libuv's frames): the child says so on the one it gets, then sends
+// one back, closing its copy once the parent says "done", and reads its own end to the end.
+CHILDPROC_ENTRY(json_socket_child)(cp::channel& parent) {
+  raw::start_sockets();
+  auto m = parent.receive_sync();
+  if (!m || *m != R"({"there":1})" || !m->has_handle()) return 3;
+  auto got = m->take_handle();
+  if (!raw::write(got.get(), "child here\n", true)) return 4;
+  got.reset();
+  raw::handle a{}, b{};
+  if (!raw::socket_pair(a, b)) return 5;
+  if (!parent.send(std::string(R"({"back":1})"), b)) return 6;
+  auto done = parent.receive_sync<std::string>();
+  if (!done || *done != R"("done")") return 7;
+  raw::close(b, true);
+  const bool read = raw::read_all(a, true) == "parent here\n";
+  raw::close(a, true);
+  return read ? 0 : 8;
+}
+
+TEST_CASE("a json channel between two childproc processes passes a socket each way, Node's way, with data through each") {
+  raw::start_sockets();
+  auto w = cp::fork_self("json_socket_child", {}, {.serialization = cp::serialization::json}).value();
+  raw::handle a{}, b{};
+  REQUIRE(raw::socket_pair(a, b));
+  REQUIRE(w.send(std::string(R"({"there":1})"), b));
+  auto back = w.receive_sync().value();  // sent after the child wrote on ours
+  CHECK(back == R"({"back":1})");
+  REQUIRE(back.has_handle());
+  raw::close(b, true);
+  CHECK(raw::read_all(a, true) == "child here\n");
+  raw::close(a, true);
+  auto theirs = back.take_handle();
+  CHECK(raw::write(theirs.get(), "parent here\n", true));
+  theirs.reset();
+  REQUIRE(w.send(std::string(R"("done")")));
+  CHECK(w.wait()->exit_code() == 0);
+}
+
 #if defined(_WIN32)
 // Node's channel on Win32 is libuv's pipe IPC: each write one frame, a 16-byte header and then
 // the data. The peer is the helper child reading as libuv does ("uv-node-echo"), which fails on
-// any header libuv would refuse; handles to Node are not supported there, and say so.
+// any header libuv would refuse.
 TEST_CASE("Win32: fork_node speaks libuv's frames: both ways, a line cut across frames, 1,000 pipelined, a bad header ends it") {
   auto js = cp::fork_node("uv-node-echo", {}, {.exec_path = child_path()}).value();
   CHECK(js.channel().serialization() == cp::serialization::json);
@@ -748,12 +789,7 @@ TEST_CASE("Win32: fork_node speaks libuv's frames: both ways, a line cut across 
   auto bad = js.send(std::string("not json"));
   REQUIRE(!bad);
   CHECK(bad.error() == cp::errc::invalid_argument);
-  auto p = cp::make_pipe().value();
-  auto h = js.send(std::string("{}"), p.read.handle());
-  REQUIRE(!h);
-  CHECK(h.error() == std::errc::not_supported);
-  CHECK(h.error().message() == "send: handles to a Node process are not supported on Win32 ENOTSUP");
-  REQUIRE(js.send(std::string(R"("after")")));  // nothing of the refused ones was written
+  REQUIRE(js.send(std::string(R"("after")")));
   CHECK(js.receive_sync<std::string>().value() == R"("after")");
   REQUIRE(js.send(std::string(R"("junk")")));  // answered with a line, then flags 9
   CHECK(js.receive_sync<std::string>().value() == R"("before")");  // what came before it is served
@@ -762,6 +798,123 @@ TEST_CASE("Win32: fork_node speaks libuv's frames: both ways, a line cut across 
   CHECK(broken.error() == cp::errc::bad_frame);
   CHECK(broken.error().message() == "receive: not one of libuv's IPC frames (unknown flags)");
   CHECK(js.wait()->exit_code() == 0);  // our end closed: the peer's read ends
+}
+#endif
+
+#if defined(_WIN32)
+// libuv reads these fields of the description by name; node_handle_type_native by offset.
+static_assert(sizeof(WSAPROTOCOL_INFOW) == 628);
+static_assert(offsetof(WSAPROTOCOL_INFOW, iAddressFamily) == 76);
+static_assert(offsetof(WSAPROTOCOL_INFOW, iSocketType) == 88);
+static_assert(offsetof(WSAPROTOCOL_INFOW, iProtocol) == 92);
+
+// The port in a {"port":N} message.
+static std::uint16_t port_of(std::string_view text) {
+  const auto at = text.find("\"port\":");
+  return at == std::string_view::npos ? 0 : static_cast<std::uint16_t>(std::atoi(std::string(text.substr(at + 7)).c_str()));
+}
+
+// Node on Win32 passes TCP sockets inside libuv's frames: the WSAPROTOCOL_INFOW that
+// WSADuplicateSocketW wrote for the receiving process, in the frame that carries the
+// NODE_HANDLE line. The peer ("uv-node-echo") takes and sends them as libuv does.
+TEST_CASE("Win32: sockets to and from Node in libuv's frames: servers and connections both ways with data; a stray closes; a line without its socket is NACKed; what Node cannot take is refused") {
+  raw::start_sockets();
+  auto js = cp::fork_node("uv-node-echo", {}, {.exec_path = child_path()}).value();
+  REQUIRE(js.receive_sync<std::string>().value() == R"("hello")");
+  const std::string pid = std::to_string(::GetCurrentProcessId());
+
+  // To Node, a connection: it says so on it and closes; 50 pipelined, each answered in order.
+  std::vector<raw::handle> ours, sent;
+  for (int i = 0; i < 50; ++i) {
+    raw::handle a{}, b{};
+    REQUIRE(raw::socket_pair(a, b));
+    ours.push_back(a);
+    sent.push_back(b);
+    REQUIRE(js.send("{\"n\":" + std::to_string(i) + "}", b));
+  }
+  for (int i = 0; i < 50; ++i)
+    CHECK(js.receive_sync<std::string>().value() ==
+          R"({"flags":7,"line":{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"n":)" + std::to_string(i) + "}}}");
+  int via = 0;
+  for (int i = 0; i < 50; ++i) {
+    raw::close(sent[static_cast<std::size_t>(i)], true);  // after Node's ACK: Node has its own by then
+    via += raw::read_all(ours[static_cast<std::size_t>(i)], true) == "via socket\n";
+    raw::close(ours[static_cast<std::size_t>(i)], true);
+  }
+  CHECK(via == 50);
+
+  // To Node, a server: it accepts one connection and says so on it.
+  std::uint16_t port = 0;
+  const raw::handle server = raw::tcp_listener(port);
+  REQUIRE(reinterpret_cast<SOCKET>(server) != INVALID_SOCKET);
+  REQUIRE(js.send(std::string("[2]"), server));
+  const raw::handle client = raw::tcp_connect(port);
+  REQUIRE(reinterpret_cast<SOCKET>(client) != INVALID_SOCKET);
+  CHECK(raw::read_all(client, true) == "via server\n");
+  raw::close(client, true);
+  CHECK(js.receive_sync<std::string>().value() == R"({"flags":3,"line":{"cmd":"NODE_HANDLE","type":"net.Server","msg":[2]}})");
+  raw::close(server, true);
+
+  // From Node, a server: the message has it, listening here; Node is ACKed.
+  REQUIRE(js.send("\"server " + pid + "\""));
+  auto m = js.receive_sync().value();
+  CAPTURE(m.str());
+  REQUIRE(m.has_handle());
+  const std::uint16_t node_port = port_of(m.bytes());
+  CHECK(m == "{\"port\":" + std::to_string(node_port) + "}");
+  const raw::handle to_it = raw::tcp_connect(node_port);
+  REQUIRE(reinterpret_cast<SOCKET>(to_it) != INVALID_SOCKET);
+  const SOCKET accepted = ::accept(reinterpret_cast<SOCKET>(m.handle()), nullptr, nullptr);
+  REQUIRE(accepted != INVALID_SOCKET);
+  CHECK(raw::write(reinterpret_cast<raw::handle>(accepted), "through\n", true));
+  CHECK(raw::read_line(to_it) == "through\n");
+  ::closesocket(accepted);
+  raw::close(to_it, true);
+  CHECK(js.receive_sync<std::string>().value() == R"({"acked":true})");
+
+  // From Node, a connection: data both ways through it.
+  REQUIRE(js.send("\"socket " + pid + "\""));
+  auto c = js.receive_sync().value();
+  REQUIRE(c.has_handle());
+  CHECK(c == "{\"port\":" + std::to_string(port_of(c.bytes())) + "}");
+  auto conn = c.take_handle();
+  CHECK(raw::read_line(conn.get()) == "from node\n");
+  CHECK(raw::write(conn.get(), "pong\n", true));
+  CHECK(js.receive_sync<std::string>().value() == R"({"acked":true,"read":"pong"})");
+
+  // A socket with a line that is not NODE_HANDLE is closed here: once Node's copy is closed too,
+  // nothing listens on its port (it stayed open for good before).
+  REQUIRE(js.send("\"stray " + pid + "\""));
+  auto stray = js.receive_sync().value();
+  CHECK(!stray.has_handle());
+  const std::uint16_t stray_port = port_of(stray.bytes());
+  CHECK(stray == "{\"stray\":{\"port\":" + std::to_string(stray_port) + "}}");
+  CHECK(js.receive_sync<std::string>().value() == R"({"closed":true})");
+  int refused = 0;
+  CHECK(reinterpret_cast<SOCKET>(raw::tcp_connect(stray_port, &refused)) == INVALID_SOCKET);
+  CHECK(refused == WSAECONNREFUSED);
+
+  // A NODE_HANDLE line whose frame has no socket: answered NACK, not delivered.
+  REQUIRE(js.send(std::string(R"("nosock")")));
+  CHECK(js.receive_sync<std::string>().value() == R"({"answer":{"cmd":"NODE_HANDLE_NACK"}})");
+
+  // What libuv cannot take on Win32 is refused, and nothing of it is written.
+  auto p = cp::make_pipe().value();
+  auto h = js.send(std::string("{}"), p.read.handle());
+  REQUIRE(!h);
+  CHECK(h.error() == std::errc::not_supported);
+  CHECK(h.error().message() == "send: only TCP sockets can go to a Node process on Win32 (libuv passes no other handle there) ENOTSUP");
+  const SOCKET udp = ::WSASocketW(AF_INET, SOCK_DGRAM, IPPROTO_UDP, nullptr, 0, 0);
+  REQUIRE(udp != INVALID_SOCKET);
+  auto u = js.send(std::string("{}"), reinterpret_cast<raw::handle>(udp));
+  REQUIRE(!u);
+  CHECK(u.error() == cp::errc::invalid_argument);
+  CHECK(u.error().message() == "send: socket " + std::to_string(udp) + " cannot go to a Node process, which takes TCP sockets only on Win32");
+  ::closesocket(udp);
+  REQUIRE(js.send(std::string(R"("after")")));
+  CHECK(js.receive_sync<std::string>().value() == R"("after")");
+  js.disconnect();
+  CHECK(js.wait()->exit_code() == 0);
 }
 #endif
 

@@ -147,24 +147,72 @@ TEST_CASE("uv_frames: every split of a stream of frames gives back the data alon
     want += l;
   }
   // A frame with a socket's description before its data (Node's NODE_HANDLE on Win32), and one
-  // with a server's and no data: the descriptions are passed over and counted.
+  // with a server's and no data: each description is gathered whole, with where its frame's
+  // data lies in the stream of data.
+  std::string info(cp::uv_frames::info_size, '\0'), info2(cp::uv_frames::info_size, '\x5b');
+  for (std::size_t i = 0; i < info.size(); ++i) info[i] = static_cast<char>(i * 7 + 1);
   std::string with_socket("\x07\0\0\0\0\0\0\0\x05\0\0\0\0\0\0\0", 16);
-  with_socket += std::string(cp::uv_frames::xfer_size, '\x5a') + "[1]}\n";
+  with_socket += info + std::string("\x11\x22\x33\x44", 4) + "[1]}\n";  // a delayed error, not part of the info
   std::string server_only("\x02\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16);
-  server_only += std::string(cp::uv_frames::xfer_size, '\x5b');
+  server_only += info2 + std::string(4, '\0');
+  const std::uint64_t before = want.size();  // 1,015 bytes of data ahead of the first socket's frame
   wire += with_socket + server_only + uv_frame("end\n");
   want += "[1]}\nend\n";
   for (std::size_t step = 1; step <= wire.size(); step += step < 40 ? 1 : 97) {
     CAPTURE(step);
     cp::uv_frames::reader r;
-    CHECK(strip_all(wire, step, r) == want);
+    std::vector<cp::uv_frames::socket_xfer> got;
+    std::string data;
+    for (std::size_t at = 0; at < wire.size(); at += step) {
+      std::string piece = wire.substr(at, step);
+      data.append(piece, 0, r.strip(piece.data(), piece.size()));
+      for (auto& x : r.take_sockets()) got.push_back(std::move(x));
+    }
+    CHECK(data == want);
     CHECK(!r.bad());
     CHECK(r.sockets() == 2);
     CHECK(r.between_frames());
+    REQUIRE(got.size() == 2);
+    CHECK(got[0].info == info);
+    CHECK(got[0].connection);
+    CHECK(got[0].start == before);
+    CHECK(got[0].end == before + 5);
+    CHECK(got[1].info == info2);
+    CHECK(!got[1].connection);
+    CHECK(got[1].start == before + 5);
+    CHECK(got[1].end == before + 5);
+    CHECK(r.take_sockets().empty());  // each given once
   }
+  cp::uv_frames::reader half;  // a description not yet whole is not given, and the stream is mid-frame
+  std::string part = wire.substr(0, wire.size() - 30);  // ends inside server_only's description
+  (void)strip_all(part, part.size(), half);
+  CHECK(half.take_sockets().size() == 1);
+  CHECK(!half.between_frames());
   cp::uv_frames::reader cut;
   (void)strip_all(wire.substr(0, 10), 4, cut);
   CHECK(!cut.between_frames());  // inside a header
+}
+
+TEST_CASE("uv_frames: a frame that carries a socket, as libuv writes one: header, description, delayed error, data") {
+  std::string out = "x";  // begun at the end of what is queued
+  const std::size_t at = cp::uv_frames::begin_with_socket(out);
+  CHECK(at == 1);
+  CHECK(out.size() == 1 + 16 + 632);
+  out += "{\"cmd\":\"NODE_HANDLE\"}\n";
+  REQUIRE(cp::uv_frames::finish_with_socket(out, at, true));
+  CHECK(out.substr(1, 16) == std::string("\x07\0\0\0\0\0\0\0\x16\0\0\0\0\0\0\0", 16));  // data, socket, connection; 22 bytes
+  CHECK(out.substr(17, 632) == std::string(632, '\0'));  // the caller writes the description over the first 628
+  std::string server;
+  const std::size_t s = cp::uv_frames::begin_with_socket(server);
+  REQUIRE(cp::uv_frames::finish_with_socket(server, s, false));
+  CHECK(server.substr(0, 16) == std::string("\x02\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16));  // a server and no data
+  cp::uv_frames::reader r;  // and the reader takes both back
+  std::string wire = out.substr(1) + server;
+  CHECK(wire.substr(0, r.strip(wire.data(), wire.size())) == "{\"cmd\":\"NODE_HANDLE\"}\n");
+  const auto got = r.take_sockets();
+  REQUIRE(got.size() == 2);
+  CHECK((got[0].connection && got[0].start == 0 && got[0].end == 22));
+  CHECK((!got[1].connection && got[1].start == 22 && got[1].end == 22));
 }
 
 TEST_CASE("uv_frames: a header libuv would refuse stops the reader, saying why; the data before it is kept") {

@@ -713,15 +713,18 @@ class channel {
 
   // Encodes `msg` onto the queue. With `bounded`, a queue that is not empty and would pass the
   // high-water mark refuses it (errc::queue_full, nothing queued).
+  // `ahead`: this send's bytes already queued before the message (a control frame, the start of
+  // a NODE_HANDLE line); `own_frame` false: the caller has begun the libuv frame around them.
   template <class T>
-  result<void> queue(const T& msg, bool bounded, std::size_t ahead = 0) {  // ahead: this send's control frame
+  result<void> queue(const T& msg, bool bounded, std::size_t ahead = 0, bool own_frame = true) {
     if (c_ && c_->failed) return c_->failure;  // a failure says why the channel closed
     if (!c_ || !c_->io.is_open()) return closed_error("send");
     if (c_->format == childproc::serialization::advanced) return advanced_error("send");
     if (c_->node_nacks) return lost_handles(std::exchange(c_->node_nacks, 0));
     std::string& out = c_->out;
     const std::size_t start = out.size();  // where this send's bytes begin (a libuv header first, on Win32 to Node)
-    const std::size_t uv_at = c_->uv ? uv_frames::begin(out) : start;
+    const bool uv = c_->uv && own_frame;
+    const std::size_t uv_at = uv ? uv_frames::begin(out) : start;
     const std::size_t at = detail::frame_begin(c_->format, out);  // encoded in place: one copy of the payload
     if constexpr (std::is_convertible_v<const T&, std::string_view>) out.append(std::string_view(msg));
     else message_traits<T>::encode(msg, out);
@@ -737,7 +740,7 @@ class channel {
         return std::move(bad).error();
       }
     }
-    if (!detail::frame_finish(c_->format, out, at) || (c_->uv && !uv_frames::finish(out, uv_at))) {
+    if (!detail::frame_finish(c_->format, out, at) || (uv && !uv_frames::finish(out, uv_at))) {
       out.resize(start);
       return error(errc::invalid_argument, "send: the channel's codec cannot carry this message");
     }
@@ -798,10 +801,9 @@ class channel {
   result<void> queue_node_handle(const T& msg, native_handle h, bool bounded) {
     if (c_->failed) return c_->failure;
     if (!c_->io.is_open()) return closed_error("send");
-    // Refused (ENOTSUP) where channels to Node are libuv-framed (Win32): the line below is bare
-    // JSON, with the descriptor on its newline.
     auto type = detail::node_handle_type_native(h);
     if (!type) return std::move(type).error();
+    if (c_->uv) return queue_node_socket(msg, h, bounded, *type);
     auto copy = detail::prepare_handle_native(h, c_->peer.get());
     if (!copy) return std::move(copy).error();
     const std::string head = "{\"cmd\":\"NODE_HANDLE\",\"type\":\"" + *type + "\",\"msg\":";
@@ -819,6 +821,46 @@ class channel {
     out.push_back('\n');
     c_->queued += 1;
     c_->outgoing.push_back({c_->queued - 1, std::move(*copy)});
+    return {};
+  }
+
+  // Node's way on Win32 (libuv's frames): one frame holds the socket's description, made by
+  // WSADuplicateSocketW for the Node process, and then the NODE_HANDLE line; libuv gives the
+  // socket to Node with the read that brings the line. The description is made last, once the
+  // message is accepted: a refused send leaves nothing in the peer.
+  template <class T>
+  result<void> queue_node_socket(const T& msg, native_handle h, bool bounded, const std::string& type) {
+    if (!c_->peer_known) set_peer(detail::channel_peer_native(c_->io.handle(), nullptr));
+    if (c_->peer_error) return c_->peer_error;
+    const std::string head = "{\"cmd\":\"NODE_HANDLE\",\"type\":\"" + type + "\",\"msg\":";
+    std::string& out = c_->out;
+    const std::size_t at = uv_frames::begin_with_socket(out);
+    out += head;
+    const std::size_t ahead = out.size() - at;
+    c_->queued += ahead;
+    const auto undo = [&] {
+      out.resize(at);
+      c_->queued -= ahead;
+    };
+    if (auto e = queue(msg, bounded, ahead, false); !e) {
+      undo();
+      return e;
+    }
+    out.back() = '}';  // the line's newline, moved after the closing brace (counted already)
+    out.push_back('\n');
+    const auto refuse = [&](error e) {
+      c_->queued -= out.size() - at - 1;  // all this send counted
+      out.resize(at);
+      return e;
+    };
+    if (!uv_frames::finish_with_socket(out, at, type == "net.Socket"))
+      return refuse(error(errc::message_too_large, "send: a NODE_HANDLE frame past libuv's 4 GiB limit"));
+    auto copy = detail::prepare_handle_native(h, c_->peer.get());
+    if (!copy) return refuse(std::move(copy).error());
+    // The description goes after the header; the 8 bytes ahead of it in `payload` are
+    // childproc's own marker of a socket.
+    out.replace(at + uv_frames::header_size, uv_frames::info_size, copy->payload, 8, uv_frames::info_size);
+    c_->queued += 1;
     return {};
   }
 
@@ -1339,6 +1381,7 @@ class channel {
     std::size_t n = r ? *r : 0;
     if (c->uv && n) {  // json in libuv's frames: only their data goes on (into the receive buffer: no large frames)
       n = c->uv_in.strip(c->in.data() + c->fill, n);
+      adopt_sockets(c);
       if (c->uv_in.bad()) {  // closed; the messages before it are still served, then this failure
         c->fill += n;
         c->eof = true;
@@ -1379,6 +1422,18 @@ class channel {
     c->eof = true;  // nothing more can be read
     if (c->failed) return c->failure;  // the first failure says why
     return fail(c, r.error());
+  }
+
+  // Sockets a Node peer described in libuv's frames (Win32) are made here now, each held for
+  // the NODE_HANDLE line its frame carries, as a descriptor is for the line its read ended in:
+  // one never claimed closes as a stray. (WSADuplicateSocketW has already made each one in this
+  // process; only WSASocketW can reach it, so it is made even if no line will take it.) One
+  // that cannot be made is left out, and its line is answered NACK.
+  static void adopt_sockets(core* c) {
+    for (auto& x : c->uv_in.take_sockets()) {
+      auto h = detail::take_received_handle_native(std::string(8, '\0') + x.info, unique_handle(), detail::invalid_handle());
+      if (h) c->fds.push_back({std::move(*h), x.start, x.end});
+    }
   }
 
   template <class T>

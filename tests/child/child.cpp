@@ -35,9 +35,11 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <utility>  // std::exchange
 #include <vector>
 
 #ifdef _WIN32
+#include <winsock2.h>  // uv-node-echo's sockets; before <windows.h>
 #include <direct.h>
 #include <fcntl.h>
 #include <io.h>
@@ -600,13 +602,15 @@ struct overlapped_pipe {
         }
         return true;
     }
-    bool frame(std::string_view data, std::uint32_t flags = 1) {
+    // One frame: `data` after a socket's description `xfer` (632 bytes, flags 3 or 7) if any.
+    bool frame(std::string_view data, std::uint32_t flags = 1, std::string_view xfer = {}) {
         std::string out(16, '\0');
         const auto put = [&](std::size_t at, std::uint32_t v) {
             for (int i = 0; i < 4; ++i) out[at + static_cast<std::size_t>(i)] = static_cast<char>(v >> (8 * i));
         };
-        put(0, data.empty() ? 0 : flags);
-        put(8, static_cast<std::uint32_t>(data.size()));
+        put(0, data.empty() && xfer.empty() ? 0 : flags);
+        put(8, static_cast<std::uint32_t>(data.size()));  // the data's length alone
+        out.append(xfer);
         out.append(data);
         for (std::size_t at = 0; at < out.size();) {
             DWORD put_n = 0;
@@ -617,6 +621,34 @@ struct overlapped_pipe {
     }
 };
 
+// A loopback TCP socket: listening (`port` set to its port), or connected to `port`.
+SOCKET tcp_socket(bool listen_on, std::uint16_t& port) {
+    const SOCKET s = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = listen_on ? 0 : htons(port);
+    int len = sizeof addr;
+    if (s == INVALID_SOCKET) return s;
+    if (!listen_on) return connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 ? s : INVALID_SOCKET;
+    if (bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(s, 4) != 0 ||
+        getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+        return INVALID_SOCKET;
+    port = ntohs(addr.sin_port);
+    return s;
+}
+
+// Reads from `s` up to and including the first newline.
+std::string recv_line(SOCKET s) {
+    std::string out;
+    char c = 0;
+    while (out.empty() || out.back() != '\n') {
+        if (recv(s, &c, 1, 0) != 1) break;
+        out += c;
+    }
+    return out;
+}
+
 int mode_uv_node_echo(const Args&) {
     const auto fd = get_env("NODE_CHANNEL_FD");
     if (!fd) return kEnvUnset;
@@ -624,31 +656,123 @@ int mode_uv_node_echo(const Args&) {
         return complain(kSystemError, "NODE_CHANNEL_SERIALIZATION_MODE is not json, or CHILDPROC_CHANNEL is set");
     const intptr_t os = _get_osfhandle(std::atoi(fd->c_str()));
     if (os == -1 || os == -2) return complain(kSystemError, "no handle at fd ", *fd);
+    WSADATA wsa;
+    if (WSAStartup(MAKEWORD(2, 2), &wsa) != 0) return complain(kSystemError, "WSAStartup failed");
     overlapped_pipe pipe{reinterpret_cast<HANDLE>(os)};
     if (!pipe.frame("\"hello\"\n")) return complain(kWriteError, "write failed");
     std::string lines;
-    for (;;) {
-        unsigned char head[16];
-        if (!pipe.read_exact(reinterpret_cast<char*>(head), 16)) return kOk;  // the end (or a cut header)
-        const auto word = [&](int i) {
-            return std::uint32_t{head[4 * i]} | std::uint32_t{head[4 * i + 1]} << 8 | std::uint32_t{head[4 * i + 2]} << 16 |
-                   std::uint32_t{head[4 * i + 3]} << 24;
-        };
-        const std::uint32_t flags = word(0), length = word(2);
-        if ((flags & ~7u) || word(3) != 0 || (!(flags & 1) && length) || (flags & 6))
-            return complain(kReadError, "not a libuv frame: flags ", std::to_string(flags), ", length ", std::to_string(length));
-        std::string data(length, '\0');
-        if (!pipe.read_exact(data.data(), length)) return complain(kReadError, "a frame cut short");
-        lines += data;
-        for (std::size_t nl; (nl = lines.find('\n')) != std::string::npos;) {
-            const std::string line = lines.substr(0, nl + 1);
-            lines.erase(0, nl + 1);
-            bool ok = true;
-            if (line == "\"split\"\n") ok = pipe.frame("{\"a\":") && pipe.frame("1}\n[2]\n");
-            else if (line == "\"junk\"\n") ok = pipe.frame("\"before\"\n") && pipe.frame("x", 9);
-            else ok = pipe.frame(line);
-            if (!ok) return complain(kWriteError, "write failed");
+    SOCKET received = INVALID_SOCKET;  // the socket of the last frame that carried one
+    std::uint32_t received_flags = 0;
+    // The next line of the data of all frames (false at the end of the stream).
+    const auto next_line = [&](std::string& line) -> int {
+        for (;;) {
+            if (const std::size_t nl = lines.find('\n'); nl != std::string::npos) {
+                line = lines.substr(0, nl + 1);
+                lines.erase(0, nl + 1);
+                return kOk;
+            }
+            unsigned char head[16];
+            if (!pipe.read_exact(reinterpret_cast<char*>(head), 16)) return -1;  // the end (or a cut header)
+            const auto word = [&](int i) {
+                return std::uint32_t{head[4 * i]} | std::uint32_t{head[4 * i + 1]} << 8 | std::uint32_t{head[4 * i + 2]} << 16 |
+                       std::uint32_t{head[4 * i + 3]} << 24;
+            };
+            const std::uint32_t flags = word(0), length = word(2);
+            // As libuv: a connection flag only with a socket, a length only with data.
+            if ((flags & ~7u) || word(3) != 0 || (!(flags & 1) && length) || ((flags & 4) && !(flags & 2)))
+                return complain(kReadError, "not a libuv frame: flags ", std::to_string(flags), ", length ", std::to_string(length));
+            if (flags & 2) {  // a WSAPROTOCOL_INFOW, then a 32-bit delayed error
+                WSAPROTOCOL_INFOW info;
+                static_assert(sizeof info == 628);
+                char error[4];
+                if (!pipe.read_exact(reinterpret_cast<char*>(&info), sizeof info) || !pipe.read_exact(error, 4))
+                    return complain(kReadError, "a socket's description cut short");
+                if (received != INVALID_SOCKET) return complain(kReadError, "a second socket before the first one's line");
+                received = WSASocketW(FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, &info, 0, WSA_FLAG_OVERLAPPED);
+                if (received == INVALID_SOCKET) return complain(kSystemError, "WSASocketW failed: ", std::to_string(WSAGetLastError()));
+                received_flags = flags;
+            }
+            std::string data(length, '\0');
+            if (!pipe.read_exact(data.data(), length)) return complain(kReadError, "a frame cut short");
+            lines += data;
         }
+    };
+    // Sends a socket for `pid` in a frame with `line` (a connection if `connection`), then
+    // closes this copy, as Node does with a net.Socket it sent.
+    const auto send_socket = [&](SOCKET s, std::string_view pid, bool connection, const std::string& line) {
+        WSAPROTOCOL_INFOW info;
+        if (WSADuplicateSocketW(s, static_cast<DWORD>(std::atoi(std::string(pid).c_str())), &info) != 0) return false;
+        std::string xfer(reinterpret_cast<const char*>(&info), sizeof info);
+        xfer.append(4, '\0');  // no delayed error
+        closesocket(s);
+        return pipe.frame(line, connection ? 7 : 3, xfer);
+    };
+    for (std::string line;;) {
+        if (const int rc = next_line(line); rc != kOk) return rc < 0 ? kOk : rc;
+        bool ok = true;
+        const std::string_view view(line);
+        const std::string_view word = view.substr(0, view.find(' '));
+        const std::string_view pid = view.size() > word.size() + 1 ? view.substr(word.size() + 1, view.size() - word.size() - 3) : "";
+        std::uint16_t port = 0;
+        if (line == "\"split\"\n") {
+            ok = pipe.frame("{\"a\":") && pipe.frame("1}\n[2]\n");
+        } else if (line == "\"junk\"\n") {
+            ok = pipe.frame("\"before\"\n") && pipe.frame("x", 9);
+        } else if (view.starts_with("{\"cmd\":\"NODE_HANDLE\"")) {
+            // Node's answer, then the socket used: a connection says so on it and closes, a
+            // server takes one connection and says so on it; then what arrived is told.
+            const SOCKET s = std::exchange(received, INVALID_SOCKET);
+            if (s == INVALID_SOCKET) {
+                ok = pipe.frame("{\"cmd\":\"NODE_HANDLE_NACK\"}\n") && pipe.frame("{\"nosocket\":true}\n");
+            } else {
+                ok = pipe.frame("{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
+                const SOCKET c = (received_flags & 4) ? s : accept(s, nullptr, nullptr);
+                const std::string said = (received_flags & 4) ? "via socket\n" : "via server\n";
+                ok = ok && c != INVALID_SOCKET && send(c, said.data(), static_cast<int>(said.size()), 0) == static_cast<int>(said.size());
+                if (c != s && c != INVALID_SOCKET) closesocket(c);
+                closesocket(s);
+                ok = ok && pipe.frame("{\"flags\":" + std::to_string(received_flags) + ",\"line\":" + line.substr(0, line.size() - 1) + "}\n");
+            }
+        } else if (word == "\"server" || word == "\"socket" || word == "\"stray" || word == "\"nosock\"\n") {
+            // Node sending: "server <pid>" a listening socket, "socket <pid>" a connected one
+            // (it says "from node" on it first, and reads a line back once ACKed), "stray <pid>"
+            // a listening socket with a line that is not NODE_HANDLE, "nosock" a NODE_HANDLE
+            // line without one. Each answers with what the channel said back.
+            const SOCKET listener = tcp_socket(true, port);
+            SOCKET mine = INVALID_SOCKET;  // the far end of a connection sent
+            const std::string msg = "{\"port\":" + std::to_string(port) + "}";
+            if (word == "\"server") {
+                ok = listener != INVALID_SOCKET &&
+                     send_socket(listener, pid, false, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Server\",\"msg\":" + msg + "}\n");
+            } else if (word == "\"socket") {
+                mine = tcp_socket(false, port);
+                const SOCKET theirs = mine != INVALID_SOCKET ? accept(listener, nullptr, nullptr) : INVALID_SOCKET;
+                closesocket(listener);
+                ok = theirs != INVALID_SOCKET && send(mine, "from node\n", 10, 0) == 10 &&
+                     send_socket(theirs, pid, true, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":" + msg + "}\n");
+            } else if (word == "\"stray") {
+                ok = listener != INVALID_SOCKET && send_socket(listener, pid, false, "{\"stray\":" + msg + "}\n") &&
+                     pipe.frame("{\"closed\":true}\n");
+            } else {
+                closesocket(listener);
+                ok = pipe.frame("{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Server\",\"msg\":" + msg + "}\n");
+            }
+            if (ok && word != "\"stray") {
+                std::string answer;
+                if (const int rc = next_line(answer); rc != kOk) return rc < 0 ? complain(kReadError, "no answer") : rc;
+                if (answer == "{\"cmd\":\"NODE_HANDLE_ACK\"}\n" && mine != INVALID_SOCKET)
+                    answer = "{\"acked\":true,\"read\":\"" + recv_line(mine).substr(0, 4) + "\"}\n";
+                else if (answer == "{\"cmd\":\"NODE_HANDLE_ACK\"}\n")
+                    answer = "{\"acked\":true}\n";
+                else
+                    answer = "{\"answer\":" + answer.substr(0, answer.size() - 1) + "}\n";
+                ok = pipe.frame(answer);
+            }
+            if (mine != INVALID_SOCKET) closesocket(mine);
+        } else {
+            ok = pipe.frame(line);
+        }
+        if (!ok) return complain(kWriteError, "a socket or write failed: ", std::to_string(WSAGetLastError()));
     }
 }
 #define WIN32_ONLY(fn) fn

@@ -9,6 +9,8 @@
 #include <cstring>      // memmove: libuv's frames taken apart in place
 #include <string>       // the send buffer
 #include <string_view>  // payloads
+#include <utility>      // std::exchange
+#include <vector>       // sockets described in libuv's frames
 
 namespace childproc::inline v0 {
 
@@ -144,8 +146,18 @@ struct json_lines {
 /// Node writes one message per frame; its reader sees the data of all frames as one stream.
 struct uv_frames {
   static constexpr std::size_t header_size = 16;
-  static constexpr std::size_t xfer_size = 632;
+  static constexpr std::size_t xfer_size = 632;   // a WSAPROTOCOL_INFOW, then a 32-bit delayed error
+  static constexpr std::size_t info_size = 628;   // the WSAPROTOCOL_INFOW alone
   static constexpr std::uint32_t has_data = 1, has_socket = 2, is_connection = 4;
+
+  /// A socket's description that came in a frame, and where that frame's data lies in the
+  /// stream of data (offsets counted from the reader's first byte of data): Node sends a
+  /// handle in the same write as the NODE_HANDLE line it belongs to.
+  struct socket_xfer {
+    std::string info;         // the WSAPROTOCOL_INFOW WSADuplicateSocketW wrote, for WSASocketW
+    bool connection = false;  // a connected socket (else a listening one)
+    std::uint64_t start = 0, end = 0;
+  };
 
   /// Starts a frame at the end of `out` (its data is appended next); returns where it starts.
   static std::size_t begin(std::string& out) {
@@ -167,13 +179,35 @@ struct uv_frames {
     return true;
   }
 
+  /// Starts a frame that carries a socket: the header, the socket's `info` (info_size bytes:
+  /// zeros until the caller fills them in), a zero delayed error; its data is appended next.
+  static std::size_t begin_with_socket(std::string& out) {
+    const std::size_t at = out.size();
+    out.append(header_size + xfer_size, '\0');
+    return at;
+  }
+
+  /// Ends the frame begun at `at` by begin_with_socket, `connection` or a server (false, the
+  /// frame removed, past 4 GiB - 1).
+  static bool finish_with_socket(std::string& out, std::size_t at, bool connection) {
+    const std::size_t n = out.size() - at - header_size - xfer_size;
+    if (n > 0xffffffffu) {
+      out.resize(at);
+      return false;
+    }
+    put32(out, at, (n ? has_data : 0) | has_socket | (connection ? is_connection : 0));
+    put32(out, at + 8, static_cast<std::uint32_t>(n));
+    return true;
+  }
+
   /// Takes the frames apart as they arrive: the data stays, moved to the front, the rest goes.
   class reader {
    public:
     /// Strips headers and socket descriptions from the `n` bytes at `p` (the next of the
     /// stream), leaving the data in place at `p`; returns how many bytes of data remain. At a
     /// header that is not libuv's it stops there (`bad()`, `why()`), the data before it kept.
-    std::size_t strip(char* p, std::size_t n) noexcept {
+    /// Each socket's description is kept for take_sockets().
+    std::size_t strip(char* p, std::size_t n) {
       std::size_t out = 0;
       for (std::size_t i = 0; i < n && !bad_;) {
         if (data_) {  // data of the current frame: kept
@@ -182,11 +216,18 @@ struct uv_frames {
           out += k;
           i += k;
           data_ -= k;
-        } else if (skip_) {  // a socket's description: Node's handles are not taken on Win32
-          const std::size_t k = n - i < skip_ ? n - i : skip_;
+          emitted_ += k;
+        } else if (xfer_have_ < xfer_want_) {  // a socket's description, perhaps in pieces
+          const std::size_t k = n - i < xfer_want_ - xfer_have_ ? n - i : xfer_want_ - xfer_have_;
+          xfer_.append(p + i, k);
           i += k;
-          skip_ -= k;
-          if (!skip_) data_ = pending_;
+          xfer_have_ += k;
+          if (xfer_have_ == xfer_want_) {
+            xfer_.resize(info_size);  // the delayed error is libuv's own (a connect still failing)
+            sockets_out_.push_back({std::exchange(xfer_, {}), connection_, emitted_, emitted_ + pending_});
+            xfer_have_ = xfer_want_ = 0;
+            data_ = pending_;
+          }
         } else {  // a header, perhaps in pieces
           const std::size_t k = n - i < header_size - have_ ? n - i : header_size - have_;
           std::memcpy(head_ + have_, p + i, k);
@@ -200,10 +241,12 @@ struct uv_frames {
     bool bad() const noexcept { return bad_; }
     /// Why the last header was refused, for the error message.
     const char* why() const noexcept { return why_; }
-    /// How many sockets were announced (each one's NODE_HANDLE line then comes without it).
+    /// How many sockets were announced.
     std::uint64_t sockets() const noexcept { return sockets_; }
+    /// The sockets whose descriptions are whole since the last call, in stream order.
+    std::vector<socket_xfer> take_sockets() { return std::exchange(sockets_out_, {}); }
     /// Whether the stream stopped between frames (an end there is clean).
-    bool between_frames() const noexcept { return !data_ && !skip_ && !have_; }
+    bool between_frames() const noexcept { return !data_ && xfer_have_ == xfer_want_ && !have_; }
 
    private:
     void take_header() noexcept {
@@ -215,7 +258,8 @@ struct uv_frames {
       if (!(flags & has_data) && length != 0) return fail("a length without the data flag");
       if (flags & has_socket) {
         ++sockets_;
-        skip_ = xfer_size;
+        xfer_want_ = xfer_size;
+        connection_ = (flags & is_connection) != 0;
         pending_ = (flags & has_data) ? length : 0;
       } else {
         data_ = (flags & has_data) ? length : 0;
@@ -233,9 +277,13 @@ struct uv_frames {
     char head_[header_size] = {};
     std::size_t have_ = 0;      // header bytes gathered
     std::uint64_t data_ = 0;    // data bytes left in the current frame
-    std::size_t skip_ = 0;      // description bytes left to pass over
-    std::uint64_t pending_ = 0; // the data that follows that description
+    std::string xfer_;              // a socket's description, gathered
+    std::size_t xfer_have_ = 0, xfer_want_ = 0;
+    bool connection_ = false;
+    std::uint64_t pending_ = 0;     // the data that follows that description
+    std::uint64_t emitted_ = 0;     // data bytes given back so far
     std::uint64_t sockets_ = 0;
+    std::vector<socket_xfer> sockets_out_;
     bool bad_ = false;
     const char* why_ = "";
   };

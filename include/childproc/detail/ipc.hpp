@@ -89,7 +89,9 @@ inline bool node_frames_native() noexcept;
 ///   POSIX: a listening TCP or Unix stream socket is "net.Server", a connected one "net.Socket",
 ///   a pipe or FIFO "net.Native"; anything else (a file, a datagram socket, a terminal, a stream
 ///   socket of another family, which libuv cannot take) is refused.
-///   Win32: ENOTSUP (Node passes sockets inside libuv's frames there; not implemented).
+///   Win32: a listening TCP socket is "net.Server", any other TCP socket "net.Socket" (it goes
+///   inside one of libuv's frames: uv_frames); another socket is refused (invalid_argument),
+///   and anything not a socket is ENOTSUP (libuv passes TCP sockets only there).
 inline auto node_handle_type_native(native_handle h) -> result<std::string>;
 
 /// Which open file (socket) a descriptor refers to: a Node server that sent us a connection
@@ -100,8 +102,9 @@ struct handle_identity {
 };
 
 /// The identity of what `h` refers to now ({} if none).
-///   POSIX: fstat's st_dev and st_ino (sockets have inodes of their own).   Win32: {} (no socket
-///   comes from Node there).
+///   POSIX: fstat's st_dev and st_ino (sockets have inodes of their own).   Win32: {} (a socket
+///   made from a description is not tracked: a Node server's getConnections() counts those sent
+///   here as closed).
 inline handle_identity handle_identity_native(native_handle h) noexcept;
 
 /// Whether `h` is still open on the file `id` named: false once the user closed it, even if the

@@ -6,6 +6,8 @@
 #include "os.win32.hpp"
 #include "utf.hpp"
 
+#include <cstdint>   // WSAPROTOCOL_INFOW fields, read by offset
+#include <cstring>   // memcpy
 #include <io.h>      // _get_osfhandle, _close
 #include <stdlib.h>  // _putenv_s
 
@@ -145,8 +147,32 @@ inline auto take_received_handle_native(std::string_view payload, unique_handle,
 
 inline bool node_frames_native() noexcept { return true; }
 
-inline auto node_handle_type_native(native_handle) -> result<std::string> {
-  return error(std::make_error_code(std::errc::not_supported), "send: handles to a Node process are not supported on Win32");
+inline auto node_handle_type_native(native_handle h) -> result<std::string> {
+  const auto ws = winsock_win32::get(false);
+  // libuv passes TCP sockets only on Win32 (a pipe handle cannot go to Node there).
+  if (!ws.is_socket(h))
+    return error(std::make_error_code(std::errc::not_supported),
+                 "send: only TCP sockets can go to a Node process on Win32 (libuv passes no other handle there)");
+  alignas(8) char info[winsock_win32::protocol_info_size] = {};
+  int size = sizeof info;
+  const auto s = reinterpret_cast<UINT_PTR>(h);
+  if (ws.getsockopt(s, 0xffff /* SOL_SOCKET */, 0x2005 /* SO_PROTOCOL_INFOW */, info, &size) != 0)
+    return win32_error(static_cast<DWORD>(ws.last_error()), "send: getsockopt SO_PROTOCOL_INFOW");
+  const auto field = [&](std::size_t at) {
+    std::int32_t v = 0;
+    std::memcpy(&v, info + at, sizeof v);
+    return v;
+  };
+  // iAddressFamily, iSocketType, iProtocol of WSAPROTOCOL_INFOW (offsets checked by the tests)
+  const std::int32_t family = field(76), type = field(88), protocol = field(92);
+  if ((family != 2 /* AF_INET */ && family != 23 /* AF_INET6 */) || type != 1 /* SOCK_STREAM */ || protocol != 6 /* TCP */)
+    return error(errc::invalid_argument, "send: socket " + std::to_string(s) +
+                                             " cannot go to a Node process, which takes TCP sockets only on Win32");
+  int listening = 0;
+  size = sizeof listening;
+  if (ws.getsockopt(s, 0xffff, 0x0002 /* SO_ACCEPTCONN */, reinterpret_cast<char*>(&listening), &size) != 0)
+    return win32_error(static_cast<DWORD>(ws.last_error()), "send: getsockopt SO_ACCEPTCONN");
+  return std::string(listening ? "net.Server" : "net.Socket");
 }
 
 inline handle_identity handle_identity_native(native_handle) noexcept { return {}; }
