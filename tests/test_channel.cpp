@@ -8,6 +8,7 @@
 
 #include <ostream>  // doctest prints std::error_code through it
 
+#include <atomic>
 #include <cstddef>  // offsetof
 #include <cstdint>
 #include <cstdio>
@@ -898,7 +899,31 @@ TEST_CASE("Win32: sockets to and from Node in libuv's frames: servers and connec
   REQUIRE(js.send(std::string(R"("nosock")")));
   CHECK(js.receive_sync<std::string>().value() == R"({"answer":{"cmd":"NODE_HANDLE_NACK"}})");
 
+  // A socket in a frame without data belongs to what follows it (libuv gives it to the next data).
+  REQUIRE(js.send("\"bare " + pid + "\""));
+  auto bare = js.receive_sync().value();
+  CHECK(bare.has_handle());
+  CHECK(bare == "{\"port\":" + std::to_string(port_of(bare.bytes())) + "}");
+  CHECK(js.receive_sync<std::string>().value() == R"({"acked":true})");
+  // One after a NODE_HANDLE line is not that line's (NACKed), and closes with the plain line after it.
+  REQUIRE(js.send("\"late " + pid + "\""));
+  auto after = js.receive_sync().value();
+  CHECK(!after.has_handle());
+  const std::uint16_t late_port = port_of(after.bytes());
+  CHECK(after == "{\"after\":{\"port\":" + std::to_string(late_port) + "}}");
+  CHECK(js.receive_sync<std::string>().value() == R"({"answer":{"cmd":"NODE_HANDLE_NACK"}})");
+  int late_refused = 0;
+  CHECK(reinterpret_cast<SOCKET>(raw::tcp_connect(late_port, &late_refused)) == INVALID_SOCKET);
+  CHECK(late_refused == WSAECONNREFUSED);
+
   // What libuv cannot take on Win32 is refused, and nothing of it is written.
+  const SOCKET idle = ::WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, 0);  // neither listening nor connected
+  REQUIRE(idle != INVALID_SOCKET);
+  auto i = js.send(std::string("{}"), reinterpret_cast<raw::handle>(idle));
+  REQUIRE(!i);
+  CHECK(i.error() == cp::errc::invalid_argument);
+  CHECK(i.error().message() == "send: socket " + std::to_string(idle) + " is neither listening nor connected, so Node could not take it");
+  ::closesocket(idle);
   auto p = cp::make_pipe().value();
   auto h = js.send(std::string("{}"), p.read.handle());
   REQUIRE(!h);
@@ -915,6 +940,49 @@ TEST_CASE("Win32: sockets to and from Node in libuv's frames: servers and connec
   CHECK(js.receive_sync<std::string>().value() == R"("after")");
   js.disconnect();
   CHECK(js.wait()->exit_code() == 0);
+}
+#endif
+
+#if defined(_WIN32)
+// A sender that does not wait for answers (childproc's, on Win32) sends sockets back to back:
+// a receiver that reads late finds ~90 frames in 64 KiB, each socket made as its description
+// is read. Reads are cut so that one never holds more than the 64 the channel may hold.
+TEST_CASE("Win32: 200 sockets sent back to back on a json channel to a receiver that reads late: every one with its message") {
+  raw::start_sockets();
+  auto pair = cp::detail::create_channel_native().value();  // the channel's own kind of pipe (overlapped)
+  cp::channel tx(cp::stream(std::move(pair.parent)), cp::default_max_message_size, cp::serialization::json);
+  cp::channel rx(cp::stream(std::move(pair.child)), cp::default_max_message_size, cp::serialization::json);
+  std::vector<raw::handle> ours(200), theirs(200);
+  for (int i = 0; i < 200; ++i) REQUIRE(raw::socket_pair(ours[static_cast<std::size_t>(i)], theirs[static_cast<std::size_t>(i)]));
+  std::atomic<int> sent{0};
+  std::thread sender([&] {
+    for (int i = 0; i < 200; ++i) {
+      if (!tx.send("{\"n\":" + std::to_string(i) + "}", theirs[static_cast<std::size_t>(i)])) return;
+      raw::close(theirs[static_cast<std::size_t>(i)], true);
+      ++sent;
+    }
+  });
+  while (sent < 90) std::this_thread::yield();  // 90 frames (~63 KB) wait in the pipe's 64 KiB
+  int right = 0;
+  for (int i = 0; i < 200; ++i) {
+    auto m = rx.receive_sync();
+    if (!m) {
+      CAPTURE(m.error().message());
+      CHECK(m);
+      break;
+    }
+    auto h = m->take_handle();
+    right += *m == "{\"n\":" + std::to_string(i) + "}" && h && raw::write(h.get(), std::to_string(i) + "\n", true);
+  }
+  sender.join();
+  CHECK(sent == 200);
+  CHECK(right == 200);
+  int through = 0;
+  for (int i = 0; i < 200; ++i) {
+    through += raw::read_line(ours[static_cast<std::size_t>(i)]) == std::to_string(i) + "\n";
+    raw::close(ours[static_cast<std::size_t>(i)], true);
+  }
+  CHECK(through == 200);
 }
 #endif
 

@@ -176,6 +176,21 @@ TEST_CASE("a Node server's socket bookkeeping: NODE_SOCKET_GET_COUNT, NODE_SOCKE
   CHECK(!cpd::check_received(R"([{"cmd":"NODE_SOCKET_GET_COUNT"}])").internal);
 }
 
+TEST_CASE("Node's answers to a handle: NODE_HANDLE_ACK and NODE_HANDLE_NACK, told apart from each other and from near misses") {
+  const auto ack = cpd::check_received(R"({"cmd":"NODE_HANDLE_ACK"})");
+  CHECK((ack.internal && ack.ack && !ack.nack && !ack.handle));
+  const auto nack = cpd::check_received(R"({"cmd":"NODE_HANDLE_NACK"})");
+  CHECK((nack.internal && nack.nack && !nack.ack && !nack.handle));
+  CHECK(cpd::check_received(R"({"x":[1],"cmd":"NODE_HANDLE_\u0041CK"})").ack);  // decoded, anywhere in the object
+  for (const char* t : {R"({"cmd":"NODE_HANDLE_AC"})", R"({"cmd":"NODE_HANDLE_ACKS"})", R"({"cmd":"NODE_HANDLE_ACK","cmd":"NODE_X"})",
+                        R"({"msg":{"cmd":"NODE_HANDLE_ACK"}})", R"(["NODE_HANDLE_ACK"])", R"({"cmd":"node_handle_ack"})"}) {
+    CAPTURE(t);
+    const auto v = cpd::check_received(t);
+    CHECK(!v.ack);
+    CHECK(!v.nack);
+  }
+}
+
 TEST_CASE("json_falsy: the values JavaScript's `if` takes as false") {
   for (const char* v : {"\"\"", "null", "false", "0", "-0", "0.0", "0e5", "-0.000E-3"}) CHECK(cpd::json_falsy(v));
   for (const char* v : {"\"0\"", "\" \"", "true", "1", "-0.1", "0.01e2", "10", "[]", "{}", "\"false\""}) CHECK(!cpd::json_falsy(v));

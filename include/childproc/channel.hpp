@@ -298,7 +298,11 @@ class channel {
     for (;;) {
       auto m = take_frame();  // the pump may read on meanwhile: parsing leaves its room alone
       if (!m) co_return std::move(m).error();
-      if (*m) co_return decode<T>(std::move(**m));
+      if (*m) {
+        rearm_pump(c_.get());  // a write that waits (for room, or for the answers just parsed) goes on
+        co_return decode<T>(std::move(**m));
+      }
+      if (resume_stalled(c_.get())) continue;  // answers parsed, no message: the write goes on first
       if (!c_->io.is_open()) co_return closed_error("receive");
       if (c_->pump.pending) {  // what it has read comes before a read of our own
         stop_pump(c_.get());
@@ -417,6 +421,9 @@ class channel {
     std::size_t node_prune_at = 64;           // forget closed ones when the list grows past this
     std::vector<std::string> node_closing;    // keys whose server waits (NODE_SOCKET_NOTIFY_CLOSE) for them all
     std::size_t node_nacks = 0;               // NODE_HANDLE_NACKs received, not yet reported by a send
+    std::size_t node_unanswered = 0;          // NODE_HANDLE lines written whose ACK or NACK has not been seen
+    std::uint64_t answers_seen = 0;           // stream offset: every line ending by here was looked at for one
+    std::uint64_t answers_searched = 0;       // and no newline lies between that and here
     std::shared_ptr<int> alive = std::make_shared<int>();  // expires with the channel (send_direct checks)
   };
 
@@ -429,6 +436,7 @@ class channel {
     std::size_t done = 0;
     event_loop* loop = nullptr;
     bool issued = false;  // handed to the reactor (before: scheduled for the end of the round)
+    bool stalled = false;  // issued, but the next bytes wait for Node's answers (no write in the reactor)
     explicit write_job(event_loop& l) : loop(&l) {
       run = &begin;
       settle = &settled;
@@ -529,7 +537,8 @@ class channel {
 
   // Whether one of the channel's writes waits on `loop`.
   static bool writing_on(const core* c, const event_loop* loop) noexcept {
-    return (c->direct && c->direct_loop == loop) || (c->job && c->job->issued && c->job->waiting && c->job->loop == loop);
+    return (c->direct && c->direct_loop == loop) ||
+           (c->job && c->job->issued && (c->job->waiting || c->job->stalled) && c->job->loop == loop);
   }
 
   // Issues the pump on `loop` unless a read is pending (the pump or a receive()) or there is no room.
@@ -563,7 +572,9 @@ class channel {
     if (c->io.reading()) return;            // a receive() on this loop reads instead
     while (c->io.buffered())  // what a cancelled read kept comes first
       if (!absorb(c, c->io.read_some(spare(c)))) return;
-    const std::span<char> room = inbox_room(c);
+    // A write waiting for Node's answers reads past the mark: the answers are behind what is held.
+    const bool answers = c->job && c->job->stalled && !c->failed && !c->eof && c->io.is_open();
+    const std::span<char> room = answers ? spare(c) : inbox_room(c);
     if (room.empty()) return;
     p.complete = &pumped;
     p.err = {};
@@ -583,8 +594,9 @@ class channel {
   // After a read of the channel's own (which stopped the pump): a write still waiting on some
   // loop gets it back there.
   static void rearm_pump(core* c) {
+    if (resume_stalled(c)) return;
     if (c->direct && c->direct_loop) start_pump(c, *c->direct_loop);
-    else if (c->job && c->job->issued && c->job->waiting) start_pump(c, *c->job->loop);
+    else if (c->job && c->job->issued && (c->job->waiting || c->job->stalled)) start_pump(c, *c->job->loop);
   }
 
   static void pumped(detail::reactor_op* op) {
@@ -593,7 +605,30 @@ class channel {
     p->pending = false;
     const bool again = !p->err;
     settle_pump(c);
+    if (resume_stalled(c)) return;
     if (again && writing_on(c, p->loop)) start_pump(c, *p->loop);
+  }
+
+  // A background write waiting for Node's answers: issued again once they came (true: the job
+  // was handled, and may be gone), or ended with the channel's failure when they cannot come.
+  static bool resume_stalled(core* c) {
+    write_job* job = c->job;
+    if (!job || !job->stalled) return false;
+    look_for_answers(c);
+    if (!answers_awaited(c)) {
+      issue(job);
+      return true;
+    }
+    if (!c->failed && !c->eof && c->io.is_open()) return false;
+    const error e = c->failed ? c->failure
+                              : fail(c, error(std::make_error_code(std::errc::broken_pipe),
+                                              "send: the Node peer ended before it answered the handles sent"));
+    c->job = nullptr;
+    delete job;
+    stop_pump(c);
+    drop_outgoing(c);
+    wake_writers(c, e);
+    return true;
   }
 
   // Takes in what the pump read (a cancelled one may have read on Win32).
@@ -632,7 +667,16 @@ class channel {
     std::string_view left = pending;
     inbox sink(c);
     while (!left.empty()) {
-      const auto [size, attach] = next_write(c, left.size());
+      const auto [size, attach] = next_write_answered(c, left.size());
+      if (!size) {  // a handle waits for Node's answers
+        if (auto e = wait_for_answers(c); !e) {
+          (void)fail(c, e.error());
+          drop_outgoing(c);
+          wake_writers(c, e.error());
+          return e;
+        }
+        continue;
+      }
       auto r = detail::write_some_reading_native(c->io.handle(), {left.data(), size}, attach, true, sink);
       if (!r) {
         auto e = fail(c, std::move(r).error());
@@ -857,6 +901,10 @@ class channel {
       return refuse(error(errc::message_too_large, "send: a NODE_HANDLE frame past libuv's 4 GiB limit"));
     auto copy = detail::prepare_handle_native(h, c_->peer.get());
     if (!copy) return refuse(std::move(copy).error());
+    if (copy->payload.size() != 8 + uv_frames::info_size) {  // no longer a socket (closed and reused meanwhile)
+      detail::drop_handle_native(*copy);
+      return refuse(error(errc::invalid_argument, "send: the handle is not a socket any more"));
+    }
     // The description goes after the header; the 8 bytes ahead of it in `payload` are
     // childproc's own marker of a socket.
     out.replace(at + uv_frames::header_size, uv_frames::info_size, copy->payload, 8, uv_frames::info_size);
@@ -872,10 +920,18 @@ class channel {
     if (q.empty()) return {avail, detail::invalid_handle()};
     const std::uint64_t at = c->written;
     if (q.front().at > at) return {std::min<std::uint64_t>(avail, q.front().at - at), detail::invalid_handle()};
+    if (answers_awaited(c)) return {0, detail::invalid_handle()};  // this handle waits for Node's answers
     const std::size_t size = c->format == childproc::serialization::json ? std::min<std::size_t>(avail, 1)
                              : q.size() > 1                               ? std::min<std::uint64_t>(avail, q[1].at - at)
                                                                           : avail;
     return {size, q.front().h.own.valid() ? q.front().h.own.get() : detail::invalid_handle()};
+  }
+
+  // next_write, looking first at what was received for Node's answers when a handle waits for
+  // them (a read made while a write waited may have brought them).
+  static std::pair<std::size_t, native_handle> next_write_answered(core* c, std::size_t avail) {
+    if (answers_awaited(c)) look_for_answers(c);
+    return next_write(c, avail);
   }
 
   // Accounts for `n` bytes written from offset `written`: a handle sent with them is on its way.
@@ -883,8 +939,61 @@ class channel {
     if (n > 0 && !c->outgoing.empty() && c->outgoing.front().at == c->written) {
       detail::sent_handle_native(c->outgoing.front().h);
       c->outgoing.pop_front();
+      if (c->format == childproc::serialization::json) ++c->node_unanswered;
     }
     c->written += n;
+  }
+
+  // Node's own sender keeps one handle in flight and waits for its ACK; this one keeps up to
+  // node_handles_ahead. Linux counts every descriptor in flight (sent, not yet read) against
+  // the sending user's RLIMIT_NOFILE, so a sender that did not wait for a peer that does not
+  // read (a busy worker) would fail with ETOOMANYREFS.
+  static constexpr std::size_t node_handles_ahead = 16;
+
+  // Whether the next bytes to write carry a handle to Node that must wait for answers.
+  static bool answers_awaited(const core* c) noexcept {
+    return c->format == childproc::serialization::json && !c->outgoing.empty() && c->outgoing.front().at == c->written &&
+           c->node_unanswered >= node_handles_ahead;
+  }
+
+  // A line ending at stream offset `end` was looked at (`answer`: an ACK or a NACK); each line
+  // counts once, whether a waiting write looked ahead at it or take_frame parsed it.
+  static void note_answer(core* c, std::uint64_t end, bool answer) noexcept {
+    if (end <= c->answers_seen) return;
+    c->answers_seen = c->answers_searched = end;
+    if (answer && c->node_unanswered) --c->node_unanswered;
+  }
+
+  // While a write waits for answers, the lines received and not yet parsed are looked through
+  // for them (they stay to be parsed and delivered in order).
+  static void look_for_answers(core* c) {
+    const std::uint64_t base = c->consumed;  // the stream offset of in[head]
+    const std::string_view have(c->in.data() + c->head, c->fill - c->head);
+    for (;;) {
+      const std::size_t from = c->answers_seen > base ? static_cast<std::size_t>(c->answers_seen - base) : 0;
+      const std::size_t search = c->answers_searched > base + from ? static_cast<std::size_t>(c->answers_searched - base) : from;
+      const std::size_t nl = search < have.size() ? have.find('\n', search) : std::string_view::npos;
+      if (nl == std::string_view::npos) {
+        c->answers_searched = base + have.size();
+        return;
+      }
+      const detail::json_verdict v = detail::check_received(have.substr(from, nl - from));
+      note_answer(c, base + nl + 1, v.ack || v.nack);
+    }
+  }
+
+  // A write that waits for answers reads until they come (blocking), into the receive buffer
+  // whatever its mark: the answers are behind what is there.
+  static result<void> wait_for_answers(core* c) {
+    look_for_answers(c);
+    while (answers_awaited(c)) {
+      if (c->failed) return c->failure;
+      if (c->eof || !c->io.is_open())
+        return error(std::make_error_code(std::errc::broken_pipe), "send: the Node peer ended before it answered the handles sent");
+      if (auto e = absorb(c, c->io.read_some(spare(c))); !e) return e;
+      look_for_answers(c);
+    }
+    return {};
   }
 
   // The channel closed or failed: handles not yet handed to a write are closed; those in a
@@ -912,7 +1021,7 @@ class channel {
   static void take_back(write_job* job, bool wait = true) noexcept {
     core* c = job->owner;
     if (c) stop_pump(c);  // before the withdraw below reads into the same buffer
-    if (job->issued) {
+    if (job->issued && !job->stalled) {
       if (c && (wait || !detail::cancelled_write_counted_native)) {
         inbox sink(c);
         job->loop->reactor().withdraw(job, &sink);
@@ -998,7 +1107,8 @@ class channel {
 
   // One write of the queue without waiting (nothing of it is in flight).
   static void write_now(core* c) {
-    const auto [size, attach] = next_write(c, c->out.size());
+    const auto [size, attach] = next_write_answered(c, c->out.size());
+    if (!size) return;  // a handle waits for Node's answers: the background write goes on when they come
     auto r = detail::write_now_native(c->io.handle(), {c->out.data(), size}, attach, true);
     if (!r) {
       (void)fail(c, std::move(r).error());
@@ -1011,7 +1121,15 @@ class channel {
 
   static void issue(write_job* job) {
     core* c = job->owner;
-    const auto [size, attach] = next_write(c, job->buffer.size() - job->done);
+    const auto [size, attach] = next_write_answered(c, job->buffer.size() - job->done);
+    if (!size) {  // a handle waits for Node's answers: the pump reads until they come
+      job->stalled = true;
+      job->bytes = 0;
+      job->err = {};
+      start_pump(c, *job->loop);
+      return;
+    }
+    job->stalled = false;
     job->data = job->buffer.data() + job->done;
     job->size = size;
     job->attach = attach;
@@ -1099,8 +1217,11 @@ class channel {
 
   // Descriptors whose read ended at or before stream offset `upto` belong to no control frame
   // still to come: strays, closed.
+  // (A socket in one of libuv's frames without data, [x, x), belongs to what follows it: kept
+  // at x == upto.)
   static void drop_strays(core* c, std::uint64_t upto) noexcept {
-    while (!c->fds.empty() && c->fds.front().end <= upto) c->fds.pop_front();
+    while (!c->fds.empty() && (c->fds.front().end < upto || (c->fds.front().end == upto && c->fds.front().start < upto)))
+      c->fds.pop_front();
   }
 
   // The first descriptor held whose read did not end at or before `at` (those are strays, and
@@ -1156,6 +1277,7 @@ class channel {
           if (c->format == childproc::serialization::json) {
             const std::string_view line = have.substr(s.header, s.size);
             const detail::json_verdict v = detail::check_received(line);
+            note_answer(c, c->consumed + s.header + s.size + s.trailer, v.ack || v.nack);
             if (v.handle) return node_handle(line, v, s.header + s.size + s.trailer);
             if (v.internal) {
               // Node's own bookkeeping: not the user's. A server's question is answered (the key
@@ -1228,7 +1350,7 @@ class channel {
     // Its descriptor is the one whose read ended inside the line (a read ends after the bytes a
     // descriptor came with: Node attaches it to the line's first byte, childproc to its newline);
     // one whose read ended past the line belongs to a later one.
-    unique_handle fd = take_fd(c, at, [end = at + size](const core::arrival& a) { return a.end <= end; });
+    unique_handle fd = take_fd(c, at, [end = at + size](const core::arrival& a) { return a.end <= end && a.start < end; });
     const bool got = bool(fd);
     answer_node(got ? std::string_view("{\"cmd\":\"NODE_HANDLE_ACK\"}\n") : std::string_view("{\"cmd\":\"NODE_HANDLE_NACK\"}\n"));
     if (!got) return take_frame();
@@ -1373,7 +1495,16 @@ class channel {
     }
     const std::size_t need = std::max<std::size_t>(65536, c->want);
     if (c->in.size() - c->fill < need) c->in.resize(c->fill + need);
-    return {c->in.data() + c->fill, c->in.size() - c->fill};
+    std::size_t room = c->in.size() - c->fill;
+    // libuv's frames bring sockets inside the bytes, each made here as its description is read,
+    // before its line is parsed: a read of k frames' worth of bytes completes at most k, so
+    // one read never brings more than the sockets the channel may hold (a sender that does
+    // not wait for answers sends many back to back).
+    if (c->uv) {
+      const std::size_t k = c->fds.size() + 1 < max_held_fds ? max_held_fds - c->fds.size() : 1;
+      room = std::min(room, k * (uv_frames::header_size + uv_frames::xfer_size));
+    }
+    return {c->in.data() + c->fill, room};
   }
 
   // Takes the outcome of a read into spare(), and the descriptors that came with it.
@@ -1429,10 +1560,12 @@ class channel {
   // one never claimed closes as a stray. (WSADuplicateSocketW has already made each one in this
   // process; only WSASocketW can reach it, so it is made even if no line will take it.) One
   // that cannot be made is left out, and its line is answered NACK.
+  // A description that makes something other than a TCP socket (libuv passes no other) is
+  // left out too.
   static void adopt_sockets(core* c) {
     for (auto& x : c->uv_in.take_sockets()) {
       auto h = detail::take_received_handle_native(std::string(8, '\0') + x.info, unique_handle(), detail::invalid_handle());
-      if (h) c->fds.push_back({std::move(*h), x.start, x.end});
+      if (h && detail::node_handle_type_native(h->get())) c->fds.push_back({std::move(*h), x.start, x.end});
     }
   }
 

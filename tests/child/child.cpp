@@ -608,7 +608,7 @@ struct overlapped_pipe {
         const auto put = [&](std::size_t at, std::uint32_t v) {
             for (int i = 0; i < 4; ++i) out[at + static_cast<std::size_t>(i)] = static_cast<char>(v >> (8 * i));
         };
-        put(0, data.empty() && xfer.empty() ? 0 : flags);
+        put(0, data.empty() ? (xfer.empty() ? 0 : flags & ~1u) : flags);  // no data, no data flag
         put(8, static_cast<std::uint32_t>(data.size()));  // the data's length alone
         out.append(xfer);
         out.append(data);
@@ -732,6 +732,25 @@ int mode_uv_node_echo(const Args&) {
                 if (c != s && c != INVALID_SOCKET) closesocket(c);
                 closesocket(s);
                 ok = ok && pipe.frame("{\"flags\":" + std::to_string(received_flags) + ",\"line\":" + line.substr(0, line.size() - 1) + "}\n");
+            }
+        } else if (word == "\"bare" || word == "\"late") {
+            // A socket in a frame of its own, without data: "bare" sends it before a NODE_HANDLE
+            // line (which it belongs to, as libuv hands it to the data that follows), "late" after
+            // one and before a plain line "after" (so the NODE_HANDLE line is NACKed). Each
+            // answers with what the channel said back.
+            const SOCKET listener = tcp_socket(true, port);
+            const std::string msg = "{\"port\":" + std::to_string(port) + "}";
+            const std::string handle_line = "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Server\",\"msg\":" + msg + "}\n";
+            if (word == "\"bare")
+                ok = listener != INVALID_SOCKET && send_socket(listener, pid, false, "") && pipe.frame(handle_line);
+            else
+                ok = listener != INVALID_SOCKET && pipe.frame(handle_line) && send_socket(listener, pid, false, "") &&
+                     pipe.frame("{\"after\":" + msg + "}\n");
+            std::string answer;
+            if (ok) {
+                if (const int rc = next_line(answer); rc != kOk) return rc < 0 ? complain(kReadError, "no answer") : rc;
+                ok = pipe.frame(answer == "{\"cmd\":\"NODE_HANDLE_ACK\"}\n" ? std::string("{\"acked\":true}\n")
+                                                                            : "{\"answer\":" + answer.substr(0, answer.size() - 1) + "}\n");
             }
         } else if (word == "\"server" || word == "\"socket" || word == "\"stray" || word == "\"nosock\"\n") {
             // Node sending: "server <pid>" a listening socket, "socket <pid>" a connected one

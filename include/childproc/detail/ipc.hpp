@@ -65,8 +65,9 @@ inline auto prepare_handle_native(native_handle h, native_handle peer) -> result
 inline void sent_handle_native(outgoing_handle& h) noexcept;
 
 /// Closes a handle whose message was never written (the channel closed first).
-///   POSIX: closes our duplicate.   Win32: DuplicateHandle(peer, remote, DUPLICATE_CLOSE_SOURCE)
-///   (a socket's description is only bytes: nothing was made in the peer yet).
+///   POSIX: closes our duplicate.   Win32: DuplicateHandle(peer, remote, DUPLICATE_CLOSE_SOURCE);
+///   a socket is left alone: WSADuplicateSocketW has made it in the peer already, where only the
+///   peer can reach it (it stays there until that process exits: a known limit).
 inline void drop_handle_native(outgoing_handle& h) noexcept;
 
 /// The handle a received control frame announced, owned by the caller. `received` is the
@@ -89,9 +90,10 @@ inline bool node_frames_native() noexcept;
 ///   POSIX: a listening TCP or Unix stream socket is "net.Server", a connected one "net.Socket",
 ///   a pipe or FIFO "net.Native"; anything else (a file, a datagram socket, a terminal, a stream
 ///   socket of another family, which libuv cannot take) is refused.
-///   Win32: a listening TCP socket is "net.Server", any other TCP socket "net.Socket" (it goes
-///   inside one of libuv's frames: uv_frames); another socket is refused (invalid_argument),
-///   and anything not a socket is ENOTSUP (libuv passes TCP sockets only there).
+///   Win32: a listening TCP socket is "net.Server", a connected one "net.Socket" (it goes inside
+///   one of libuv's frames: uv_frames); a TCP socket that is neither, or another kind of socket,
+///   is refused (invalid_argument), and anything not a socket is ENOTSUP (libuv passes TCP
+///   sockets only there). The channel also checks each socket Node sends with it.
 inline auto node_handle_type_native(native_handle h) -> result<std::string>;
 
 /// Which open file (socket) a descriptor refers to: a Node server that sent us a connection

@@ -59,7 +59,9 @@ struct winsock_win32 {
   using socket_fn = UINT_PTR(WINAPI*)(int, int, int, void*, unsigned, DWORD);
   using startup_fn = int(WINAPI*)(WORD, void*);
   using error_fn = int(WINAPI*)();
+  using getpeername_fn = int(WINAPI*)(UINT_PTR, void*, int*);
   getsockopt_fn getsockopt = nullptr;
+  getpeername_fn getpeername = nullptr;
   duplicate_fn duplicate = nullptr;
   socket_fn socket = nullptr;
   startup_fn startup = nullptr;
@@ -73,13 +75,14 @@ struct winsock_win32 {
     if (!m) return w;
     const auto f = [m](const char* name) { return reinterpret_cast<void*>(::GetProcAddress(m, name)); };
     w.getsockopt = reinterpret_cast<getsockopt_fn>(f("getsockopt"));
+    w.getpeername = reinterpret_cast<getpeername_fn>(f("getpeername"));
     w.duplicate = reinterpret_cast<duplicate_fn>(f("WSADuplicateSocketW"));
     w.socket = reinterpret_cast<socket_fn>(f("WSASocketW"));
     w.startup = reinterpret_cast<startup_fn>(f("WSAStartup"));
     w.last_error = reinterpret_cast<error_fn>(f("WSAGetLastError"));
     return w;
   }
-  bool usable() const noexcept { return getsockopt && duplicate && socket && startup && last_error; }
+  bool usable() const noexcept { return getsockopt && getpeername && duplicate && socket && startup && last_error; }
 
   // Whether `h` is a socket: getsockopt(SOL_SOCKET, SO_TYPE) succeeds only on one.
   bool is_socket(HANDLE h) const {
@@ -172,7 +175,13 @@ inline auto node_handle_type_native(native_handle h) -> result<std::string> {
   size = sizeof listening;
   if (ws.getsockopt(s, 0xffff, 0x0002 /* SO_ACCEPTCONN */, reinterpret_cast<char*>(&listening), &size) != 0)
     return win32_error(static_cast<DWORD>(ws.last_error()), "send: getsockopt SO_ACCEPTCONN");
-  return std::string(listening ? "net.Server" : "net.Socket");
+  if (listening) return std::string("net.Server");
+  alignas(8) char peer[128];  // a SOCKADDR_STORAGE
+  int peer_size = sizeof peer;
+  if (ws.getpeername(s, peer, &peer_size) != 0)  // libuv sends only a connection or a server
+    return error(errc::invalid_argument, "send: socket " + std::to_string(s) +
+                                             " is neither listening nor connected, so Node could not take it");
+  return std::string("net.Socket");
 }
 
 inline handle_identity handle_identity_native(native_handle) noexcept { return {}; }

@@ -30,6 +30,7 @@ struct json_verdict {
   bool get_count = false;     ///< internal, "cmd" is "NODE_SOCKET_GET_COUNT": a Node server asks how many of its sockets live
   bool notify_close = false;  ///< internal, "cmd" is "NODE_SOCKET_NOTIFY_CLOSE": that server closes, waiting for them
   bool nack = false;          ///< internal, "cmd" is "NODE_HANDLE_NACK": a handle sent did not reach the peer
+  bool ack = false;           ///< internal, "cmd" is "NODE_HANDLE_ACK": a handle sent reached the peer
   bool has_msg = false;   ///< the object has a member "msg" (the last one counts, as for JSON.parse)
   std::size_t msg_at = 0, msg_size = 0;  ///< where that member's value is in the text
   bool has_key = false;   ///< the object has a member "key" (a Node server's name for its sockets; the last counts)
@@ -56,6 +57,7 @@ class json_checker {
     v_.get_count = cmd_ == cmd_kind::get_count;
     v_.notify_close = cmd_ == cmd_kind::notify_close;
     v_.nack = cmd_ == cmd_kind::nack;
+    v_.ack = cmd_ == cmd_kind::ack;
     v_.has_msg = msg_.has;
     v_.msg_at = msg_.at;
     v_.msg_size = msg_.size;
@@ -109,6 +111,7 @@ class json_checker {
                  : w.is(2)                 ? cmd_kind::get_count
                  : w.is(3)                 ? cmd_kind::notify_close
                  : w.is(4)                 ? cmd_kind::nack
+                 : w.is(5)                 ? cmd_kind::ack
                                            : cmd_kind::other;
         } else if (!string()) {
           return;
@@ -155,7 +158,7 @@ class json_checker {
   }
 
   static constexpr std::string_view key_words[] = {"cmd", "msg", "key"};
-  static constexpr std::string_view cmd_words[] = {"NODE_", "NODE_HANDLE", "NODE_SOCKET_GET_COUNT", "NODE_SOCKET_NOTIFY_CLOSE", "NODE_HANDLE_NACK"};
+  static constexpr std::string_view cmd_words[] = {"NODE_", "NODE_HANDLE", "NODE_SOCKET_GET_COUNT", "NODE_SOCKET_NOTIFY_CLOSE", "NODE_HANDLE_NACK", "NODE_HANDLE_ACK"};
 
   // How a decoded string compares with a few words, character by character, and its length.
   struct word_match {
@@ -312,7 +315,7 @@ class json_checker {
   bool failed_ = false;
   enum class top_key { other, cmd, msg, key };
   top_key pending_ = top_key::other;  // the value about to be read is the outermost object's "cmd", "msg" or "key"
-  enum class cmd_kind { none, other, handle, get_count, notify_close, nack };
+  enum class cmd_kind { none, other, handle, get_count, notify_close, nack, ack };
   cmd_kind cmd_ = cmd_kind::none;  // what the outermost "cmd" says (the last one counts)
   struct span {
     bool has = false;
