@@ -7,7 +7,6 @@
 
 #include <ostream>  // doctest prints std::error_code through it
 
-#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -19,10 +18,8 @@
 #include <vector>
 
 #include <fcntl.h>
-#include <grp.h>  // setgroups
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/resource.h>  // setrlimit
 #include <sys/socket.h>
 #include <unistd.h>
 #include <system_error>
@@ -1005,194 +1002,6 @@ c.on('exit', (code) => console.log('exit ' + code));
   CHECK(out.err == "");
   CHECK(out.out == "{\"same_server\":true} hi from C++\nexit 0\n");
   std::remove(script.c_str());
-}
-
-namespace {
-// What a peer playing Node saw of the handles sent to it.
-struct batches_seen {
-  int lines = 0;        // NODE_HANDLE lines
-  int fds = 0;          // descriptors that came with them (each closed)
-  int most = 0;         // the most lines ever unanswered at once
-  int batches = 0;      // ACK batches sent
-  int early_lines = -1; // whole lines readable once the sender slept, the first batch unanswered
-  bool broken = false;  // the stream ended first
-};
-
-// Whether thread `tid` of process `pid` sleeps in a system call, or is gone: either way it
-// sends nothing more now (/proc's "syscall" names the call while it is blocked, and says
-// "running" while it runs).
-bool sleeping_in_syscall(pid_t pid, pid_t tid) {
-  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/syscall").c_str(), "r");
-  if (!f) return true;
-  char word[32] = {};
-  const bool got = std::fscanf(f, "%31s", word) == 1;
-  std::fclose(f);
-  return !got || std::string_view(word) != "running";
-}
-
-// One read of `sock` (`wait`: blocking), its descriptors closed and counted; <= 0 at the end or
-// when nothing is there.
-ssize_t read_closing_fds(int sock, std::string& text, int& fds, bool wait) {
-  char buf[65536];
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 64)];
-  iovec iov{buf, sizeof buf};
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = control;
-  mh.msg_controllen = sizeof control;
-  const ssize_t n = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT));
-  if (n <= 0) return n;
-  for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-      for (std::size_t k = 0; k < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++k) {
-        int fd = -1;
-        std::memcpy(&fd, CMSG_DATA(cm) + k * sizeof(int), sizeof fd);
-        ::close(fd);
-        ++fds;
-      }
-  text.append(buf, static_cast<std::size_t>(n));
-  return n;
-}
-
-// Plays Node's receiver, but answers handles only in batches: reads NODE_HANDLE lines, and once
-// `batch` are unanswered (or all `total` came) writes a user line {"before":k} and then an ACK
-// for each. The first time, it first waits until the sender (thread `tid` of `pid`) sleeps and
-// counts the whole lines it can read then: a sender that waits for answers has sent none.
-batches_seen answer_in_batches(int sock, int total, int batch, pid_t pid, pid_t tid) {
-  batches_seen seen;
-  std::string text;
-  int answered = 0;
-  for (;;) {
-    for (std::size_t nl; (nl = text.find('\n')) != std::string::npos; text.erase(0, nl + 1))
-      if (text.starts_with("{\"cmd\":\"NODE_HANDLE\"")) ++seen.lines;
-    seen.most = std::max(seen.most, seen.lines - answered);
-    if (seen.lines - answered == batch && seen.batches == 0) {
-      while (!sleeping_in_syscall(pid, tid)) std::this_thread::yield();
-      while (read_closing_fds(sock, text, seen.fds, false) > 0) {}
-      seen.early_lines = static_cast<int>(std::count(text.begin(), text.end(), '\n'));
-    }
-    if (seen.lines - answered == batch || seen.lines == total) {
-      std::string answers = "{\"before\":" + std::to_string(seen.batches++) + "}\n";
-      for (; answered < seen.lines; ++answered) answers += "{\"cmd\":\"NODE_HANDLE_ACK\"}\n";
-      if (!send_with_fd(sock, answers, -1) && seen.lines < total) {  // after the last, the sender may be gone
-        seen.broken = true;
-        return seen;
-      }
-    }
-    if (seen.lines >= total) return seen;
-    if (read_closing_fds(sock, text, seen.fds, true) <= 0) {
-      seen.broken = true;
-      return seen;
-    }
-  }
-}
-}  // namespace
-
-// The documented number of handles a channel sends to Node ahead of its answers.
-constexpr int handles_ahead = 16;
-
-// Node's sender waits for each handle's ACK; childproc's keeps up to 16 unanswered and then
-// waits, reading (the answers arrive behind whatever the peer sends first, which stays to be
-// received in order). Without it, a peer that does not read lets descriptors pile up in flight.
-TEST_CASE_FIXTURE(played_node, "handles to Node: at most 16 unanswered, blocking and on a loop; what came before the answers is received in order") {
-  const int total = 200;
-  const std::size_t fds_now = open_fds().size();
-  int batches = 0;  // what the peer sent: as many lines to receive
-  SUBCASE("blocking sends") {
-    std::thread node_side([&, tid = static_cast<pid_t>(::gettid())] {
-      const batches_seen seen = answer_in_batches(node, total, handles_ahead, ::getpid(), tid);
-      CHECK(!seen.broken);
-      CHECK(seen.early_lines == 0);  // the sender slept with 16 unanswered, the 17th line not ended
-      CHECK(seen.lines == total);
-      CHECK(seen.fds == total);
-      CHECK(seen.most == handles_ahead);  // never more, and pipelined up to the cap
-      CHECK(seen.batches == 13);
-      batches = seen.batches;
-    });
-    int sent = 0;
-    for (int i = 0; i < total; ++i) {
-      int p[2];
-      REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
-      sent += bool(ch.send("{\"n\":" + std::to_string(i) + "}", p[0]));
-      ::close(p[0]);
-      ::close(p[1]);
-    }
-    CHECK(sent == total);
-    node_side.join();
-  }
-  SUBCASE("queued on a loop") {
-    std::thread node_side([&, tid = static_cast<pid_t>(::gettid())] {
-      const batches_seen seen = answer_in_batches(node, total, handles_ahead, ::getpid(), tid);
-      CHECK(!seen.broken);
-      CHECK(seen.early_lines == 0);  // the loop slept with 16 unanswered
-      CHECK(seen.fds == total);
-      CHECK(seen.most == handles_ahead);
-      CHECK(seen.batches == 13);
-      batches = seen.batches;
-    });
-    cp::event_loop loop;
-    const int sent = loop.run([&]() -> cp::task<int> {
-      int n = 0;
-      for (int i = 0; i < total; ++i) {
-        int p[2];
-        if (::pipe2(p, O_CLOEXEC) != 0) co_return -1;
-        n += bool(ch.send("{\"n\":" + std::to_string(i) + "}", p[0]));  // queued: the copy is the channel's
-        ::close(p[0]);
-        ::close(p[1]);
-      }
-      n += bool(co_await ch.send_async(std::string("{\"last\":1}")));  // once everything before it is written
-      co_return n;
-    }());
-    CHECK(sent == total + 1);
-    node_side.join();
-  }
-  // The peer's own lines, sent ahead of each batch of answers, come in order; no answer does.
-  int in_order = 0;
-  for (int k = 0; k < batches; ++k) in_order += ch.receive_sync<std::string>().value() == "{\"before\":" + std::to_string(k) + "}";
-  CHECK(in_order == 13);
-  CHECK(open_fds().size() == fds_now);  // every copy sent is closed here
-  end();
-}
-
-// The failure the wait prevents: a user that is not privileged may have at most RLIMIT_NOFILE
-// descriptors in flight; a child dropped to `nobody` with a limit of 32 sends 200 handles to a
-// peer that reads nothing until 16 have been sent. It waits instead of failing (ETOOMANYREFS).
-CHILDPROC_ENTRY(node_handles_unprivileged)(cp::channel& parent) {
-  auto m = parent.receive_sync();
-  if (!m || !m->has_handle()) return 3;
-  cp::channel node(cp::stream(m->take_handle()), cp::default_max_message_size, cp::serialization::json);
-  if (::geteuid() == 0 && (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) return 4;
-  const rlimit limit{32, 32};
-  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return 5;
-  for (int i = 0; i < 200; ++i) {
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0) return 6;
-    auto e = node.send("{\"n\":" + std::to_string(i) + "}", p[0]);
-    ::close(p[0]);
-    ::close(p[1]);
-    if (!e) {
-      std::fprintf(stderr, "send %d: %s\n", i, e.error().message().c_str());
-      return 7;
-    }
-    if (i == handles_ahead - 1 && !parent.send(std::string("16 sent"))) return 8;
-  }
-  return 0;
-}
-
-TEST_CASE("handles to Node from a user that is not privileged: 200 to a peer that reads late, none fails ETOOMANYREFS") {
-  auto pair = cp::detail::create_duplex_native().value();
-  auto w = cp::fork_self("node_handles_unprivileged", {}, {.stdio = {cp::inherit, cp::inherit, cp::pipe}}).value();
-  REQUIRE(w.send(std::string("the socket"), pair.parent.get()));
-  pair.parent.reset();
-  CHECK(w.receive_sync<std::string>().value() == "16 sent");  // until now nothing was read
-  const batches_seen seen = answer_in_batches(pair.child.get(), 200, handles_ahead, w.pid(), w.pid());
-  CHECK(!seen.broken);
-  CHECK(seen.early_lines == 0);
-  CHECK(seen.fds == 200);
-  CHECK(seen.most == handles_ahead);
-  CHECK(w.err().read_all().value() == "");
-  CHECK(w.wait()->exit_code() == 0);
 }
 
 int main(int argc, char** argv) {

@@ -298,11 +298,7 @@ class channel {
     for (;;) {
       auto m = take_frame();  // the pump may read on meanwhile: parsing leaves its room alone
       if (!m) co_return std::move(m).error();
-      if (*m) {
-        rearm_pump(c_.get());  // a write that waits (for room, or for the answers just parsed) goes on
-        co_return decode<T>(std::move(**m));
-      }
-      if (resume_stalled(c_.get())) continue;  // answers parsed, no message: the write goes on first
+      if (*m) co_return decode<T>(std::move(**m));
       if (!c_->io.is_open()) co_return closed_error("receive");
       if (c_->pump.pending) {  // what it has read comes before a read of our own
         stop_pump(c_.get());
@@ -421,9 +417,6 @@ class channel {
     std::size_t node_prune_at = 64;           // forget closed ones when the list grows past this
     std::vector<std::string> node_closing;    // keys whose server waits (NODE_SOCKET_NOTIFY_CLOSE) for them all
     std::size_t node_nacks = 0;               // NODE_HANDLE_NACKs received, not yet reported by a send
-    std::size_t node_unanswered = 0;          // NODE_HANDLE lines written whose ACK or NACK has not been seen
-    std::uint64_t answers_seen = 0;           // stream offset: every line ending by here was looked at for one
-    std::uint64_t answers_searched = 0;       // and no newline lies between that and here
     std::shared_ptr<int> alive = std::make_shared<int>();  // expires with the channel (send_direct checks)
   };
 
@@ -436,7 +429,6 @@ class channel {
     std::size_t done = 0;
     event_loop* loop = nullptr;
     bool issued = false;  // handed to the reactor (before: scheduled for the end of the round)
-    bool stalled = false;  // issued, but the next bytes wait for Node's answers (no write in the reactor)
     explicit write_job(event_loop& l) : loop(&l) {
       run = &begin;
       settle = &settled;
@@ -537,8 +529,7 @@ class channel {
 
   // Whether one of the channel's writes waits on `loop`.
   static bool writing_on(const core* c, const event_loop* loop) noexcept {
-    return (c->direct && c->direct_loop == loop) ||
-           (c->job && c->job->issued && (c->job->waiting || c->job->stalled) && c->job->loop == loop);
+    return (c->direct && c->direct_loop == loop) || (c->job && c->job->issued && c->job->waiting && c->job->loop == loop);
   }
 
   // Issues the pump on `loop` unless a read is pending (the pump or a receive()) or there is no room.
@@ -572,9 +563,7 @@ class channel {
     if (c->io.reading()) return;            // a receive() on this loop reads instead
     while (c->io.buffered())  // what a cancelled read kept comes first
       if (!absorb(c, c->io.read_some(spare(c)))) return;
-    // A write waiting for Node's answers reads past the mark: the answers are behind what is held.
-    const bool answers = c->job && c->job->stalled && !c->failed && !c->eof && c->io.is_open();
-    const std::span<char> room = answers ? spare(c) : inbox_room(c);
+    const std::span<char> room = inbox_room(c);
     if (room.empty()) return;
     p.complete = &pumped;
     p.err = {};
@@ -594,9 +583,8 @@ class channel {
   // After a read of the channel's own (which stopped the pump): a write still waiting on some
   // loop gets it back there.
   static void rearm_pump(core* c) {
-    if (resume_stalled(c)) return;
     if (c->direct && c->direct_loop) start_pump(c, *c->direct_loop);
-    else if (c->job && c->job->issued && (c->job->waiting || c->job->stalled)) start_pump(c, *c->job->loop);
+    else if (c->job && c->job->issued && c->job->waiting) start_pump(c, *c->job->loop);
   }
 
   static void pumped(detail::reactor_op* op) {
@@ -605,30 +593,7 @@ class channel {
     p->pending = false;
     const bool again = !p->err;
     settle_pump(c);
-    if (resume_stalled(c)) return;
     if (again && writing_on(c, p->loop)) start_pump(c, *p->loop);
-  }
-
-  // A background write waiting for Node's answers: issued again once they came (true: the job
-  // was handled, and may be gone), or ended with the channel's failure when they cannot come.
-  static bool resume_stalled(core* c) {
-    write_job* job = c->job;
-    if (!job || !job->stalled) return false;
-    look_for_answers(c);
-    if (!answers_awaited(c)) {
-      issue(job);
-      return true;
-    }
-    if (!c->failed && !c->eof && c->io.is_open()) return false;
-    const error e = c->failed ? c->failure
-                              : fail(c, error(std::make_error_code(std::errc::broken_pipe),
-                                              "send: the Node peer ended before it answered the handles sent"));
-    c->job = nullptr;
-    delete job;
-    stop_pump(c);
-    drop_outgoing(c);
-    wake_writers(c, e);
-    return true;
   }
 
   // Takes in what the pump read (a cancelled one may have read on Win32).
@@ -667,16 +632,7 @@ class channel {
     std::string_view left = pending;
     inbox sink(c);
     while (!left.empty()) {
-      const auto [size, attach] = next_write_answered(c, left.size());
-      if (!size) {  // a handle waits for Node's answers
-        if (auto e = wait_for_answers(c); !e) {
-          (void)fail(c, e.error());
-          drop_outgoing(c);
-          wake_writers(c, e.error());
-          return e;
-        }
-        continue;
-      }
+      const auto [size, attach] = next_write(c, left.size());
       auto r = detail::write_some_reading_native(c->io.handle(), {left.data(), size}, attach, true, sink);
       if (!r) {
         auto e = fail(c, std::move(r).error());
@@ -920,18 +876,10 @@ class channel {
     if (q.empty()) return {avail, detail::invalid_handle()};
     const std::uint64_t at = c->written;
     if (q.front().at > at) return {std::min<std::uint64_t>(avail, q.front().at - at), detail::invalid_handle()};
-    if (answers_awaited(c)) return {0, detail::invalid_handle()};  // this handle waits for Node's answers
     const std::size_t size = c->format == childproc::serialization::json ? std::min<std::size_t>(avail, 1)
                              : q.size() > 1                               ? std::min<std::uint64_t>(avail, q[1].at - at)
                                                                           : avail;
     return {size, q.front().h.own.valid() ? q.front().h.own.get() : detail::invalid_handle()};
-  }
-
-  // next_write, looking first at what was received for Node's answers when a handle waits for
-  // them (a read made while a write waited may have brought them).
-  static std::pair<std::size_t, native_handle> next_write_answered(core* c, std::size_t avail) {
-    if (answers_awaited(c)) look_for_answers(c);
-    return next_write(c, avail);
   }
 
   // Accounts for `n` bytes written from offset `written`: a handle sent with them is on its way.
@@ -939,61 +887,8 @@ class channel {
     if (n > 0 && !c->outgoing.empty() && c->outgoing.front().at == c->written) {
       detail::sent_handle_native(c->outgoing.front().h);
       c->outgoing.pop_front();
-      if (c->format == childproc::serialization::json) ++c->node_unanswered;
     }
     c->written += n;
-  }
-
-  // Node's own sender keeps one handle in flight and waits for its ACK; this one keeps up to
-  // node_handles_ahead. Linux counts every descriptor in flight (sent, not yet read) against
-  // the sending user's RLIMIT_NOFILE, so a sender that did not wait for a peer that does not
-  // read (a busy worker) would fail with ETOOMANYREFS.
-  static constexpr std::size_t node_handles_ahead = 16;
-
-  // Whether the next bytes to write carry a handle to Node that must wait for answers.
-  static bool answers_awaited(const core* c) noexcept {
-    return c->format == childproc::serialization::json && !c->outgoing.empty() && c->outgoing.front().at == c->written &&
-           c->node_unanswered >= node_handles_ahead;
-  }
-
-  // A line ending at stream offset `end` was looked at (`answer`: an ACK or a NACK); each line
-  // counts once, whether a waiting write looked ahead at it or take_frame parsed it.
-  static void note_answer(core* c, std::uint64_t end, bool answer) noexcept {
-    if (end <= c->answers_seen) return;
-    c->answers_seen = c->answers_searched = end;
-    if (answer && c->node_unanswered) --c->node_unanswered;
-  }
-
-  // While a write waits for answers, the lines received and not yet parsed are looked through
-  // for them (they stay to be parsed and delivered in order).
-  static void look_for_answers(core* c) {
-    const std::uint64_t base = c->consumed;  // the stream offset of in[head]
-    const std::string_view have(c->in.data() + c->head, c->fill - c->head);
-    for (;;) {
-      const std::size_t from = c->answers_seen > base ? static_cast<std::size_t>(c->answers_seen - base) : 0;
-      const std::size_t search = c->answers_searched > base + from ? static_cast<std::size_t>(c->answers_searched - base) : from;
-      const std::size_t nl = search < have.size() ? have.find('\n', search) : std::string_view::npos;
-      if (nl == std::string_view::npos) {
-        c->answers_searched = base + have.size();
-        return;
-      }
-      const detail::json_verdict v = detail::check_received(have.substr(from, nl - from));
-      note_answer(c, base + nl + 1, v.ack || v.nack);
-    }
-  }
-
-  // A write that waits for answers reads until they come (blocking), into the receive buffer
-  // whatever its mark: the answers are behind what is there.
-  static result<void> wait_for_answers(core* c) {
-    look_for_answers(c);
-    while (answers_awaited(c)) {
-      if (c->failed) return c->failure;
-      if (c->eof || !c->io.is_open())
-        return error(std::make_error_code(std::errc::broken_pipe), "send: the Node peer ended before it answered the handles sent");
-      if (auto e = absorb(c, c->io.read_some(spare(c))); !e) return e;
-      look_for_answers(c);
-    }
-    return {};
   }
 
   // The channel closed or failed: handles not yet handed to a write are closed; those in a
@@ -1021,7 +916,7 @@ class channel {
   static void take_back(write_job* job, bool wait = true) noexcept {
     core* c = job->owner;
     if (c) stop_pump(c);  // before the withdraw below reads into the same buffer
-    if (job->issued && !job->stalled) {
+    if (job->issued) {
       if (c && (wait || !detail::cancelled_write_counted_native)) {
         inbox sink(c);
         job->loop->reactor().withdraw(job, &sink);
@@ -1107,8 +1002,7 @@ class channel {
 
   // One write of the queue without waiting (nothing of it is in flight).
   static void write_now(core* c) {
-    const auto [size, attach] = next_write_answered(c, c->out.size());
-    if (!size) return;  // a handle waits for Node's answers: the background write goes on when they come
+    const auto [size, attach] = next_write(c, c->out.size());
     auto r = detail::write_now_native(c->io.handle(), {c->out.data(), size}, attach, true);
     if (!r) {
       (void)fail(c, std::move(r).error());
@@ -1121,15 +1015,7 @@ class channel {
 
   static void issue(write_job* job) {
     core* c = job->owner;
-    const auto [size, attach] = next_write_answered(c, job->buffer.size() - job->done);
-    if (!size) {  // a handle waits for Node's answers: the pump reads until they come
-      job->stalled = true;
-      job->bytes = 0;
-      job->err = {};
-      start_pump(c, *job->loop);
-      return;
-    }
-    job->stalled = false;
+    const auto [size, attach] = next_write(c, job->buffer.size() - job->done);
     job->data = job->buffer.data() + job->done;
     job->size = size;
     job->attach = attach;
@@ -1277,7 +1163,6 @@ class channel {
           if (c->format == childproc::serialization::json) {
             const std::string_view line = have.substr(s.header, s.size);
             const detail::json_verdict v = detail::check_received(line);
-            note_answer(c, c->consumed + s.header + s.size + s.trailer, v.ack || v.nack);
             if (v.handle) return node_handle(line, v, s.header + s.size + s.trailer);
             if (v.internal) {
               // Node's own bookkeeping: not the user's. A server's question is answered (the key
