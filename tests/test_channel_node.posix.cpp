@@ -7,6 +7,7 @@
 
 #include <ostream>  // doctest prints std::error_code through it
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -18,8 +19,10 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <grp.h>  // setgroups
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>  // setrlimit
 #include <sys/socket.h>
 #include <unistd.h>
 #include <system_error>
@@ -1002,6 +1005,479 @@ c.on('exit', (code) => console.log('exit ' + code));
   CHECK(out.err == "");
   CHECK(out.out == "{\"same_server\":true} hi from C++\nexit 0\n");
   std::remove(script.c_str());
+}
+
+namespace {
+// What a peer playing Node saw of the handles sent to it.
+struct batches_seen {
+  int lines = 0;        // NODE_HANDLE lines
+  int fds = 0;          // descriptors that came with them (each closed)
+  int most = 0;         // the most lines ever unanswered at once
+  int batches = 0;      // ACK batches sent
+  int early_lines = -1; // whole lines readable once the sender slept, the first batch unanswered
+  bool broken = false;  // the stream ended first
+};
+
+// Whether thread `tid` of process `pid` sleeps in a system call, or is gone: either way it
+// sends nothing more now (/proc's "syscall" names the call while it is blocked, and says
+// "running" while it runs).
+bool sleeping_in_syscall(pid_t pid, pid_t tid) {
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/syscall").c_str(), "r");
+  if (!f) return true;
+  char word[32] = {};
+  const bool got = std::fscanf(f, "%31s", word) == 1;
+  std::fclose(f);
+  return !got || std::string_view(word) != "running";
+}
+
+// One read of `sock` (`wait`: blocking), its descriptors kept in `fds`; <= 0 at the end or when
+// nothing is there.
+ssize_t read_keeping_fds(int sock, std::string& text, std::vector<int>& fds, bool wait) {
+  char buf[65536];
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 64)];
+  iovec iov{buf, sizeof buf};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = control;
+  mh.msg_controllen = sizeof control;
+  const ssize_t n = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT));
+  if (n <= 0) return n;
+  for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+      for (std::size_t k = 0; k < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++k) {
+        int fd = -1;
+        std::memcpy(&fd, CMSG_DATA(cm) + k * sizeof(int), sizeof fd);
+        fds.push_back(fd);
+      }
+  text.append(buf, static_cast<std::size_t>(n));
+  return n;
+}
+
+// The same, the descriptors closed and counted.
+ssize_t read_closing_fds(int sock, std::string& text, int& fds, bool wait) {
+  std::vector<int> got;
+  const ssize_t n = read_keeping_fds(sock, text, got, wait);
+  for (int fd : got) ::close(fd);
+  fds += static_cast<int>(got.size());
+  return n;
+}
+
+// Plays Node's receiver, but answers handles only in batches: reads NODE_HANDLE lines, and once
+// `batch` are unanswered (or all `total` came) writes a user line {"before":k} and then an ACK
+// for each. The first time, it first waits until the sender (thread `tid` of `pid`) sleeps and
+// counts the whole lines it can read then: a sender that waits for answers has sent none.
+batches_seen answer_in_batches(int sock, int total, int batch, pid_t pid, pid_t tid) {
+  batches_seen seen;
+  std::string text;
+  int answered = 0;
+  for (;;) {
+    for (std::size_t nl; (nl = text.find('\n')) != std::string::npos; text.erase(0, nl + 1))
+      if (text.starts_with("{\"cmd\":\"NODE_HANDLE\"")) ++seen.lines;
+    seen.most = std::max(seen.most, seen.lines - answered);
+    if (seen.lines - answered == batch && seen.batches == 0) {
+      while (!sleeping_in_syscall(pid, tid)) std::this_thread::yield();
+      while (read_closing_fds(sock, text, seen.fds, false) > 0) {}
+      seen.early_lines = static_cast<int>(std::count(text.begin(), text.end(), '\n'));
+    }
+    if (seen.lines - answered == batch || seen.lines == total) {
+      std::string answers = "{\"before\":" + std::to_string(seen.batches++) + "}\n";
+      for (; answered < seen.lines; ++answered) answers += "{\"cmd\":\"NODE_HANDLE_ACK\"}\n";
+      if (!send_with_fd(sock, answers, -1) && seen.lines < total) {  // after the last, the sender may be gone
+        seen.broken = true;
+        return seen;
+      }
+    }
+    if (seen.lines >= total) return seen;
+    if (read_closing_fds(sock, text, seen.fds, true) <= 0) {
+      seen.broken = true;
+      return seen;
+    }
+  }
+}
+}  // namespace
+
+// The documented number of handles a channel sends to Node ahead of its answers.
+constexpr int handles_ahead = 16;
+
+// Node's sender waits for each handle's ACK; childproc's keeps up to 16 unanswered and then
+// waits, reading (the answers arrive behind whatever the peer sends first, which stays to be
+// received in order). Without it, a peer that does not read lets descriptors pile up in flight.
+TEST_CASE_FIXTURE(played_node, "handles to Node: at most 16 unanswered, blocking and on a loop; what came before the answers is received in order") {
+  const int total = 200;
+  const std::size_t fds_now = open_fds().size();
+  int batches = 0;  // what the peer sent: as many lines to receive
+  SUBCASE("blocking sends") {
+    std::thread node_side([&, tid = static_cast<pid_t>(::gettid())] {
+      const batches_seen seen = answer_in_batches(node, total, handles_ahead, ::getpid(), tid);
+      CHECK(!seen.broken);
+      CHECK(seen.early_lines == 0);  // the sender slept with 16 unanswered, the 17th line not ended
+      CHECK(seen.lines == total);
+      CHECK(seen.fds == total);
+      CHECK(seen.most == handles_ahead);  // never more, and pipelined up to the cap
+      CHECK(seen.batches == 13);
+      batches = seen.batches;
+    });
+    int sent = 0;
+    for (int i = 0; i < total; ++i) {
+      int p[2];
+      REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+      sent += bool(ch.send("{\"n\":" + std::to_string(i) + "}", p[0]));
+      ::close(p[0]);
+      ::close(p[1]);
+    }
+    CHECK(sent == total);
+    node_side.join();
+  }
+  SUBCASE("queued on a loop") {
+    std::thread node_side([&, tid = static_cast<pid_t>(::gettid())] {
+      const batches_seen seen = answer_in_batches(node, total, handles_ahead, ::getpid(), tid);
+      CHECK(!seen.broken);
+      CHECK(seen.early_lines == 0);  // the loop slept with 16 unanswered
+      CHECK(seen.fds == total);
+      CHECK(seen.most == handles_ahead);
+      CHECK(seen.batches == 13);
+      batches = seen.batches;
+    });
+    cp::event_loop loop;
+    const int sent = loop.run([&]() -> cp::task<int> {
+      int n = 0;
+      for (int i = 0; i < total; ++i) {
+        int p[2];
+        if (::pipe2(p, O_CLOEXEC) != 0) co_return -1;
+        n += bool(ch.send("{\"n\":" + std::to_string(i) + "}", p[0]));  // queued: the copy is the channel's
+        ::close(p[0]);
+        ::close(p[1]);
+      }
+      n += bool(co_await ch.send_async(std::string("{\"last\":1}")));  // once everything before it is written
+      co_return n;
+    }());
+    CHECK(sent == total + 1);
+    node_side.join();
+  }
+  // The peer's own lines, sent ahead of each batch of answers, come in order; no answer does.
+  int in_order = 0;
+  for (int k = 0; k < batches; ++k) in_order += ch.receive_sync<std::string>().value() == "{\"before\":" + std::to_string(k) + "}";
+  CHECK(in_order == 13);
+  CHECK(open_fds().size() == fds_now);  // every copy sent is closed here
+  end();
+}
+
+// The failure the wait prevents: a user that is not privileged may have at most RLIMIT_NOFILE
+// descriptors in flight; a child dropped to `nobody` with a limit of 32 sends 200 handles to a
+// peer that reads nothing until 16 have been sent. It waits instead of failing (ETOOMANYREFS).
+CHILDPROC_ENTRY(node_handles_unprivileged)(cp::channel& parent) {
+  auto m = parent.receive_sync();
+  if (!m || !m->has_handle()) return 3;
+  cp::channel node(cp::stream(m->take_handle()), cp::default_max_message_size, cp::serialization::json);
+  if (::geteuid() == 0 && (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) return 4;
+  const rlimit limit{32, 32};
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return 5;
+  for (int i = 0; i < 200; ++i) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return 6;
+    auto e = node.send("{\"n\":" + std::to_string(i) + "}", p[0]);
+    ::close(p[0]);
+    ::close(p[1]);
+    if (!e) {
+      std::fprintf(stderr, "send %d: %s\n", i, e.error().message().c_str());
+      return 7;
+    }
+    if (i == handles_ahead - 1 && !parent.send(std::string("16 sent"))) return 8;
+  }
+  return 0;
+}
+
+TEST_CASE("handles to Node from a user that is not privileged: 200 to a peer that reads late, none fails ETOOMANYREFS") {
+  auto pair = cp::detail::create_duplex_native().value();
+  auto w = cp::fork_self("node_handles_unprivileged", {}, {.stdio = {cp::inherit, cp::inherit, cp::pipe}}).value();
+  REQUIRE(w.send(std::string("the socket"), pair.parent.get()));
+  pair.parent.reset();
+  CHECK(w.receive_sync<std::string>().value() == "16 sent");  // until now nothing was read
+  const batches_seen seen = answer_in_batches(pair.child.get(), 200, handles_ahead, w.pid(), w.pid());
+  CHECK(!seen.broken);
+  CHECK(seen.early_lines == 0);
+  CHECK(seen.fds == 200);
+  CHECK(seen.most == handles_ahead);
+  CHECK(w.err().read_all().value() == "");
+  CHECK(w.wait()->exit_code() == 0);
+}
+
+
+namespace {
+// A pipe's read end that holds `text` (its write end closed), as a raw descriptor.
+int pipe_with(const std::string& text) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return -1;
+  const bool ok = ::write(p[1], text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(p[1]);
+  if (!ok) {
+    ::close(p[0]);
+    return -1;
+  }
+  return p[0];
+}
+
+// All that a descriptor's pipe holds (to its end).
+std::string drain(int fd) {
+  std::string text;
+  char buf[256];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
+  return text;
+}
+
+// Reads NODE_HANDLE lines from a played Node peer until `lines` came (their descriptors closed
+// and counted); what else it read is left in `text`.
+int read_handle_lines(int sock, int lines, std::string& text, int& fds) {
+  int seen = 0;
+  while (seen < lines) {
+    const std::size_t nl = text.find('\n');
+    if (nl == std::string::npos) {
+      if (read_closing_fds(sock, text, fds, true) <= 0) return seen;
+      continue;
+    }
+    seen += text.starts_with("{\"cmd\":\"NODE_HANDLE\"");
+    text.erase(0, nl + 1);
+  }
+  return seen;
+}
+
+// One side of two childproc processes speaking json: 200 handle sends (a pipe holding "<i>"
+// each) before it receives any of the peer's; how many it then received right.
+int handles_both_ways_blocking(cp::channel& ch) {
+  for (int i = 0; i < 200; ++i) {
+    const int fd = pipe_with(std::to_string(i));
+    auto e = ch.send("{\"n\":" + std::to_string(i) + "}", fd);
+    ::close(fd);
+    if (!e) {
+      std::fprintf(stderr, "send %d: %s\n", i, e.error().message().c_str());
+      return -1;
+    }
+  }
+  int right = 0;
+  for (int i = 0; i < 200; ++i) {
+    auto m = ch.receive_sync();
+    if (!m) return right;
+    auto h = m->take_handle();
+    right += *m == "{\"n\":" + std::to_string(i) + "}" && h && drain(h.get()) == std::to_string(i);
+  }
+  return right;
+}
+
+int handles_both_ways_on_a_loop(cp::channel& ch) {
+  cp::event_loop loop;
+  return loop.run([&]() -> cp::task<int> {
+    for (int i = 0; i < 200; ++i) {
+      const int fd = pipe_with(std::to_string(i));
+      auto e = ch.send("{\"n\":" + std::to_string(i) + "}", fd);  // queued: the copy is the channel's
+      ::close(fd);
+      if (!e) co_return -1;
+    }
+    if (auto e = co_await ch.send_async(std::string("{\"last\":true}")); !e) co_return -2;  // all written by now
+    int right = 0;
+    for (int i = 0; i < 200; ++i) {
+      auto m = co_await ch.receive();
+      if (!m) co_return right;
+      auto h = m->take_handle();
+      right += *m == "{\"n\":" + std::to_string(i) + "}" && h && drain(h.get()) == std::to_string(i);
+    }
+    auto last = co_await ch.receive<std::string>();
+    co_return last && *last == "{\"last\":true}" ? right : -3;
+  }());
+}
+}  // namespace
+
+// Both ends wait for answers past 16 unanswered, and each answers the other's handles while it
+// waits (answers skip the sends held): two ends sending many before receiving do not deadlock.
+TEST_CASE("two childproc ends on a json channel each send 200 handles before receiving one: all arrive, in order, with their handles") {
+  const std::size_t fds_now = open_fds().size();
+  {
+    auto pair = cp::detail::create_duplex_native().value();
+    cp::channel a{cp::stream(std::move(pair.parent)), cp::default_max_message_size, cp::serialization::json};
+    cp::channel b{cp::stream(std::move(pair.child)), cp::default_max_message_size, cp::serialization::json};
+    int got_a = 0, got_b = 0;
+    SUBCASE("blocking") {
+      std::thread other([&] { got_b = handles_both_ways_blocking(b); });
+      got_a = handles_both_ways_blocking(a);
+      other.join();
+    }
+    SUBCASE("each on its own loop") {
+      std::thread other([&] { got_b = handles_both_ways_on_a_loop(b); });
+      got_a = handles_both_ways_on_a_loop(a);
+      other.join();
+    }
+    SUBCASE("one blocking, one on a loop") {
+      std::thread other([&] { got_b = handles_both_ways_on_a_loop(b); });
+      got_a = handles_both_ways_blocking(a);
+      if (got_a == 200) got_a += a.receive_sync<std::string>().value() == "{\"last\":true}" ? 0 : 1000;
+      REQUIRE(a.send(std::string("{\"last\":true}")));  // what the loop's side waits for at its end
+      other.join();
+    }
+    CHECK(got_a == 200);
+    CHECK(got_b == 200);
+  }
+  CHECK(open_fds().size() == fds_now);
+}
+
+// The peer goes away while sends wait for its answers: they fail (EPIPE, saying why), their
+// handles close, and so does every send after.
+TEST_CASE_FIXTURE(played_node, "a Node peer that ends with handle sends held for its answers: EPIPE, the held handles closed") {
+  std::string text;
+  int fds = 0;
+  std::thread node_side([&] {
+    CHECK(read_handle_lines(node, 16, text, fds) == 16);
+    CHECK(fds == 16);
+    CHECK(text == "");
+    pair.child.reset();  // gone, 16 unanswered
+  });
+  const auto expect_epipe = [](const cp::result<void>& e, const char* dropped) {
+    REQUIRE(!e);
+    CHECK(e.error() == std::errc::broken_pipe);
+    CHECK(e.error().message() == std::string("send: the Node peer ended before it answered the handles sent (") + dropped + " after them dropped) EPIPE");
+  };
+  SUBCASE("blocking") {
+    for (int i = 0; i < 16; ++i) {
+      const int fd = pipe_with("x");
+      REQUIRE(ch.send("{\"n\":" + std::to_string(i) + "}", fd));
+      ::close(fd);
+    }
+    const int fd = pipe_with("x");
+    expect_epipe(ch.send(std::string("{\"n\":16}"), fd), "1 send");  // waited, then the peer ended
+    ::close(fd);
+  }
+  SUBCASE("on a loop: send_async") {
+    cp::event_loop loop;
+    auto e = loop.run([&]() -> cp::task<cp::result<void>> {
+      for (int i = 0; i < 20; ++i) {
+        const int fd = pipe_with("x");
+        if (auto q = ch.send("{\"n\":" + std::to_string(i) + "}", fd); !q) co_return q;
+        ::close(fd);
+      }
+      co_return co_await ch.send_async(std::string("{\"after\":1}"));
+    }());
+    expect_epipe(e, "5 sends");
+  }
+  node_side.join();
+  auto next = ch.send(std::string("{}"));
+  REQUIRE(!next);
+  CHECK(next.error() == std::errc::broken_pipe);
+  end();
+}
+
+// What the peer sends ahead of its answers is kept for receive, up to the high-water mark: there
+// a blocking send stops reading and says so; its message stays queued and goes once answered.
+TEST_CASE_FIXTURE(played_node, "handle sends held for answers behind more than the high-water mark of the peer's lines: queue_full, nothing lost") {
+  ch.set_high_water_mark(1000);
+  for (int i = 0; i < 16; ++i) {
+    const int fd = pipe_with("x");
+    REQUIRE(ch.send("{\"n\":" + std::to_string(i) + "}", fd));
+    ::close(fd);
+  }
+  std::string text;
+  int fds = 0;
+  REQUIRE(read_handle_lines(node, 16, text, fds) == 16);
+  std::string lines;
+  const std::string pad(82, 'p');
+  for (int k = 0; k < 20; ++k) lines += "{\"k\":" + std::to_string(k + 10) + ",\"pad\":\"" + pad + "\"}\n";  // 100 bytes each
+  REQUIRE(lines.size() == 2000);
+  REQUIRE(send_with_fd(node, lines, -1));  // no answers yet
+  const int fd = pipe_with("seventeen");
+  auto e = ch.send(std::string("{\"n\":16}"), fd);
+  ::close(fd);
+  REQUIRE(!e);
+  CHECK(e.error() == cp::errc::queue_full);
+  CHECK(e.error().message() == "send: waiting for the Node peer's answers to the handles sent, 1980 bytes it sent wait to be "
+                               "received (the high-water mark); receive them: the send stays queued behind the answers");
+  CHECK(ch.buffered() == 1980);
+  int in_order = 0;
+  for (int k = 0; k < 20; ++k) in_order += ch.receive_sync<std::string>().value() == "{\"k\":" + std::to_string(k + 10) + ",\"pad\":\"" + pad + "\"}";
+  CHECK(in_order == 20);
+  std::string acks;
+  for (int i = 0; i < 16; ++i) acks += "{\"cmd\":\"NODE_HANDLE_ACK\"}\n";
+  REQUIRE(send_with_fd(node, acks, -1));
+  REQUIRE(ch.flush());  // reads the answers: the held send goes
+  std::string line;
+  std::vector<int> got;
+  REQUIRE(read_keeping_fds(node, line, got, true) > 0);
+  CHECK(line == "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"n\":16}}\n");
+  REQUIRE(got.size() == 1);
+  CHECK(drain(got[0]) == "seventeen");
+  ::close(got[0]);
+  end();
+}
+
+// The end arriving early: the loop's run ends with sends held (they are written before run
+// returns, once answered), or the loop is destroyed with them held (the next flush writes them).
+TEST_CASE_FIXTURE(played_node, "handle sends held for answers when the loop ends, or is destroyed: they go, in order, once answered") {
+  std::string order;
+  int fds = 0;
+  std::atomic<bool> go{true};
+  // Plays Node: reads all 33 lines; after the first 16 handles it says so and waits for `go`,
+  // then answers them; the last 14 are answered as they come.
+  std::thread node_side([&] {
+    std::string text;
+    int lines = 0, handles = 0;
+    while (lines < 33) {
+      const std::size_t nl = text.find('\n');
+      if (nl == std::string::npos) {
+        if (read_closing_fds(node, text, fds, true) <= 0) break;
+        continue;
+      }
+      const std::string line = text.substr(0, nl);
+      text.erase(0, nl + 1);
+      ++lines;
+      if (!line.starts_with("{\"cmd\":\"NODE_HANDLE\"")) {
+        order += line + "\n";
+        continue;
+      }
+      order += line.substr(line.find("\"msg\":") + 6) + "\n";
+      std::string answer = "{\"cmd\":\"NODE_HANDLE_ACK\"}\n";
+      if (++handles == 16) {
+        if (!send_with_fd(node, "{\"read\":16}\n", -1)) break;
+        while (!go) std::this_thread::yield();
+        for (int k = 1; k < 16; ++k) answer += "{\"cmd\":\"NODE_HANDLE_ACK\"}\n";
+      } else if (handles < 16) {
+        continue;
+      }
+      if (!send_with_fd(node, answer, -1)) break;
+    }
+  });
+  const auto queue_30 = [&]() -> cp::task<bool> {
+    bool ok = true;
+    for (int i = 0; i < 30; ++i) {
+      const int fd = pipe_with("x");
+      ok = ok && ch.send("{\"n\":" + std::to_string(i) + "}", fd);
+      ::close(fd);
+      if (i % 10 == 9) ok = ok && ch.send("{\"plain\":" + std::to_string(i) + "}");
+    }
+    auto read = co_await ch.receive<std::string>();  // 16 written, the rest held
+    co_return ok && read && *read == "{\"read\":16}";
+  };
+  std::string expect;
+  for (int i = 0; i < 30; ++i) {
+    expect += "{\"n\":" + std::to_string(i) + "}}\n";
+    if (i % 10 == 9) expect += "{\"plain\":" + std::to_string(i) + "}\n";
+  }
+  SUBCASE("run ends") {
+    cp::event_loop loop;
+    CHECK(loop.run(queue_30()));  // returns once all is written: 14 sends waited for the answers
+  }
+  SUBCASE("destroyed first") {
+    go = false;
+    {
+      cp::event_loop loop;
+      CHECK_THROWS_AS(loop.run([&]() -> cp::task<void> {  // a task that throws: the loop hands its work back
+        if (co_await queue_30()) throw std::runtime_error("stop");
+      }()),
+                      std::runtime_error);
+    }
+    go = true;
+    REQUIRE(ch.flush());  // what was held goes now, blocking, once answered
+  }
+  node_side.join();
+  CHECK(order == expect);
+  CHECK(fds == 30);
+  end();
 }
 
 int main(int argc, char** argv) {

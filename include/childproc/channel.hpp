@@ -204,7 +204,7 @@ class channel {
   }
 
   /// Bytes received and not yet taken by receive (whole messages and the start of the next).
-  std::size_t buffered() const noexcept { return c_ ? (c_->fill - c_->head) + c_->big_fill + c_->ready_bytes : 0; }
+  std::size_t buffered() const noexcept { return c_ ? buffered_of(c_.get()) : 0; }
 
   /// Queues `msg` (a string, bytes, or any type with message_traits). On an event loop it is
   /// written in the background (errc::queue_full past the high-water mark); elsewhere it is
@@ -270,24 +270,17 @@ class channel {
 
   /// Writes everything queued, blocking (for code without an event loop), reading what the
   /// peer sends meanwhile into the receive buffer.
+  /// Sends held for a Node peer's answers (see send) wait for them here.
   result<void> flush() {
     if (!c_) return closed_error("send");
-    reclaim();
-    if (c_->failed) return c_->failure;
-    if (c_->job) return {};  // a background write on a running loop owns the queue; it goes on there
-    if (c_->direct) return direct_busy();
-    if (c_->out.empty()) return {};
-    if (!c_->io.is_open()) return closed_error("send");
-    return write_out(c_.get());
+    if (auto e = flush_out(c_.get()); !e || c_->job || c_->held.empty()) return e;
+    return deliver(c_.get());
   }
 
   /// Tells the channel which process is at the other end (the library does, at spawn): handles
   /// are pulled from it on Win32.
   void set_peer(result<unique_handle> peer) {
-    if (!c_) return;
-    c_->peer_known = true;
-    if (peer) c_->peer = std::move(*peer);
-    else c_->peer_error = std::move(peer).error();
+    if (c_) note_peer(c_.get(), std::move(peer));
   }
 
   /// Awaitable: the next message -> result<T> (T = message by default); errc::end_of_stream
@@ -334,7 +327,10 @@ class channel {
   /// yet written are dropped (flush() or send_async() first to be sure they left).
   void disconnect() noexcept {
     if (!c_) return;
-    if (c_->job) c_->job->owner = nullptr;  // it frees itself: its write is cancelled, or its loop ends it
+    if (c_->job) {  // it frees itself: its write is cancelled, or its loop ends it
+      c_->job->owner = nullptr;
+      if (c_->job->stalled) c_->job->loop->schedule(c_->job);
+    }
     c_->job = nullptr;
     close_io(c_.get());
     c_->out.clear();
@@ -417,6 +413,17 @@ class channel {
     std::size_t node_prune_at = 64;           // forget closed ones when the list grows past this
     std::vector<std::string> node_closing;    // keys whose server waits (NODE_SOCKET_NOTIFY_CLOSE) for them all
     std::size_t node_nacks = 0;               // NODE_HANDLE_NACKs received, not yet reported by a send
+    // Sends held until Node answers the handles sent before them (node_handles_ahead), in order;
+    // their bytes have no place in the stream yet (not in `queued`).
+    struct held_send {
+      std::string bytes;
+      detail::outgoing_handle h;  // with a NODE_HANDLE line: its descriptor goes with the newline
+      bool handle = false;
+    };
+    std::deque<held_send> held;
+    std::size_t held_bytes = 0;
+    std::size_t node_open = 0;    // NODE_HANDLE lines queued or written, not yet answered
+    bool delivering = false;      // a blocking flush waits for answers: it writes what they let go
     std::shared_ptr<int> alive = std::make_shared<int>();  // expires with the channel (send_direct checks)
   };
 
@@ -429,6 +436,7 @@ class channel {
     std::size_t done = 0;
     event_loop* loop = nullptr;
     bool issued = false;  // handed to the reactor (before: scheduled for the end of the round)
+    bool stalled = false;  // all written but sends held for Node's answers: the pump reads for them
     explicit write_job(event_loop& l) : loop(&l) {
       run = &begin;
       settle = &settled;
@@ -468,6 +476,12 @@ class channel {
     return error(errc::queue_full, "send: a large send_async on a loop that stopped has not finished writing");
   }
 
+  static void note_peer(core* c, result<unique_handle> peer) {
+    c->peer_known = true;
+    if (peer) c->peer = std::move(*peer);
+    else c->peer_error = std::move(peer).error();
+  }
+
   static error closed_error(const char* what) { return error(errc::channel_closed, std::string(what) + ": the channel is closed"); }
 
   static std::size_t high_water(const core* c) noexcept {
@@ -478,7 +492,7 @@ class channel {
   // Completes when every byte queued so far is written (or the channel fails or closes).
   task<result<void>> until_written() {
     start_writing(c_.get(), *event_loop::current());
-    written_awaiter until(c_.get(), c_->queued);  // a named awaiter: g++ 12 mishandles braced temporaries in co_await
+    written_awaiter until(c_.get(), c_->queued + c_->held_bytes);  // held sends go after the queue  // a named awaiter: g++ 12 mishandles braced temporaries in co_await
     co_return co_await until;
   }
 
@@ -518,18 +532,21 @@ class channel {
     }
   };
 
+  static std::size_t buffered_of(const core* c) noexcept { return (c->fill - c->head) + c->big_fill + c->ready_bytes; }
+
   // Room for what arrives while a write waits: none past the high-water mark.
   static std::span<char> inbox_room(core* c) {
     if (c->failed || c->eof || !c->io.is_open()) return {};
     if (!c->big.empty() && c->big_fill == c->big.size()) park_big(c);
-    const std::size_t held = (c->fill - c->head) + c->big_fill + c->ready_bytes;
+    const std::size_t held = buffered_of(c);
     if (held >= high_water(c) || c->fds.size() + 1 >= max_held_fds) return {};
     return spare(c);
   }
 
   // Whether one of the channel's writes waits on `loop`.
   static bool writing_on(const core* c, const event_loop* loop) noexcept {
-    return (c->direct && c->direct_loop == loop) || (c->job && c->job->issued && c->job->waiting && c->job->loop == loop);
+    return (c->direct && c->direct_loop == loop) ||
+           (c->job && ((c->job->issued && c->job->waiting) || c->job->stalled) && c->job->loop == loop);
   }
 
   // Issues the pump on `loop` unless a read is pending (the pump or a receive()) or there is no room.
@@ -541,9 +558,9 @@ class channel {
       if (!m) return std::move(m).error();
       if (*m) return decode<T>(std::move(**m));
       if (!c_->io.is_open()) return closed_error("receive");
-      if (c_->job || !c_->out.empty()) {
+      if (c_->job || !c_->out.empty()) {  // (sends held for Node's answers go on as this parses them)
         const std::size_t held = buffered();
-        if (auto e = flush(); !e) return std::move(e).error();
+        if (auto e = flush_out(c_.get()); !e) return std::move(e).error();
         if (buffered() != held) continue;  // the flush read while it wrote: look at that first
       }
       if (node_close_pending()) {  // a closing Node server waits for connections the user holds: look again soon
@@ -584,7 +601,7 @@ class channel {
   // loop gets it back there.
   static void rearm_pump(core* c) {
     if (c->direct && c->direct_loop) start_pump(c, *c->direct_loop);
-    else if (c->job && c->job->issued && c->job->waiting) start_pump(c, *c->job->loop);
+    else if (c->job && ((c->job->issued && c->job->waiting) || c->job->stalled)) start_pump(c, *c->job->loop);
   }
 
   static void pumped(detail::reactor_op* op) {
@@ -593,6 +610,10 @@ class channel {
     p->pending = false;
     const bool again = !p->err;
     settle_pump(c);
+    if (c->job && c->job->stalled) {  // it read for Node's answers: the job looks at what came
+      scan_answers(c);
+      c->job->loop->schedule(c->job);
+    }
     if (again && writing_on(c, p->loop)) start_pump(c, *p->loop);
   }
 
@@ -744,7 +765,7 @@ class channel {
       out.resize(start);
       return error(errc::invalid_argument, "send: the channel's codec cannot carry this message");
     }
-    const std::uint64_t waiting = c_->queued - c_->written - ahead;
+    const std::uint64_t waiting = c_->queued - c_->written - ahead + c_->held_bytes;
     if (bounded && waiting > 0 && waiting + ahead + (out.size() - start) > high_water(c_.get())) {
       const std::size_t frame = ahead + out.size() - start;
       out.resize(start);
@@ -753,6 +774,7 @@ class channel {
                                          std::to_string(high_water(c_.get())) + " (the peer reads too slowly)");
     }
     c_->queued += out.size() - start;
+    if (ahead == 0 && own_frame && must_hold(c_.get(), false)) hold_tail(c_.get(), start);  // behind the sends held
     return {};
   }
 
@@ -820,7 +842,12 @@ class channel {
     out.back() = '}';  // the line's newline, moved after the closing brace
     out.push_back('\n');
     c_->queued += 1;
+    if (must_hold(c_.get(), true)) {  // it waits for Node's answers to those before it
+      hold_tail(c_.get(), at, &*copy);
+      return {};
+    }
     c_->outgoing.push_back({c_->queued - 1, std::move(*copy)});
+    ++c_->node_open;
     return {};
   }
 
@@ -898,13 +925,33 @@ class channel {
       if (p.at >= c->in_flight_end) detail::drop_handle_native(p.h);
       else detail::sent_handle_native(p.h);
     c->outgoing.clear();
+    for (auto& s : c->held)
+      if (s.handle) detail::drop_handle_native(s.h);
+    c->held.clear();
+    c->held_bytes = 0;
   }
 
   // A background write whose loop is not running (stopped, or never run again) gives its bytes
   // back, so that this blocking call or another loop writes them.
   void reclaim() noexcept {
-    if (c_ && c_->job && !c_->job->loop->running()) take_back(c_->job);
-    if (c_) c_->io.take_back_read();  // a receive() left pending on a loop: this call reads now
+    if (c_) reclaim(c_.get());
+  }
+
+  static void reclaim(core* c) noexcept {
+    if (c->job && !c->job->loop->running()) take_back(c->job);
+    c->io.take_back_read();  // a receive() left pending on a loop: this call reads now
+  }
+
+  // Writes what is queued, blocking, unless a background write on a running loop owns the
+  // queue (it goes on there).
+  static result<void> flush_out(core* c) {
+    reclaim(c);
+    if (c->failed) return c->failure;
+    if (c->job) return {};
+    if (c->direct) return direct_busy();
+    if (c->out.empty()) return {};
+    if (!c->io.is_open()) return closed_error("send");
+    return write_out(c);
   }
 
   // Ends `job` without its completion; the bytes it had not written go back to the front of
@@ -951,7 +998,8 @@ class channel {
       std::erase_if(c->writers, [loop](written_awaiter* a) { return a->loop == loop; });
       return;
     }
-    if (!c->failed && c->io.is_open() && !c->out.empty()) (void)write_out(c);
+    if (!c->failed && c->io.is_open() && !c->held.empty()) (void)deliver(c);  // waits for Node's answers
+    else if (!c->failed && c->io.is_open() && !c->out.empty()) (void)write_out(c);
     else if (c->failed) wake_writers(c, c->failure);
   }
 
@@ -959,26 +1007,68 @@ class channel {
   static void begin(detail::loop_work* w) {
     auto* job = static_cast<write_job*>(w);
     core* c = job->owner;
-    if (!c) {  // disconnected before it started
+    if (job->issued) return;  // asked again while it writes (its completion goes on)
+    if (!c) {  // disconnected before it started, or while it waited for answers
       delete job;
       return;
     }
     if (!c->io.is_open() || c->failed) {  // closed by a bad frame meanwhile: nothing more is written
-      c->job = nullptr;
-      delete job;
-      wake_writers(c, c->failed ? c->failure : closed_error("send"));
+      end_job(job, c->failed ? c->failure : closed_error("send"));
       return;
     }
     job->handle = c->io.handle();
-    job->buffer = std::exchange(c->out, {});
-    if (job->buffer.empty()) {  // a write_now sent it all meanwhile: its send_async waiters are due
-      c->job = nullptr;
-      delete job;
+    go_on(job);
+  }
+
+  // The job has written all it took: it takes what was queued since, or waits for Node's
+  // answers while sends are held for them (reading: the pump), or ends. Resumes the
+  // send_async calls that are due, so nothing of the channel may be touched after it.
+  static void go_on(write_job* job) {
+    core* c = job->owner;
+    job->stalled = false;  // (what the scan lets go is taken below, not scheduled)
+    if (!c->held.empty()) scan_answers(c);  // what the pump read may hold the answers
+    if (c->failed || !c->io.is_open()) {
+      end_job(job, c->failed ? c->failure : closed_error("send"));
+      return;
+    }
+    job->buffer.clear();
+    job->buffer.swap(c->out);  // (the queue keeps the old buffer's room)
+    job->done = 0;
+    if (!job->buffer.empty()) {
+      job->stalled = false;
+      job->issued = true;
+      issue(job);
       wake_writers(c, {});
       return;
     }
-    job->issued = true;
-    issue(job);
+    if (!c->held.empty()) {
+      if (c->eof) {
+        c->job = nullptr;
+        delete job;
+        stop_pump(c);
+        (void)end_held(c);
+        return;
+      }
+      job->issued = false;  // nothing in the reactor: take_back has nothing to withdraw
+      job->stalled = true;
+      start_pump(c, *job->loop);
+      wake_writers(c, {});
+      return;
+    }
+    c->job = nullptr;  // a write_now sent it all meanwhile, or the last write is done
+    delete job;
+    stop_pump(c);
+    wake_writers(c, {});
+  }
+
+  // Ends the job with the channel's failure (or its close): nothing queued or held goes.
+  static void end_job(write_job* job, const error& e) {
+    core* c = job->owner;
+    c->job = nullptr;
+    delete job;
+    stop_pump(c);
+    drop_outgoing(c);
+    wake_writers(c, e);
   }
 
   // Sends made in one round of the loop leave together: the first schedules a write for the end
@@ -987,9 +1077,10 @@ class channel {
   // never yields does not pile up memory.
   static void start_writing(core* c, event_loop& loop) {
     if (c->job && !c->job->loop->running()) take_back(c->job);  // stranded on a loop that stopped
-    if (c->out.empty() || c->direct) return;                   // a direct write restarts the queue when it ends
+    if ((c->out.empty() && c->held.empty()) || c->direct) return;  // a direct write restarts the queue when it ends
     if (c->job) {
-      if (!c->job->issued && c->out.size() >= 65536) write_now(c);
+      if (c->job->stalled) c->job->loop->schedule(c->job);  // sends Node's answers let go
+      else if (!c->job->issued && c->out.size() >= 65536) write_now(c);
       return;
     }
     auto* job = new write_job(loop);
@@ -1015,6 +1106,8 @@ class channel {
 
   static void issue(write_job* job) {
     core* c = job->owner;
+    job->bytes = 0;
+    job->err = {};
     const auto [size, attach] = next_write(c, job->buffer.size() - job->done);
     job->data = job->buffer.data() + job->done;
     job->size = size;
@@ -1046,17 +1139,10 @@ class channel {
     job->done += job->bytes;
     wrote(c, job->bytes);
     if (job->done == job->buffer.size()) {
-      job->buffer.clear();
-      job->done = 0;
-      job->buffer.swap(c->out);  // whatever was queued meanwhile, in one write
+      go_on(job);  // whatever was queued meanwhile, in one write
+      return;
     }
-    if (job->buffer.empty()) {
-      c->job = nullptr;
-      delete job;
-      stop_pump(c);  // no write waits any more
-    } else {
-      issue(job);  // the pump, if running, reads on while the next write waits too
-    }
+    issue(job);  // the pump, if running, reads on while the next write waits too
     wake_writers(c, {});
   }
 
@@ -1083,7 +1169,14 @@ class channel {
   static error fail(core* c, error e) {
     c->failed = true;
     c->failure = e;
+    poke(c);
     return e;
+  }
+
+  // A job waiting for Node's answers looks again at the end of the round (they may never come
+  // now: the channel failed, or the peer ended). Never resumes anything itself.
+  static void poke(core* c) noexcept {
+    if (c->job && c->job->stalled) c->job->loop->schedule(c->job);
   }
 
   // Whether a read is pending into the receive buffer (the pump's, or a receive()'s).
@@ -1134,19 +1227,27 @@ class channel {
   // The next whole frame already received, nothing yet, or the error that broke the stream.
   result<std::optional<message>> take_frame() {
     if (!c_) return closed_error("receive");
-    core* c = c_.get();
-    settle_node_closing();
+    return take_frame(c_.get());
+  }
+
+  static result<std::optional<message>> take_frame(core* c) {
+    settle_node_closing(c);
     if (!c->ready.empty()) {
       message m = std::move(c->ready.front());
       c->ready.pop_front();
       c->ready_bytes -= m.size();
       return std::optional<message>(std::move(m));
     }
+    return take_frame_in(c);
+  }
+
+  // The next whole frame in the receive buffer (those in `ready` come before it).
+  static result<std::optional<message>> take_frame_in(core* c) {
     // A broken stream (a bad frame: closed) says so at once, unless the bytes before the break
     // were kept (libuv's frames: eof marks it); after a write failure (EPIPE) the frames already
     // received are still served, then the failure.
     if (c->failed && !c->io.is_open() && !c->eof) return c->failure;
-    if (!c->big.empty() || c->big_fill) return take_big();
+    if (!c->big.empty() || c->big_fill) return take_big(c);
     if (c->format == childproc::serialization::advanced) return advanced_error("receive");
     for (;;) {  // skips Node's own messages
       const std::string_view have(c->in.data() + c->head, c->fill - c->head);
@@ -1157,13 +1258,13 @@ class channel {
             const std::uint64_t at = c->consumed;
             const std::string_view payload = have.substr(s.header, s.size);  // the buffer stays put until the next read
             consume(c, s.header + s.size + s.trailer);
-            if (auto e = announced(payload, at); !e) return std::move(e).error();
-            return take_frame();  // the message it belongs to
+            if (auto e = announced(c, payload, at); !e) return std::move(e).error();
+            return take_frame_in(c);  // the message it belongs to
           }
           if (c->format == childproc::serialization::json) {
             const std::string_view line = have.substr(s.header, s.size);
             const detail::json_verdict v = detail::check_received(line);
-            if (v.handle) return node_handle(line, v, s.header + s.size + s.trailer);
+            if (v.handle) return node_handle(c, line, v, s.header + s.size + s.trailer);
             if (v.internal) {
               // Node's own bookkeeping: not the user's. A server's question is answered (the key
               // copied first: answering may read into the buffer the line is in).
@@ -1171,7 +1272,8 @@ class channel {
               std::string key = ask ? std::string(line.substr(v.key_at, v.key_size)) : std::string();
               if (v.nack) ++c->node_nacks;
               consume(c, s.header + s.size + s.trailer);
-              if (ask) node_socket_request(key, v.get_count);
+              if (ask) node_socket_request(c, key, v.get_count);
+              if (v.ack || v.nack) answered(c);
               continue;
             }
           }
@@ -1197,7 +1299,7 @@ class channel {
           if (s.header && s.size >= big_frame && s.trailer == 0) {  // read the rest straight into its own buffer
             if (c->pump.pending) {  // it reads into the receive buffer, where the frame's rest must not go
               stop_pump(c);
-              return take_frame();
+              return take_frame_in(c);
             }
             if (c->io.reading()) return std::optional<message>();  // a receive() reads there: it sets this up
             const std::size_t part = have.size() - s.header;
@@ -1212,7 +1314,7 @@ class channel {
             c->consumed = c->big_end;
             c->head = c->fill = 0;
             c->scanned = 0;
-            return take_big();
+            return take_big(c);
           }
           c->want = s.want > have.size() ? s.want - have.size() : 0;
           c->scanned = have.size();
@@ -1226,8 +1328,7 @@ class channel {
   // the descriptor whose read ended inside the line is its handle. Node
   // holds back everything it sends after it until the answer: ACK, or NACK if no descriptor came
   // (Node then sends it again). No descriptor comes on Win32, where Node passes handles otherwise.
-  result<std::optional<message>> node_handle(std::string_view line, const detail::json_verdict& v, std::size_t size) {
-    core* c = c_.get();
+  static result<std::optional<message>> node_handle(core* c, std::string_view line, const detail::json_verdict& v, std::size_t size) {
     const std::uint64_t at = c->consumed;
     std::string text = v.has_msg ? std::string(line.substr(v.msg_at, v.msg_size)) : std::string("null");
     std::string key = v.has_key ? std::string(line.substr(v.key_at, v.key_size)) : std::string();  // before the buffer moves
@@ -1237,8 +1338,8 @@ class channel {
     // one whose read ended past the line belongs to a later one.
     unique_handle fd = take_fd(c, at, [end = at + size](const core::arrival& a) { return a.end <= end && a.start < end; });
     const bool got = bool(fd);
-    answer_node(got ? std::string_view("{\"cmd\":\"NODE_HANDLE_ACK\"}\n") : std::string_view("{\"cmd\":\"NODE_HANDLE_NACK\"}\n"));
-    if (!got) return take_frame();
+    answer_node(c, got ? std::string_view("{\"cmd\":\"NODE_HANDLE_ACK\"}\n") : std::string_view("{\"cmd\":\"NODE_HANDLE_NACK\"}\n"));
+    if (!got) return take_frame_in(c);
     if (v.has_key && !detail::json_falsy(key)) {  // a connection of a Node server's (Node: `if (message.key)`)
       // A descriptor number the kernel gave again was closed: what was recorded under it is gone,
       // even if the same socket came back (a server's keepOpen send).
@@ -1265,13 +1366,12 @@ class channel {
   // A Node server asks, as Node's own workers answer it: how many of its connections are open
   // here (server.getConnections()), or to be told when none is (server.close()). Keys compare
   // as the JSON text Node wrote (JSON.stringify spells one string one way).
-  void node_socket_request(const std::string& key, bool get_count) {
-    core* c = c_.get();
+  static void node_socket_request(core* c, const std::string& key, bool get_count) {
     forget_closed_sockets(c);
     if (get_count) {
-      answer_node("{\"cmd\":\"NODE_SOCKET_COUNT\",\"key\":" + key + ",\"count\":" + std::to_string(node_sockets_of(c, key)) + "}\n");
+      answer_node(c, "{\"cmd\":\"NODE_SOCKET_COUNT\",\"key\":" + key + ",\"count\":" + std::to_string(node_sockets_of(c, key)) + "}\n");
     } else if (node_sockets_of(c, key) == 0) {
-      answer_node("{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":" + key + "}\n");
+      answer_node(c, "{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":" + key + "}\n");
     } else if (std::find(c->node_closing.begin(), c->node_closing.end(), key) == c->node_closing.end()) {
       c->node_closing.push_back(key);  // told when the last one closes
     }
@@ -1279,12 +1379,15 @@ class channel {
 
   // Tells each Node server waiting in close() whose connections here have all closed since.
   void settle_node_closing() {
-    core* c = c_.get();
-    if (!c || c->node_closing.empty()) return;
+    if (c_) settle_node_closing(c_.get());
+  }
+
+  static void settle_node_closing(core* c) {
+    if (c->node_closing.empty()) return;
     forget_closed_sockets(c);
     std::erase_if(c->node_closing, [&](const std::string& key) {
       if (node_sockets_of(c, key) != 0) return false;
-      answer_node("{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":" + key + "}\n");
+      answer_node(c, "{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":" + key + "}\n");
       return true;
     });
   }
@@ -1296,16 +1399,129 @@ class channel {
   bool node_close_pending() const noexcept { return c_ && !c_->node_closing.empty() && !c_->io.buffered(); }
 
   // Queues one of the answers Node's protocol asks for and starts writing it, as send does; a
-  // failure shows on the next send, as Node swallows its own.
-  void answer_node(std::string_view line) {
-    core* c = c_.get();
+  // failure shows on the next send, as Node swallows its own. Answers go ahead of the sends
+  // held for Node's answers (Node's own skip its queue too): two ends that both wait for
+  // answers give them to each other.
+  static void answer_node(core* c, std::string_view line) {
     if (c->failed || !c->io.is_open()) return;
     const std::size_t at = c->uv ? uv_frames::begin(c->out) : c->out.size();
     c->out.append(line);
     if (c->uv) (void)uv_frames::finish(c->out, at);  // a few bytes: always fits
-    c->queued += c->out.size() - at;
+    const std::size_t n = c->out.size() - at;
+    if (!c->held.empty())  // a send_async waiting for held bytes: they are now n bytes further on
+      for (written_awaiter* w : c->writers)
+        if (w->target > c->queued) w->target += n;
+    c->queued += n;
+    kick(c);
+  }
+
+  // Starts writing what was just queued (an answer, or sends the answers let go): on the loop
+  // of this thread; else now, blocking (unless a blocking send that waits for answers is on
+  // the stack: it writes them next).
+  static void kick(core* c) {
+    if (c->delivering) return;
     if (event_loop* loop = event_loop::current()) start_writing(c, *loop);
-    else (void)flush();
+    else (void)flush_out(c);
+  }
+
+  // Node's sender keeps one handle in flight and waits for its answer; this one keeps up to
+  // node_handles_ahead NODE_HANDLE lines unanswered, then holds the sends after them (in
+  // order) until answers come. Linux counts every descriptor in flight (sent, not yet read)
+  // against an unprivileged sender's RLIMIT_NOFILE: without the wait, sends to a busy peer
+  // fail with ETOOMANYREFS.
+  static constexpr std::size_t node_handles_ahead = 16;
+
+  // Whether a send must wait behind the ones held (`handle`: it carries a NODE_HANDLE line).
+  static bool must_hold(const core* c, bool handle) noexcept {
+    return c->format == childproc::serialization::json && !c->uv &&
+           (!c->held.empty() || (handle && c->node_open >= node_handles_ahead));
+  }
+
+  // Moves the bytes queued from `from` in `out` (one send) to the back of the held sends.
+  static void hold_tail(core* c, std::size_t from, detail::outgoing_handle* h = nullptr) {
+    core::held_send s;
+    s.bytes.assign(c->out, from, std::string::npos);
+    c->out.resize(from);
+    c->queued -= s.bytes.size();
+    c->held_bytes += s.bytes.size();
+    if (h) {
+      s.h = std::move(*h);
+      s.handle = true;
+    }
+    c->held.push_back(std::move(s));
+  }
+
+  // An answer came (ACK or NACK): the sends held behind the cap go on, up to the next handle
+  // that would pass it.
+  static void answered(core* c) {
+    if (c->node_open) --c->node_open;
+    bool any = false;
+    while (!c->held.empty() && (!c->held.front().handle || c->node_open < node_handles_ahead)) {
+      core::held_send& s = c->held.front();
+      c->out += s.bytes;
+      c->queued += s.bytes.size();
+      c->held_bytes -= s.bytes.size();
+      if (s.handle) {  // its descriptor goes with its newline, the last byte
+        c->outgoing.push_back({c->queued - 1, std::move(s.h)});
+        ++c->node_open;
+      }
+      c->held.pop_front();
+      any = true;
+    }
+    if (any) kick(c);
+  }
+
+  // Takes in what was received while sends wait for Node's answers: the answers are taken (and
+  // let sends go), what else came waits in `ready` for receive, in order. Stops at a partial
+  // line, at an error (kept for receive), and once nothing is held.
+  static void scan_answers(core* c) {
+    while (!c->held.empty() && !c->failed && c->big.empty()) {
+      auto m = take_frame_in(c);
+      if (!m || !*m) return;
+      c->ready_bytes += (*m)->size();
+      c->ready.push_back(std::move(**m));
+    }
+  }
+
+  // A blocking flush while sends wait for answers: writes what may go, reads (up to the
+  // high-water mark) and takes the answers, until nothing is held.
+  static result<void> deliver(core* c) {
+    c->delivering = true;
+    struct unmark {
+      core* c;
+      ~unmark() { c->delivering = false; }
+    } guard{c};
+    for (;;) {
+      if (!c->out.empty())
+        if (auto e = write_out(c); !e) return e;
+      if (c->held.empty()) return {};
+      scan_answers(c);
+      if (!c->out.empty()) continue;
+      if (c->failed) return c->failure;
+      if (c->eof || !c->io.is_open()) return end_held(c);
+      const std::span<char> room = inbox_room(c);
+      if (room.empty())  // what is held here must be received before more can be read
+        return error(errc::queue_full, "send: waiting for the Node peer's answers to the handles sent, " +
+                                           (c->fds.size() + 1 >= max_held_fds
+                                                ? std::to_string(c->fds.size()) + " descriptors it sent ahead of their lines"
+                                                : std::to_string(buffered_of(c)) + " bytes it sent") +
+                                           " wait to be received (the high-water mark); receive them: the send stays "
+                                           "queued behind the answers");
+      if (auto e = absorb(c, c->io.read_some(room)); !e) return e;
+    }
+  }
+
+  // The peer ended with sends held for its answers: they never go (handles closed), and the
+  // channel fails as a write to a peer that is gone does.
+  static error end_held(core* c) {
+    const error e = c->failed ? c->failure
+                              : fail(c, error(std::make_error_code(std::errc::broken_pipe),
+                                              "send: the Node peer ended before it answered the handles sent (" +
+                                                  std::to_string(c->held.size()) + (c->held.size() == 1 ? " send" : " sends") +
+                                                  " after them dropped)"));
+    drop_outgoing(c);
+    wake_writers(c, e);
+    return e;
   }
 
   // Node answers NACK when a NODE_HANDLE line came without its descriptor (its read lost it:
@@ -1335,10 +1551,9 @@ class channel {
 
   // A control frame at stream offset `at`: the handle it announces waits for the next message.
   // Its descriptor is the one that arrived with the read holding the frame's first byte.
-  result<void> announced(std::string_view payload, std::uint64_t at) {
-    core* c = c_.get();
+  static result<void> announced(core* c, std::string_view payload, std::uint64_t at) {
     unique_handle fd = take_fd(c, at, [at](const core::arrival& a) { return a.start <= at; });  // the read holding its first byte
-    if (!c->peer_known) set_peer(detail::channel_peer_native(c->io.handle(), nullptr));
+    if (!c->peer_known) note_peer(c, detail::channel_peer_native(c->io.handle(), nullptr));
     auto h = detail::take_received_handle_native(payload, std::move(fd), c->peer.get());
     if (!h) {
       close_io(c);
@@ -1355,8 +1570,7 @@ class channel {
   // Frames from this size on are read into their own buffer, not through the receive buffer.
   static constexpr std::size_t big_frame = 256 * 1024;
 
-  result<std::optional<message>> take_big() {
-    core* c = c_.get();
+  static result<std::optional<message>> take_big(core* c) {
     if (c->big_fill == c->big.size()) {
       message m(std::exchange(c->big, {}), std::move(c->incoming));
       c->big_fill = 0;
@@ -1426,6 +1640,7 @@ class channel {
     // for the reader that is the end, as Node takes it, with what was received still served.
     if (r.error() == errc::end_of_stream || r.error() == std::errc::connection_reset) {
       c->eof = true;
+      poke(c);
       return {};
     }
     if (r.error() == errc::cancelled) {
