@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -1365,7 +1366,8 @@ TEST_CASE_FIXTURE(played_node, "a Node peer that ends with handle sends held for
 }
 
 // What the peer sends ahead of its answers is kept for receive, up to the high-water mark: there
-// a blocking send stops reading and says so; its message stays queued and goes once answered.
+// a blocking send stops reading and says so, its message not queued; sent again once the lines
+// are received and the answers came, it goes.
 TEST_CASE_FIXTURE(played_node, "handle sends held for answers behind more than the high-water mark of the peer's lines: queue_full, nothing lost") {
   ch.set_high_water_mark(1000);
   for (int i = 0; i < 16; ++i) {
@@ -1383,19 +1385,19 @@ TEST_CASE_FIXTURE(played_node, "handle sends held for answers behind more than t
   REQUIRE(send_with_fd(node, lines, -1));  // no answers yet
   const int fd = pipe_with("seventeen");
   auto e = ch.send(std::string("{\"n\":16}"), fd);
-  ::close(fd);
   REQUIRE(!e);
   CHECK(e.error() == cp::errc::queue_full);
-  CHECK(e.error().message() == "send: waiting for the Node peer's answers to the handles sent, 1980 bytes it sent wait to be "
-                               "received (the high-water mark); receive them: the send stays queued behind the answers");
-  CHECK(ch.buffered() == 1980);
+  CHECK(e.error().message() == "send: waiting for the Node peer's answers to the handles sent, 1993 bytes it sent wait to be "
+                               "received (the high-water mark): receive them first; this message was not sent (nothing of it queued)");
+  CHECK(ch.buffered() == 1993);  // 7 lines parsed (99 bytes and the keep of a message each), 13 not yet
   int in_order = 0;
   for (int k = 0; k < 20; ++k) in_order += ch.receive_sync<std::string>().value() == "{\"k\":" + std::to_string(k + 10) + ",\"pad\":\"" + pad + "\"}";
   CHECK(in_order == 20);
   std::string acks;
   for (int i = 0; i < 16; ++i) acks += "{\"cmd\":\"NODE_HANDLE_ACK\"}\n";
   REQUIRE(send_with_fd(node, acks, -1));
-  REQUIRE(ch.flush());  // reads the answers: the held send goes
+  REQUIRE(ch.send(std::string("{\"n\":16}"), fd));  // waits for the answers, then goes
+  ::close(fd);
   std::string line;
   std::vector<int> got;
   REQUIRE(read_keeping_fds(node, line, got, true) > 0);
@@ -1478,6 +1480,238 @@ TEST_CASE_FIXTURE(played_node, "handle sends held for answers when the loop ends
   CHECK(order == expect);
   CHECK(fds == 30);
   end();
+}
+
+// A peer that sends a handle and goes at once: the ACK for it cannot be written. That costs the
+// user nothing: the message is received, flush() has nothing of the user's to fail, receive ends
+// cleanly; only the next send says the peer is gone.
+TEST_CASE_FIXTURE(played_node, "a Node peer that sends a handle and disconnects before the ACK: the message, then end_of_stream; the next send EPIPE") {
+  const int fd = pipe_with("its pipe");
+  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"last\":1}}\n", fd));
+  ::close(fd);
+  pair.child.reset();  // gone before it could read an answer
+  auto m = ch.receive_sync();
+  REQUIRE(m);
+  CHECK(*m == "{\"last\":1}");
+  auto h = m->take_handle();
+  CHECK(drain(h.get()) == "its pipe");
+  CHECK(ch.flush());
+  auto end_ = ch.receive_sync();
+  REQUIRE(!end_);
+  CHECK(end_.error() == cp::errc::end_of_stream);
+  auto next = ch.send(std::string("{}"));
+  REQUIRE(!next);
+  CHECK(next.error() == std::errc::broken_pipe);
+  h.reset();
+  end();
+}
+
+namespace {
+// Sends `n` handles (pipes holding "x") on `ch`, checking each is accepted.
+void send_handles(cp::channel& ch, int n) {
+  for (int i = 0; i < n; ++i) {
+    const int fd = pipe_with("x");
+    REQUIRE(ch.send("{\"n\":" + std::to_string(i) + "}", fd));
+    ::close(fd);
+  }
+}
+
+std::string acks(int n) {
+  std::string text;
+  for (int i = 0; i < n; ++i) text += "{\"cmd\":\"NODE_HANDLE_ACK\"}\n";
+  return text;
+}
+}  // namespace
+
+// The answers can arrive behind a reply in the same read: a receive() that takes the reply
+// leaves them parsed by no one unless the waiting write looks again.
+TEST_CASE_FIXTURE(played_node, "on a loop: a receive() takes a reply that came with the answers behind it; the held sends go on") {
+  std::thread node_side([&] {
+    std::string text;
+    int fds = 0;
+    CHECK(read_handle_lines(node, 16, text, fds) == 16);
+    CHECK(send_with_fd(node, "{\"hello\":1}\n" + acks(16), -1));  // one write: the reply, then the answers
+    CHECK(read_handle_lines(node, 1, text, fds) == 1);
+    while (text.find('\n') == std::string::npos && read_closing_fds(node, text, fds, true) > 0) {}
+    CHECK(text == "{\"after\":1}\n");
+    CHECK(fds == 17);
+  });
+  auto loop = std::make_unique<cp::event_loop>();
+  const bool ok = loop->run([&]() -> cp::task<bool> {
+    auto sender = [&]() -> cp::task<bool> {
+      for (int i = 0; i < 17; ++i) {
+        const int fd = pipe_with("x");
+        const bool sent = bool(ch.send("{\"n\":" + std::to_string(i) + "}", fd));
+        ::close(fd);
+        if (!sent) co_return false;
+      }
+      co_return bool(co_await ch.send_async(std::string("{\"after\":1}")));
+    };
+    auto receiver = [&]() -> cp::task<bool> {
+      auto m = co_await ch.receive<std::string>();
+      co_return m && *m == "{\"hello\":1}";
+    };
+    auto [a, b] = co_await cp::when_all(sender(), receiver());
+    co_return a && b;
+  }());
+  CHECK(ok);
+  node_side.join();
+  loop.reset();
+  end();
+}
+
+// The pump stops at the high-water mark; the receives that take the channel back under it let
+// the waiting write read again, and the answers in the socket come in.
+TEST_CASE_FIXTURE(played_node, "on a loop: held sends wait at the high-water mark; receiving below it lets the answers in") {
+  ch.set_high_water_mark(1000);
+  std::thread node_side([&] {
+    std::string text;
+    int fds = 0;
+    CHECK(read_handle_lines(node, 16, text, fds) == 16);
+    std::string lines;
+    const std::string pad(82, 'p');
+    for (int k = 0; k < 20; ++k) lines += "{\"k\":" + std::to_string(k) + ",\"pad\":\"" + pad + "\"}\n";  // 100 bytes each
+    CHECK(send_with_fd(node, lines + acks(16), -1));  // the answers past the mark
+    CHECK(read_handle_lines(node, 1, text, fds) == 1);
+    while (text.find('\n') == std::string::npos && read_closing_fds(node, text, fds, true) > 0) {}
+    CHECK(text == "{\"after\":1}\n");
+  });
+  auto loop = std::make_unique<cp::event_loop>();
+  const int got = loop->run([&]() -> cp::task<int> {
+    for (int i = 0; i < 17; ++i) {
+      const int fd = pipe_with("x");
+      const bool sent = bool(ch.send("{\"n\":" + std::to_string(i) + "}", fd));
+      ::close(fd);
+      if (!sent) co_return -1;
+    }
+    auto after = [&]() -> cp::task<bool> { co_return bool(co_await ch.send_async(std::string("{\"after\":1}"))); };
+    auto first = [&]() -> cp::task<int> {  // 15 of the 20 lines: then the answers must come in
+      int n = 0;
+      for (int k = 0; k < 15; ++k) n += (co_await ch.receive<std::string>()).value_or("").starts_with("{\"k\":" + std::to_string(k) + ",");
+      co_return n;
+    };
+    auto [written, n] = co_await cp::when_all(after(), first());
+    if (!written) co_return -2;
+    for (int k = 15; k < 20; ++k) n += (co_await ch.receive<std::string>()).value_or("").starts_with("{\"k\":" + std::to_string(k) + ",");
+    co_return n;
+  }());
+  CHECK(got == 20);
+  node_side.join();
+  loop.reset();
+  end();
+}
+
+// A peer that floods lines (empty ones, the cheapest to send) and never answers: the messages
+// kept for receive count their own keep against the mark, so memory stays bounded.
+TEST_CASE_FIXTURE(played_node, "handle sends held for a peer that floods empty lines and never answers: queue_full at the mark, nothing queued, memory bounded") {
+  ch.set_high_water_mark(1000);
+  send_handles(ch, 16);
+  std::string text;
+  int fds = 0;
+  REQUIRE(read_handle_lines(node, 16, text, fds) == 16);
+  std::atomic<long> flooded{0};
+  std::thread flood([&] {
+    const std::string newlines(4096, '\n');
+    for (int k = 0; k < 256 && send_with_fd(node, newlines, -1); ++k) flooded += 4096;  // up to 1 MiB
+  });
+  const int fd = pipe_with("x");
+  auto e = ch.send(std::string("{\"n\":16}"), fd);
+  ::close(fd);
+  REQUIRE(!e);
+  CHECK(e.error() == cp::errc::queue_full);
+  CHECK(e.error().message().ends_with(" bytes it sent wait to be received (the high-water mark): receive them first; this message "
+                                      "was not sent (nothing of it queued)"));
+  CHECK(ch.buffered() <= 1000 + 65536);  // the mark, and at most one read past it
+  ch.disconnect();  // the flood ends
+  flood.join();
+  CHECK(flooded < 1 << 20);  // it was stopped by the socket, not read
+  pair.child.reset();
+  CHECK(open_fds().size() == fds_before);
+}
+
+// While answers are awaited, the handles parsed for receive are limited by the descriptor
+// limit (a quarter of it): past it, the kernel would drop those still arriving (the peer's line
+// NACKed, its message lost). The blocking send says queue_full instead; nothing is lost.
+TEST_CASE("handle sends held while the peer sends more handles than the descriptor budget: queue_full, not one lost") {
+  rlimit before{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &before) == 0);
+  rlimit lowered = before;
+  lowered.rlim_cur = 256;  // a budget of 64
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &lowered) == 0);
+  {
+    played_node p;  // made under the lowered limit
+    send_handles(p.ch, 16);
+    std::string text;
+    int fds = 0;
+    REQUIRE(read_handle_lines(p.node, 16, text, fds) == 16);
+    for (int k = 0; k < 100; ++k) {  // 100 handles of the peer's, its own answers not yet sent
+      const int fd = pipe_with("peer " + std::to_string(k));
+      REQUIRE(send_with_fd(p.node, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":" + std::to_string(k) + "}\n", fd));
+      ::close(fd);
+    }
+    const int fd = pipe_with("x");
+    auto e = p.ch.send(std::string("{\"n\":16}"), fd);
+    ::close(fd);
+    REQUIRE(!e);
+    CHECK(e.error() == cp::errc::queue_full);
+    CHECK(e.error().message() == "send: waiting for the Node peer's answers to the handles sent, 64 descriptors it sent wait to be "
+                                 "received (the most held while answers are awaited): receive them first; this message was not "
+                                 "sent (nothing of it queued)");
+    int right = 0;
+    for (int k = 0; k < 100; ++k) {
+      auto m = p.ch.receive_sync();
+      if (!m) break;
+      auto h = m->take_handle();
+      right += *m == std::to_string(k) && h && drain(h.get()) == "peer " + std::to_string(k);
+    }
+    CHECK(right == 100);
+    REQUIRE(send_with_fd(p.node, acks(16), -1));
+    const int again = pipe_with("seventeen");
+    CHECK(p.ch.send(std::string("{\"n\":16}"), again));  // sent now: the answers came
+    ::close(again);
+    std::string last;
+    std::vector<int> got;
+    while (last.find('\n') == std::string::npos) REQUIRE(read_keeping_fds(p.node, last, got, true) > 0);
+    const std::size_t answers = last.find("{\"cmd\":\"NODE_HANDLE\"");  // our ACKs to the peer's 100 come first
+    CHECK(last.substr(0, answers) == acks(100).substr(0, answers));
+    for (int g : got) ::close(g);
+    p.end();
+  }
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &before) == 0);
+}
+
+// run(task) ends with sends held while a task that owns the channel still waits in send_async;
+// the answers complete it during run's final write, and it destroys the channel there: nothing
+// of the channel is touched after (ASan in CI).
+TEST_CASE("run ends with handle sends held and the channel owned by a task still in send_async: it completes, the channel goes, run returns") {
+  auto pair = cp::detail::create_duplex_native().value();
+  const int node = pair.child.get();
+  std::atomic<bool> main_ended{false};
+  std::string text;
+  int fds = 0;
+  std::thread node_side([&] {
+    CHECK(read_handle_lines(node, 16, text, fds) == 16);
+    while (!main_ended) std::this_thread::yield();
+    CHECK(send_with_fd(node, acks(16), -1));
+    CHECK(read_handle_lines(node, 1, text, fds) == 1);
+    while (text.find('\n') == std::string::npos && read_closing_fds(node, text, fds, true) > 0) {}
+  });
+  bool completed = false;
+  cp::event_loop loop;
+  loop.run([&]() -> cp::task<void> {
+    auto owner = [&completed](cp::channel c) -> cp::task<void> {  // the channel lives in this frame
+      send_handles(c, 17);
+      completed = bool(co_await c.send_async(std::string("{\"after\":1}")));
+    };
+    auto quick = []() -> cp::task<void> { co_return; };
+    co_await cp::when_any(owner(cp::channel(cp::stream(std::move(pair.parent)), cp::default_max_message_size, cp::serialization::json)),
+                          quick());
+    main_ended = true;
+  }());
+  node_side.join();
+  CHECK(completed);
+  CHECK(text == "{\"after\":1}\n");
+  CHECK(fds == 17);
 }
 
 int main(int argc, char** argv) {

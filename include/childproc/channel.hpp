@@ -222,7 +222,7 @@ class channel {
     if (c_ && c_->direct) return direct_busy();
     if (auto bytes = direct_bytes(msg); bytes && framed_by_header() && can_write_direct(*bytes)) return send_direct_sync(*bytes);
     if (auto e = queue(msg, false); !e) return e;
-    return flush();
+    return flush_sent();
   }
 
   /// Sends `msg` with a duplicate of `h` (a descriptor or HANDLE: a pipe, a file, a socket...);
@@ -233,7 +233,7 @@ class channel {
     event_loop* loop = event_loop::current();
     if (!loop) reclaim();
     if (auto e = queue_with_handle(msg, h, loop != nullptr); !e) return e;
-    if (!loop) return flush();
+    if (!loop) return flush_sent();
     start_writing(c_.get(), *loop);
     return {};
   }
@@ -274,7 +274,10 @@ class channel {
   result<void> flush() {
     if (!c_) return closed_error("send");
     if (auto e = flush_out(c_.get()); !e || c_->job || c_->held.empty()) return e;
-    return deliver(c_.get());
+    auto r = deliver(c_.get());
+    if (!r && r.error() == errc::queue_full)
+      return error(errc::queue_full, r.error().message() + "; the sends held stay queued (flush() again once received)");
+    return r;
   }
 
   /// Tells the channel which process is at the other end (the library does, at spawn): handles
@@ -378,6 +381,8 @@ class channel {
     std::string out;             // queued frames not yet handed to a write
     std::uint64_t queued = 0;    // bytes ever queued / written, for send_async and the high-water mark
     std::uint64_t written = 0;
+    std::uint64_t user_end = 0;  // where the last byte of the user's sends lies in the stream (answers to Node are not)
+    bool user_dropped = false;   // sends held for Node's answers were dropped when the channel failed
     write_job* job = nullptr;    // the background write, while one is in flight
     std::vector<written_awaiter*> writers;
     bool direct = false;         // a large payload is being written from the caller's memory
@@ -419,7 +424,11 @@ class channel {
       std::string bytes;
       detail::outgoing_handle h;  // with a NODE_HANDLE line: its descriptor goes with the newline
       bool handle = false;
+      std::uint64_t serial = 0;   // which send (a blocking one takes its own back)
     };
+    std::uint64_t held_serial = 0;
+    std::size_t ready_fds = 0;    // messages in `ready` with a handle
+    std::size_t fd_budget = detail::held_descriptors_native();  // the most of those before reading stops
     std::deque<held_send> held;
     std::size_t held_bytes = 0;
     std::size_t node_open = 0;    // NODE_HANDLE lines queued or written, not yet answered
@@ -538,8 +547,7 @@ class channel {
   static std::span<char> inbox_room(core* c) {
     if (c->failed || c->eof || !c->io.is_open()) return {};
     if (!c->big.empty() && c->big_fill == c->big.size()) park_big(c);
-    const std::size_t held = buffered_of(c);
-    if (held >= high_water(c) || c->fds.size() + 1 >= max_held_fds) return {};
+    if (held_cost(c) >= high_water(c) || c->fds.size() + 1 >= max_held_fds || c->ready_fds >= c->fd_budget) return {};
     return spare(c);
   }
 
@@ -647,7 +655,9 @@ class channel {
   }
 
   // Writes the whole queue, blocking, reading meanwhile.
-  static result<void> write_out(core* c) {
+  // Writes the whole queue, blocking, reading meanwhile; `wake`: the send_async calls it
+  // completes resume (else the caller wakes them, last).
+  static result<void> write_out(core* c, bool wake = true) {
     stop_pump(c);  // this write reads into the same buffer
     const std::string pending = std::exchange(c->out, {});
     std::string_view left = pending;
@@ -658,13 +668,13 @@ class channel {
       if (!r) {
         auto e = fail(c, std::move(r).error());
         drop_outgoing(c);
-        wake_writers(c, e);
+        if (wake) wake_writers(c, e);
         return e;
       }
       wrote(c, *r);
       left.remove_prefix(*r);
     }
-    wake_writers(c, {});
+    if (wake) wake_writers(c, {});
     return {};
   }
 
@@ -672,6 +682,7 @@ class channel {
     core* c = c_.get();
     const auto header = frame_header(payload.size());
     c->queued += header.size() + payload.size();
+    c->user_end = c->queued;
     stop_pump(c);  // this write reads into the same buffer
     inbox sink(c);
     for (std::string_view part : {std::string_view(header.data(), header.size()), payload})
@@ -691,6 +702,7 @@ class channel {
     c->direct = true;
     c->direct_loop = event_loop::current();
     c->queued += header.size() + payload.size();
+    c->user_end = c->queued;
     result<void> r;
     for (std::string_view part : {std::string_view(header.data(), header.size()), payload}) {
       while (r && !part.empty()) {
@@ -775,6 +787,7 @@ class channel {
     }
     c_->queued += out.size() - start;
     if (ahead == 0 && own_frame && must_hold(c_.get(), false)) hold_tail(c_.get(), start);  // behind the sends held
+    else c_->user_end = c_->queued;
     return {};
   }
 
@@ -848,6 +861,7 @@ class channel {
     }
     c_->outgoing.push_back({c_->queued - 1, std::move(*copy)});
     ++c_->node_open;
+    c_->user_end = c_->queued;
     return {};
   }
 
@@ -892,6 +906,7 @@ class channel {
     // childproc's own marker of a socket.
     out.replace(at + uv_frames::header_size, uv_frames::info_size, copy->payload, 8, uv_frames::info_size);
     c_->queued += 1;
+    c_->user_end = c_->queued;
     return {};
   }
 
@@ -927,6 +942,7 @@ class channel {
     c->outgoing.clear();
     for (auto& s : c->held)
       if (s.handle) detail::drop_handle_native(s.h);
+    if (!c->held.empty()) c->user_dropped = true;
     c->held.clear();
     c->held_bytes = 0;
   }
@@ -942,16 +958,28 @@ class channel {
     c->io.take_back_read();  // a receive() left pending on a loop: this call reads now
   }
 
+  // Whether the channel failed with some of the user's bytes not written (a failure that cost
+  // only answers to Node, the peer gone by then, is not the user's: the next send reports it).
+  static bool user_lost(const core* c) noexcept { return c->written < c->user_end || c->user_dropped; }
+
+  // Whether the failure was a write to a peer that had gone (EPIPE, ECONNRESET) that cost only
+  // the channel's own answers to Node (a peer that sends a handle and disconnects at once).
+  static bool answers_lost_only(const core* c) noexcept {
+    return c->failed && !user_lost(c) &&
+           (c->failure == std::errc::broken_pipe || c->failure == std::errc::connection_reset);
+  }
+
   // Writes what is queued, blocking, unless a background write on a running loop owns the
   // queue (it goes on there).
   static result<void> flush_out(core* c) {
     reclaim(c);
-    if (c->failed) return c->failure;
+    if (c->failed) return user_lost(c) ? result<void>(c->failure) : result<void>();
     if (c->job) return {};
     if (c->direct) return direct_busy();
     if (c->out.empty()) return {};
     if (!c->io.is_open()) return closed_error("send");
-    return write_out(c);
+    if (auto e = write_out(c); !e && user_lost(c)) return e;
+    return {};
   }
 
   // Ends `job` without its completion; the bytes it had not written go back to the front of
@@ -1218,8 +1246,7 @@ class channel {
 
   // A whole large frame read while a blocking send waited: it waits in `ready`, in order.
   static void park_big(core* c) {
-    c->ready_bytes += c->big.size();
-    c->ready.emplace_back(std::exchange(c->big, {}), std::move(c->incoming));
+    push_ready(c, message(std::exchange(c->big, {}), std::move(c->incoming)));
     c->big_fill = 0;
     drop_strays(c, c->big_end);
   }
@@ -1232,20 +1259,26 @@ class channel {
 
   static result<std::optional<message>> take_frame(core* c) {
     settle_node_closing(c);
+    // Each message taken lets a write that waits for Node's answers look again: they may be in
+    // what is left, and there may be room to read again below the mark.
     if (!c->ready.empty()) {
       message m = std::move(c->ready.front());
       c->ready.pop_front();
       c->ready_bytes -= m.size();
+      c->ready_fds -= m.has_handle();
+      poke(c);
       return std::optional<message>(std::move(m));
     }
-    return take_frame_in(c);
+    auto m = take_frame_in(c);
+    if (m && *m) poke(c);
+    return m;
   }
 
   // The next whole frame in the receive buffer (those in `ready` come before it).
   static result<std::optional<message>> take_frame_in(core* c) {
     // A broken stream (a bad frame: closed) says so at once, unless the bytes before the break
     // were kept (libuv's frames: eof marks it); after a write failure (EPIPE) the frames already
-    // received are still served, then the failure.
+    // received are still served, then the failure (end_of_stream if it cost only answers to Node).
     if (c->failed && !c->io.is_open() && !c->eof) return c->failure;
     if (!c->big.empty() || c->big_fill) return take_big(c);
     if (c->format == childproc::serialization::advanced) return advanced_error("receive");
@@ -1290,7 +1323,9 @@ class channel {
           close_io(c);
           return fail(c, error(errc::bad_frame, "receive: not a frame"));
         case frame_scan::kind::need_more:
-          if (c->failed && (c->eof || !c->io.is_open())) return c->failure;  // else what is still in the socket is read
+          // (else what is still in the socket is read; a failure that cost only answers to Node is
+          // the peer gone: its end is end_of_stream, as when nothing was being written)
+          if (c->failed && !answers_lost_only(c) && (c->eof || !c->io.is_open())) return c->failure;
           if (c->eof) {
             if (have.empty()) return error(errc::end_of_stream);
             return fail(c, error(errc::bad_frame, "receive: the stream ended inside a frame (" + std::to_string(have.size()) +
@@ -1444,6 +1479,7 @@ class channel {
     c->out.resize(from);
     c->queued -= s.bytes.size();
     c->held_bytes += s.bytes.size();
+    s.serial = ++c->held_serial;
     if (h) {
       s.h = std::move(*h);
       s.handle = true;
@@ -1460,6 +1496,7 @@ class channel {
       core::held_send& s = c->held.front();
       c->out += s.bytes;
       c->queued += s.bytes.size();
+      c->user_end = c->queued;
       c->held_bytes -= s.bytes.size();
       if (s.handle) {  // its descriptor goes with its newline, the last byte
         c->outgoing.push_back({c->queued - 1, std::move(s.h)});
@@ -1475,53 +1512,86 @@ class channel {
   // let sends go), what else came waits in `ready` for receive, in order. Stops at a partial
   // line, at an error (kept for receive), and once nothing is held.
   static void scan_answers(core* c) {
-    while (!c->held.empty() && !c->failed && c->big.empty()) {
+    while (!c->held.empty() && !c->failed && c->big.empty() && ready_cost(c) < high_water(c) && c->ready_fds < c->fd_budget) {
       auto m = take_frame_in(c);
       if (!m || !*m) return;
-      c->ready_bytes += (*m)->size();
-      c->ready.push_back(std::move(**m));
+      push_ready(c, std::move(**m));
     }
   }
 
+  // A message parsed before its receive: it waits in `ready`, in order.
+  static void push_ready(core* c, message m) {
+    c->ready_bytes += m.size();
+    c->ready_fds += m.has_handle();
+    c->ready.push_back(std::move(m));
+  }
+
+  // What `ready` costs against the high-water mark: its bytes and each message's own keep (a
+  // peer sending empty lines must not pass the mark by their number). The scan parses while
+  // `ready` alone is under the mark (parsing an answer frees its bytes); reads stop when it and
+  // the bytes not yet parsed reach it.
+  static std::size_t ready_cost(const core* c) noexcept { return c->ready_bytes + c->ready.size() * (sizeof(message) + 16); }
+  static std::size_t held_cost(const core* c) noexcept { return (c->fill - c->head) + c->big_fill + ready_cost(c); }
+
   // A blocking flush while sends wait for answers: writes what may go, reads (up to the
-  // high-water mark) and takes the answers, until nothing is held.
+  // high-water mark) and takes the answers, until nothing is held. The send_async calls it
+  // completes resume last (one may destroy the channel: nothing of it is touched after).
   static result<void> deliver(core* c) {
     c->delivering = true;
-    struct unmark {
-      core* c;
-      ~unmark() { c->delivering = false; }
-    } guard{c};
+    result<void> r = deliver_held(c);
+    c->delivering = false;
+    wake_writers(c, c->failed ? c->failure : error());
+    return r;
+  }
+
+  static result<void> deliver_held(core* c) {
     for (;;) {
       if (!c->out.empty())
-        if (auto e = write_out(c); !e) return e;
+        if (auto e = write_out(c, false); !e) return c->held.empty() && !user_lost(c) ? result<void>() : result<void>(e);
       if (c->held.empty()) return {};
       scan_answers(c);
       if (!c->out.empty()) continue;
       if (c->failed) return c->failure;
-      if (c->eof || !c->io.is_open()) return end_held(c);
+      if (c->eof || !c->io.is_open()) return end_held(c, false);
       const std::span<char> room = inbox_room(c);
       if (room.empty())  // what is held here must be received before more can be read
         return error(errc::queue_full, "send: waiting for the Node peer's answers to the handles sent, " +
-                                           (c->fds.size() + 1 >= max_held_fds
-                                                ? std::to_string(c->fds.size()) + " descriptors it sent ahead of their lines"
-                                                : std::to_string(buffered_of(c)) + " bytes it sent") +
-                                           " wait to be received (the high-water mark); receive them: the send stays "
-                                           "queued behind the answers");
+                                           (c->fds.size() + 1 >= max_held_fds || c->ready_fds >= c->fd_budget
+                                                ? std::to_string(c->fds.size() + c->ready_fds) +
+                                                      " descriptors it sent wait to be received (the most held while answers are awaited)"
+                                                : std::to_string(buffered_of(c)) + " bytes it sent wait to be received (the high-water mark)") +
+                                           ": receive them first");
       if (auto e = absorb(c, c->io.read_some(room)); !e) return e;
     }
   }
 
   // The peer ended with sends held for its answers: they never go (handles closed), and the
   // channel fails as a write to a peer that is gone does.
-  static error end_held(core* c) {
+  static error end_held(core* c, bool wake = true) {
     const error e = c->failed ? c->failure
                               : fail(c, error(std::make_error_code(std::errc::broken_pipe),
                                               "send: the Node peer ended before it answered the handles sent (" +
                                                   std::to_string(c->held.size()) + (c->held.size() == 1 ? " send" : " sends") +
                                                   " after them dropped)"));
     drop_outgoing(c);
-    wake_writers(c, e);
+    if (wake) wake_writers(c, e);
     return e;
+  }
+
+  // A blocking send's own message, held behind sends that wait for answers the high-water
+  // mark keeps from coming, is taken back: nothing of it stays queued (queue_full means that).
+  result<void> flush_sent() {
+    core* c = c_.get();
+    const std::uint64_t mine = c->held.empty() ? 0 : c->held.back().serial;
+    if (!mine) return flush();
+    if (auto e = flush_out(c); !e || c->job) return e;
+    auto r = deliver(c);
+    if (r || r.error() != errc::queue_full || c->held.empty() || c->held.back().serial != mine) return r;
+    core::held_send& s = c->held.back();
+    c->held_bytes -= s.bytes.size();
+    if (s.handle) detail::drop_handle_native(s.h);
+    c->held.pop_back();
+    return error(errc::queue_full, r.error().message() + "; this message was not sent (nothing of it queued)");
   }
 
   // Node answers NACK when a NODE_HANDLE line came without its descriptor (its read lost it:

@@ -5,8 +5,11 @@
 
 #include "os.posix.hpp"
 
+#include <algorithm>  // std::max
 #include <cerrno>   // errno
 #include <cstdlib>  // unsetenv
+
+#include <sys/resource.h>  // getrlimit
 
 namespace childproc::inline v0::detail {
 
@@ -41,6 +44,12 @@ inline void drop_handle_native(outgoing_handle& h) noexcept { h.own.reset(); }
 inline auto take_received_handle_native(std::string_view, unique_handle received, native_handle) -> result<unique_handle> {
   if (!received) return error(errc::bad_frame, "receive: a handle was announced but no descriptor arrived with it");
   return received;
+}
+
+inline std::size_t held_descriptors_native() noexcept {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur == RLIM_INFINITY || r.rlim_cur / 4 > (1u << 20)) return std::size_t{1} << 20;
+  return std::max<std::size_t>(64, static_cast<std::size_t>(r.rlim_cur / 4));
 }
 
 inline bool node_frames_native() noexcept { return false; }

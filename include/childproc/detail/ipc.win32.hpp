@@ -148,6 +148,8 @@ inline auto take_received_handle_native(std::string_view payload, unique_handle,
   return unique_handle(h);
 }
 
+inline std::size_t held_descriptors_native() noexcept { return 16384; }
+
 inline bool node_frames_native() noexcept { return true; }
 
 inline auto node_handle_type_native(native_handle h) -> result<std::string> {
