@@ -1516,6 +1516,17 @@ void send_handles(cp::channel& ch, int n) {
   }
 }
 
+// The high-water mark set to `mark`, 16 handles sent, and their lines read by the played Node
+// peer, unanswered: the next handle send is held.
+void sixteen_unanswered(played_node& p, std::size_t mark) {
+  p.ch.set_high_water_mark(mark);
+  send_handles(p.ch, 16);
+  std::string text;
+  int fds = 0;
+  REQUIRE(read_handle_lines(p.node, 16, text, fds) == 16);
+  REQUIRE(fds == 16);
+}
+
 std::string acks(int n) {
   std::string text;
   for (int i = 0; i < n; ++i) text += "{\"cmd\":\"NODE_HANDLE_ACK\"}\n";
@@ -1604,11 +1615,7 @@ TEST_CASE_FIXTURE(played_node, "on a loop: held sends wait at the high-water mar
 // A peer that floods lines (empty ones, the cheapest to send) and never answers: the messages
 // kept for receive count their own keep against the mark, so memory stays bounded.
 TEST_CASE_FIXTURE(played_node, "handle sends held for a peer that floods empty lines and never answers: queue_full at the mark, nothing queued, memory bounded") {
-  ch.set_high_water_mark(1000);
-  send_handles(ch, 16);
-  std::string text;
-  int fds = 0;
-  REQUIRE(read_handle_lines(node, 16, text, fds) == 16);
+  sixteen_unanswered(*this, 1000);
   std::atomic<long> flooded{0};
   std::thread flood([&] {
     const std::string newlines(4096, '\n');
@@ -1637,9 +1644,9 @@ TEST_CASE("handle sends held while the peer sends more handles than the descript
   REQUIRE(::getrlimit(RLIMIT_NOFILE, &before) == 0);
   rlimit lowered = before;
   lowered.rlim_cur = 256;  // a budget of 64
-  REQUIRE(::setrlimit(RLIMIT_NOFILE, &lowered) == 0);
   {
-    played_node p;  // made under the lowered limit
+    played_node p;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &lowered) == 0);  // after the channel was made: it reads the limit as it goes
     send_handles(p.ch, 16);
     std::string text;
     int fds = 0;
@@ -1699,12 +1706,15 @@ TEST_CASE("run ends with handle sends held and the channel owned by a task still
   bool completed = false;
   cp::event_loop loop;
   loop.run([&]() -> cp::task<void> {
-    auto owner = [&completed](cp::channel c) -> cp::task<void> {  // the channel lives in this frame
+    // The channel lives in this frame; no captures: the lambda goes with the task that made it,
+    // before this coroutine ends (parameters are kept in the frame).
+    auto owner = [](cp::channel c, bool& done) -> cp::task<void> {
       send_handles(c, 17);
-      completed = bool(co_await c.send_async(std::string("{\"after\":1}")));
+      done = bool(co_await c.send_async(std::string("{\"after\":1}")));
     };
     auto quick = []() -> cp::task<void> { co_return; };
-    co_await cp::when_any(owner(cp::channel(cp::stream(std::move(pair.parent)), cp::default_max_message_size, cp::serialization::json)),
+    co_await cp::when_any(owner(cp::channel(cp::stream(std::move(pair.parent)), cp::default_max_message_size, cp::serialization::json),
+                                completed),
                           quick());
     main_ended = true;
   }());
@@ -1712,6 +1722,36 @@ TEST_CASE("run ends with handle sends held and the channel owned by a task still
   CHECK(completed);
   CHECK(text == "{\"after\":1}\n");
   CHECK(fds == 17);
+}
+
+// A blocking send taken back (queue_full) leaves nothing of itself behind: a later failure that
+// costs only an answer to Node is still not the user's.
+TEST_CASE_FIXTURE(played_node, "a handle send taken back at the mark, then a peer that sends a handle and goes: flush succeeds, end_of_stream") {
+  sixteen_unanswered(*this, 1000);
+  std::string lines;
+  for (int k = 0; k < 20; ++k) lines += "{\"k\":" + std::to_string(k + 10) + ",\"pad\":\"" + std::string(82, 'p') + "\"}\n";
+  REQUIRE(send_with_fd(node, lines, -1));
+  const int fd = pipe_with("x");
+  auto e = ch.send(std::string("{\"n\":16}"), fd);
+  ::close(fd);
+  REQUIRE(!e);
+  CHECK(e.error() == cp::errc::queue_full);
+  int received = 0;
+  for (int k = 0; k < 20; ++k) received += bool(ch.receive_sync());
+  CHECK(received == 20);
+  const int last = pipe_with("last");
+  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"last\":1}}\n", last));
+  ::close(last);
+  pair.child.reset();  // gone before the ACK
+  auto m = ch.receive_sync();
+  REQUIRE(m);
+  CHECK(*m == "{\"last\":1}");
+  CHECK(ch.flush());
+  auto end_ = ch.receive_sync();
+  REQUIRE(!end_);
+  CHECK(end_.error() == cp::errc::end_of_stream);
+  m->take_handle().reset();  // its pipe closed before the count of descriptors
+  end();
 }
 
 int main(int argc, char** argv) {

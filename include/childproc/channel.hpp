@@ -428,7 +428,6 @@ class channel {
     };
     std::uint64_t held_serial = 0;
     std::size_t ready_fds = 0;    // messages in `ready` with a handle
-    std::size_t fd_budget = detail::held_descriptors_native();  // the most of those before reading stops
     std::deque<held_send> held;
     std::size_t held_bytes = 0;
     std::size_t node_open = 0;    // NODE_HANDLE lines queued or written, not yet answered
@@ -547,7 +546,7 @@ class channel {
   static std::span<char> inbox_room(core* c) {
     if (c->failed || c->eof || !c->io.is_open()) return {};
     if (!c->big.empty() && c->big_fill == c->big.size()) park_big(c);
-    if (held_cost(c) >= high_water(c) || c->fds.size() + 1 >= max_held_fds || c->ready_fds >= c->fd_budget) return {};
+    if (held_cost(c) >= high_water(c) || c->fds.size() + 1 >= max_held_fds || !fd_room(c)) return {};
     return spare(c);
   }
 
@@ -787,7 +786,7 @@ class channel {
     }
     c_->queued += out.size() - start;
     if (ahead == 0 && own_frame && must_hold(c_.get(), false)) hold_tail(c_.get(), start);  // behind the sends held
-    else c_->user_end = c_->queued;
+    else if (ahead == 0) c_->user_end = c_->queued;  // (a send that began before `start` marks its own end)
     return {};
   }
 
@@ -822,6 +821,7 @@ class channel {
         return e;
       }
       c_->outgoing.push_back({offset, std::move(*copy)});
+      c_->user_end = c_->queued;
       return {};
     }
   }
@@ -879,12 +879,9 @@ class channel {
     out += head;
     const std::size_t ahead = out.size() - at;
     c_->queued += ahead;
-    const auto undo = [&] {
+    if (auto e = queue(msg, bounded, ahead, false); !e) {
       out.resize(at);
       c_->queued -= ahead;
-    };
-    if (auto e = queue(msg, bounded, ahead, false); !e) {
-      undo();
       return e;
     }
     out.back() = '}';  // the line's newline, moved after the closing brace (counted already)
@@ -973,12 +970,12 @@ class channel {
   // queue (it goes on there).
   static result<void> flush_out(core* c) {
     reclaim(c);
-    if (c->failed) return user_lost(c) ? result<void>(c->failure) : result<void>();
+    if (c->failed) return answers_lost_only(c) ? result<void>() : result<void>(c->failure);
     if (c->job) return {};
     if (c->direct) return direct_busy();
     if (c->out.empty()) return {};
     if (!c->io.is_open()) return closed_error("send");
-    if (auto e = write_out(c); !e && user_lost(c)) return e;
+    if (auto e = write_out(c); !e && !answers_lost_only(c)) return e;
     return {};
   }
 
@@ -1512,7 +1509,7 @@ class channel {
   // let sends go), what else came waits in `ready` for receive, in order. Stops at a partial
   // line, at an error (kept for receive), and once nothing is held.
   static void scan_answers(core* c) {
-    while (!c->held.empty() && !c->failed && c->big.empty() && ready_cost(c) < high_water(c) && c->ready_fds < c->fd_budget) {
+    while (!c->held.empty() && !c->failed && c->big.empty() && ready_cost(c) < high_water(c) && fd_room(c)) {
       auto m = take_frame_in(c);
       if (!m || !*m) return;
       push_ready(c, std::move(**m));
@@ -1533,6 +1530,13 @@ class channel {
   static std::size_t ready_cost(const core* c) noexcept { return c->ready_bytes + c->ready.size() * (sizeof(message) + 16); }
   static std::size_t held_cost(const core* c) noexcept { return (c->fill - c->head) + c->big_fill + ready_cost(c); }
 
+  // Whether more received handles may be held here before receive takes them: the limit is
+  // read each time (it may be lowered meanwhile), and only while some are held.
+  static bool fd_room(const core* c) noexcept {
+    const std::size_t held = c->fds.size() + c->ready_fds;
+    return held == 0 || held < detail::held_descriptors_native();
+  }
+
   // A blocking flush while sends wait for answers: writes what may go, reads (up to the
   // high-water mark) and takes the answers, until nothing is held. The send_async calls it
   // completes resume last (one may destroy the channel: nothing of it is touched after).
@@ -1547,7 +1551,7 @@ class channel {
   static result<void> deliver_held(core* c) {
     for (;;) {
       if (!c->out.empty())
-        if (auto e = write_out(c, false); !e) return c->held.empty() && !user_lost(c) ? result<void>() : result<void>(e);
+        if (auto e = write_out(c, false); !e) return c->held.empty() && answers_lost_only(c) ? result<void>() : result<void>(e);
       if (c->held.empty()) return {};
       scan_answers(c);
       if (!c->out.empty()) continue;
@@ -1556,7 +1560,7 @@ class channel {
       const std::span<char> room = inbox_room(c);
       if (room.empty())  // what is held here must be received before more can be read
         return error(errc::queue_full, "send: waiting for the Node peer's answers to the handles sent, " +
-                                           (c->fds.size() + 1 >= max_held_fds || c->ready_fds >= c->fd_budget
+                                           (c->fds.size() + 1 >= max_held_fds || !fd_room(c)
                                                 ? std::to_string(c->fds.size() + c->ready_fds) +
                                                       " descriptors it sent wait to be received (the most held while answers are awaited)"
                                                 : std::to_string(buffered_of(c)) + " bytes it sent wait to be received (the high-water mark)") +

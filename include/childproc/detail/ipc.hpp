@@ -82,11 +82,10 @@ inline void drop_handle_native(outgoing_handle& h) noexcept;
 inline auto take_received_handle_native(std::string_view payload, unique_handle received, native_handle peer)
     -> result<unique_handle>;
 
-/// How many received handles a channel keeps for receive (parsed while its sends wait for a
-/// Node peer's answers) before it stops reading: past the process's descriptor limit the kernel
-/// would drop those still arriving.
-///   POSIX: a quarter of the soft RLIMIT_NOFILE, at least 64.   Win32: 16384 (no such limit;
-///   sends are never held there).
+/// How many received handles a channel holds for receive (not yet taken) before it stops
+/// reading: past the process's descriptor limit the kernel would drop those still arriving.
+///   POSIX: a quarter of the soft RLIMIT_NOFILE now (at least 1).   Win32: 16384 (no such
+///   limit; sends are never held there).
 inline std::size_t held_descriptors_native() noexcept;
 
 /// Whether Node's channel wraps each write in one of libuv's IPC frames (uv_frames).

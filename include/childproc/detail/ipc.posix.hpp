@@ -49,7 +49,7 @@ inline auto take_received_handle_native(std::string_view, unique_handle received
 inline std::size_t held_descriptors_native() noexcept {
   rlimit r{};
   if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur == RLIM_INFINITY || r.rlim_cur / 4 > (1u << 20)) return std::size_t{1} << 20;
-  return std::max<std::size_t>(64, static_cast<std::size_t>(r.rlim_cur / 4));
+  return std::max<std::size_t>(1, static_cast<std::size_t>(r.rlim_cur / 4));
 }
 
 inline bool node_frames_native() noexcept { return false; }

@@ -3,6 +3,7 @@
 #ifndef CHILDPROC_DETAIL_IPC_WIN32_HPP
 #define CHILDPROC_DETAIL_IPC_WIN32_HPP
 
+#include "framing.hpp"  // uv_frames::info_size, the same description inside libuv's frames
 #include "os.win32.hpp"
 #include "utf.hpp"
 
@@ -91,6 +92,7 @@ struct winsock_win32 {
                                   reinterpret_cast<char*>(&type), &size) == 0;
   }
 };
+static_assert(winsock_win32::protocol_info_size == uv_frames::info_size, "libuv's frames carry the WSAPROTOCOL_INFOW itself");
 
 inline auto prepare_handle_native(native_handle h, native_handle peer) -> result<outgoing_handle> {
   // INVALID_HANDLE_VALUE is also this process's pseudo handle: never send ourselves by mistake.
