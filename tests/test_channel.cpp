@@ -917,7 +917,7 @@ TEST_CASE("Win32: sockets to and from Node in libuv's frames: servers and connec
   CHECK(late_refused == WSAECONNREFUSED);
 
   // What libuv cannot take on Win32 is refused, and nothing of it is written.
-  const auto refused = [&](raw::handle h, auto code, const std::string& text) {  // code: an errc of either kind
+  const auto refuses = [&](raw::handle h, auto code, const std::string& text) {  // code: an errc of either kind
     auto e = js.send(std::string("{}"), h);
     REQUIRE(!e);
     CHECK(e.error() == code);
@@ -925,15 +925,15 @@ TEST_CASE("Win32: sockets to and from Node in libuv's frames: servers and connec
   };
   const SOCKET idle = ::WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, 0);  // neither listening nor connected
   REQUIRE(idle != INVALID_SOCKET);
-  refused(reinterpret_cast<raw::handle>(idle), cp::errc::invalid_argument,
+  refuses(reinterpret_cast<raw::handle>(idle), cp::errc::invalid_argument,
           "send: socket " + std::to_string(idle) + " is neither listening nor connected, so Node could not take it");
   ::closesocket(idle);
   auto p = cp::make_pipe().value();
-  refused(p.read.handle(), std::errc::not_supported,
+  refuses(p.read.handle(), std::errc::not_supported,
           "send: only TCP sockets can go to a Node process on Win32 (libuv passes no other handle there) ENOTSUP");
   const SOCKET udp = ::WSASocketW(AF_INET, SOCK_DGRAM, IPPROTO_UDP, nullptr, 0, 0);
   REQUIRE(udp != INVALID_SOCKET);
-  refused(reinterpret_cast<raw::handle>(udp), cp::errc::invalid_argument,
+  refuses(reinterpret_cast<raw::handle>(udp), cp::errc::invalid_argument,
           "send: socket " + std::to_string(udp) + " cannot go to a Node process, which takes TCP sockets only on Win32");
   ::closesocket(udp);
   REQUIRE(js.send(std::string(R"("after")")));
