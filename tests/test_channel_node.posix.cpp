@@ -690,6 +690,65 @@ TEST_CASE_FIXTURE(played_node, "a Node server's accounting, played by hand: NODE
     got += more;
   }
   CHECK(got == "{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":\"loop\"}\n{\"after\":1}\n");
+  // A co_await receive() that waits on a loop looks again every 20 ms, as receive_sync does: a
+  // stop the caller asks for ends it (cancelled) while the connection stays open, then another
+  // thread closes the connection while it waits, ALL_CLOSED goes, and the peer's reply to
+  // that ends the wait. A loop destroyed while such a wait is pending ends it cancelled.
+  auto c2 = conn(R"("loop2")");
+  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_SOCKET_NOTIFY_CLOSE\",\"key\":\"loop2\"}\n", -1));
+  loop.emplace();
+  std::stop_source asked;
+  std::thread stopper([&] {
+    ::usleep(150 * 1000);  // past several looks
+    asked.request_stop();
+  });
+  loop->run([](cp::channel& ch, std::stop_token stop) -> cp::task<> {
+    auto m = co_await ch.receive<std::string>(stop);
+    CHECK((!m && m.error() == cp::errc::cancelled));
+  }(ch, asked.get_token()));
+  stopper.join();
+  pollfd quiet{node, POLLIN, 0};
+  CHECK(::poll(&quiet, 1, 0) == 0);  // c2 still open: nothing was answered
+  std::thread closer2([&] {
+    ::usleep(100 * 1000);
+    c2.reset();
+  });
+  std::thread peer2([&] {
+    const std::string seen = read_once(node);
+    (void)send_with_fd(node, "{\"seen\":" + std::string(seen == "{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":\"loop2\"}\n" ? "true" : "false") + "}\n", -1);
+  });
+  loop->run([](cp::channel& ch) -> cp::task<> {
+    auto m = co_await ch.receive<std::string>();
+    CHECK((m && *m == R"({"seen":true})"));
+  }(ch));
+  closer2.join();
+  peer2.join();
+  auto c3 = conn(R"("loop3")");
+  REQUIRE(send_with_fd(node, "{\"cmd\":\"NODE_SOCKET_NOTIFY_CLOSE\",\"key\":\"loop3\"}\n{\"next\":4}\n", -1));
+  CHECK(ch.receive_sync<std::string>().value() == R"({"next":4})");
+  auto ended = std::make_shared<std::optional<cp::result<std::string>>>();
+  loop->run([](cp::channel& ch, std::shared_ptr<std::optional<cp::result<std::string>>> ended) -> cp::task<> {
+    // The receive loses the race and waits on, its look armed, when run returns.
+    auto r = co_await cp::when_any(
+        [](cp::channel& ch, std::shared_ptr<std::optional<cp::result<std::string>>> ended) -> cp::task<> {
+          ended->emplace(co_await ch.receive<std::string>());
+        }(ch, ended),
+        []() -> cp::task<> { (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(70)); }());
+    CHECK(r.index == 1);
+  }(ch, ended));
+  CHECK(!ended->has_value());
+  loop.reset();
+  REQUIRE(ended->has_value());
+  CHECK((!**ended && (**ended).error() == cp::errc::cancelled));
+  c3.reset();
+  CHECK(ch.send(std::string("5")));  // the answer leaves with the next send, ahead of it
+  std::string last;
+  while (last.find("5\n") == std::string::npos) {
+    const std::string more = read_once(node);
+    if (more.empty()) break;
+    last += more;
+  }
+  CHECK(last == "{\"cmd\":\"NODE_SOCKET_ALL_CLOSED\",\"key\":\"loop3\"}\n5\n");
   // The same socket back at a number the kernel gave again (Node's keepOpen send), and keys that
   // Node's `if (message.key)` would not count.
   int sv[2];
@@ -720,6 +779,179 @@ TEST_CASE_FIXTURE(played_node, "a Node server's accounting, played by hand: NODE
   ::close(sv[1]);
   end();
 }
+
+// A receive() that looks again every 20 ms for a closing Node server, against what else ends
+// or takes its read: each case ends as it would without the look.
+namespace {
+// A connection from a Node server (key "k"), and its NOTIFY_CLOSE taken: node_close_pending() holds.
+cp::unique_handle closing_conn(played_node& p) {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  REQUIRE(send_with_fd(p.node, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":\"c\",\"key\":\"k\"}\n", sv[0]));
+  ::close(sv[0]);
+  ::close(sv[1]);
+  auto m = p.ch.receive_sync().value();
+  CHECK(read_once(p.node) == "{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
+  REQUIRE(send_with_fd(p.node, "{\"cmd\":\"NODE_SOCKET_NOTIFY_CLOSE\",\"key\":\"k\"}\n{\"ready\":1}\n", -1));
+  CHECK(p.ch.receive_sync<std::string>().value() == R"({"ready":1})");
+  return m.take_handle();
+}
+using slot_t = std::shared_ptr<std::optional<cp::result<std::string>>>;
+std::string show(const slot_t& s) { if (!s->has_value()) return "(pending)"; const auto& r = **s; return r ? *r : "error: " + r.error().message(); }
+cp::task<> receive_into(cp::channel& ch, slot_t s, std::stop_token st = {}) { s->emplace(co_await ch.receive<std::string>(st)); }
+// Ends in the round where the poll armed just before it (20 ms) fires too, after it.
+cp::task<> end_with_poll(cp::detail::reactor_clock::time_point t0) {
+  (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(1));
+  ::usleep(40 * 1000);  // the poll is due meanwhile
+  (void)co_await cp::event_loop::current()->sleep_until(t0);
+}
+}  // namespace
+
+TEST_CASE_FIXTURE(played_node, "a receive() awaited on no loop while a closing Node server waits: no_event_loop") {
+  auto c = closing_conn(*this);
+  cp::detail::when_all_slot<cp::result<std::string>> slot;
+  cp::detail::when_all_latch latch{1, {}, {}};
+  cp::detail::run_into(ch.receive<std::string>(), slot, latch);  // on no loop
+  REQUIRE(latch.remaining == 0);
+  REQUIRE(slot);
+  CHECK(slot->error() == cp::errc::no_event_loop);
+}
+
+TEST_CASE_FIXTURE(played_node, "a looking receive() whose read a receive_sync took back ends cancelled and takes no message") {
+  auto c = closing_conn(*this);
+  std::optional<cp::event_loop> loop(std::in_place);
+  auto x = std::make_shared<std::optional<cp::result<std::string>>>();
+  loop->run([](cp::channel& ch, slot_t x) -> cp::task<> {
+    const auto t0 = cp::detail::reactor_clock::now();
+    auto r = co_await cp::when_any(receive_into(ch, x), end_with_poll(t0));
+    CHECK(r.index == 1);
+  }(ch, x));
+  REQUIRE(!x->has_value());
+  REQUIRE(send_with_fd(node, "{\"a\":1}\n{\"b\":2}\n", -1));
+  CHECK(ch.receive_sync<std::string>().value() == R"({"a":1})");  // takes back the read left on the loop
+  loop.reset();  // the receive left there resumes: it should end cancelled
+  REQUIRE(x->has_value());
+  CHECK(show(x) == "error: read: cancelled");
+  CHECK(ch.receive_sync<std::string>().value() == R"({"b":2})");
+}
+
+TEST_CASE_FIXTURE(played_node, "the look of a receive() whose read was taken back in its round cancels nobody else's read") {
+  auto c = closing_conn(*this);
+  cp::event_loop loop;
+  auto x = std::make_shared<std::optional<cp::result<std::string>>>();
+  auto y = std::make_shared<std::optional<cp::result<std::string>>>();
+  std::thread peer([&] {
+    ::usleep(80 * 1000);  // Y waits in receive_sync by then
+    (void)send_with_fd(node, "{\"first\":1}\n", -1);
+    ::usleep(300 * 1000);
+    (void)send_with_fd(node, "{\"second\":2}\n", -1);
+  });
+  loop.run([](cp::channel& ch, slot_t x, slot_t y) -> cp::task<> {
+    const auto t0 = cp::detail::reactor_clock::now();
+    co_await cp::when_all(receive_into(ch, x), [](cp::channel& ch, slot_t y, cp::detail::reactor_clock::time_point t0) -> cp::task<> {
+      (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(1));
+      ::usleep(40 * 1000);
+      (void)co_await cp::event_loop::current()->sleep_until(t0);  // runs ahead of X's poll, in its round
+      auto first = ch.receive_sync<std::string>();              // takes X's read back
+      CHECK((first && *first == R"({"first":1})"));
+      y->emplace(co_await ch.receive<std::string>());           // no stop asked: should get {"second":2}
+    }(ch, y, t0));
+  }(ch, x, y));
+  peer.join();
+  REQUIRE(x->has_value());
+  REQUIRE(y->has_value());
+  CHECK(show(x) == "error: read: cancelled");  // taken back
+  CHECK(show(y) == R"({"second":2})");
+}
+
+TEST_CASE_FIXTURE(played_node, "disconnect() in the round a receive()'s look fires: cancelled as without the look") {
+  auto c = closing_conn(*this);
+  cp::event_loop loop;
+  auto x = std::make_shared<std::optional<cp::result<std::string>>>();
+  loop.run([](cp::channel& ch, slot_t x) -> cp::task<> {
+    const auto t0 = cp::detail::reactor_clock::now();
+    co_await cp::when_all(receive_into(ch, x), [](cp::channel& ch, cp::detail::reactor_clock::time_point t0) -> cp::task<> {
+      (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(1));
+      ::usleep(40 * 1000);
+      (void)co_await cp::event_loop::current()->sleep_until(t0);  // ahead of the poll in its round
+      ch.disconnect();
+    }(ch, t0));
+  }(ch, x));
+  REQUIRE(x->has_value());
+  CHECK(show(x) == "error: read: cancelled");  // what a disconnect gives without the look
+}
+
+TEST_CASE_FIXTURE(played_node, "a receive() that ends in a nested run() of its loop: its look is not run later (ASan)") {
+  auto c = closing_conn(*this);
+  cp::event_loop loop;
+  auto x = std::make_shared<std::optional<cp::result<std::string>>>();
+  loop.run([](cp::channel& ch, slot_t x, int node) -> cp::task<> {
+    const auto t0 = cp::detail::reactor_clock::now();
+    co_await cp::when_all(receive_into(ch, x), [](int node, cp::detail::reactor_clock::time_point t0) -> cp::task<> {
+      (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(1));
+      ::usleep(40 * 1000);
+      (void)co_await cp::event_loop::current()->sleep_until(t0);  // X's poll is in this round's batch, after us
+      (void)send_with_fd(node, "{\"n\":1}\n", -1);
+      // A nested run of the same loop: X's read completes in it, X ends, its frame goes.
+      cp::event_loop::current()->run([]() -> cp::task<> { (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(30)); }());
+    }(node, t0));
+  }(ch, x, node));
+  REQUIRE(x->has_value());
+  CHECK((**x && ***x == R"({"n":1})"));
+}
+
+TEST_CASE_FIXTURE(played_node, "messages arriving around a receive()'s looks all come in order; stops from another thread end it cancelled") {
+  auto c = closing_conn(*this);
+  cp::event_loop loop;
+  constexpr int n = 150;
+  std::thread peer([&] {
+    std::mt19937 rng(7);
+    for (int i = 0; i < n; ++i) {
+      ::usleep(rng() % 25000);
+      (void)send_with_fd(node, "{\"i\":" + std::to_string(i) + "}\n", -1);
+    }
+  });
+  int got = 0, wrong = 0;
+  loop.run([](cp::channel& ch, int& got, int& wrong) -> cp::task<> {
+    for (int i = 0; i < n; ++i) {
+      auto m = co_await ch.receive<std::string>();
+      if (!m) break;
+      if (*m != "{\"i\":" + std::to_string(i) + "}") ++wrong;
+      ++got;
+    }
+  }(ch, got, wrong));
+  peer.join();
+  CHECK(got == n);
+  CHECK(wrong == 0);
+  // Stops at random instants, from another thread.
+  std::mt19937 rng(11);
+  int not_cancelled = 0;
+  for (int k = 0; k < 60; ++k) {
+    std::stop_source s;
+    const unsigned us = 15000 + rng() % 10000;  // around the first poll
+    std::thread stopper([&] { ::usleep(us); s.request_stop(); });
+    auto r = loop.run(ch.receive<std::string>(s.get_token()));
+    stopper.join();
+    if (r || r.error() != cp::errc::cancelled) ++not_cancelled;
+  }
+  CHECK(not_cancelled == 0);
+}
+
+TEST_CASE_FIXTURE(played_node, "a receive() that looks every 20 ms for 1 s does not spin") {
+  auto c = closing_conn(*this);
+  cp::event_loop loop;
+  rusage a{}, b{};
+  ::getrusage(RUSAGE_SELF, &a);
+  std::stop_source s;
+  std::thread stopper([&] { ::usleep(1000 * 1000); s.request_stop(); });
+  auto r = loop.run(ch.receive<std::string>(s.get_token()));
+  stopper.join();
+  ::getrusage(RUSAGE_SELF, &b);
+  const double cpu = (b.ru_utime.tv_sec - a.ru_utime.tv_sec) + (b.ru_stime.tv_sec - a.ru_stime.tv_sec) + ((b.ru_utime.tv_usec - a.ru_utime.tv_usec) + (b.ru_stime.tv_usec - a.ru_stime.tv_usec)) / 1e6;
+  CHECK((!r && r.error() == cp::errc::cancelled));
+  CHECK(cpu < 0.5);  // a look re-armed at 0 ms spins: about 1 s
+}
+
 
 // The real thing: a Node child sends a listening server and a connected socket with
 // process.send(msg, handle), and a message after each, which Node holds back until the ACK.
@@ -818,6 +1050,47 @@ process.on('message', (m) => {
   CHECK(closed.load());
   closer.join();
   REQUIRE(js.send(std::string(R"("bye")")));
+  CHECK(js.wait()->exit_code() == 0);
+  std::remove(script.c_str());
+}
+
+// The same on a loop: a co_await receive() waiting for the answer to server.close() notices the
+// connection another thread closes meanwhile (it looks again every 20 ms, as receive_sync).
+TEST_CASE("a Node server's close() waits for a connection held here while a co_await receive() waits: answered when it closes") {
+  const std::string script = write_script("childproc-node-accounting-loop.js", R"(
+const net = require('net');
+const server = net.createServer((s) => process.send('conn', s));
+server.listen(0, '127.0.0.1', () => {
+  const c = net.connect(server.address().port, '127.0.0.1');
+  c.on('end', () => c.end());
+  c.resume();
+});
+process.on('message', (m) => {
+  if (m === 'close') server.close((e) => process.send({ closed: e ? String(e) : null }));
+  else if (m === 'bye') process.disconnect();
+});
+)");
+  auto js = cp::fork_node(script).value();
+  cp::event_loop loop;
+  std::atomic<bool> closed{false};
+  loop.run([](cp::process& js, std::atomic<bool>& closed) -> cp::task<> {
+    auto conn = co_await js.receive();
+    REQUIRE(conn);
+    CHECK(conn->str() == R"("conn")");
+    auto sock = conn->take_handle();
+    REQUIRE(sock);
+    REQUIRE(js.send(std::string(R"("close")")));
+    std::thread closer([&] {
+      ::usleep(200 * 1000);
+      closed = true;
+      sock.reset();
+    });
+    auto answer = co_await js.receive<std::string>();
+    closer.join();
+    CHECK((answer && *answer == R"({"closed":null})"));
+    CHECK(closed.load());
+    REQUIRE(js.send(std::string(R"("bye")")));
+  }(js, closed));
   CHECK(js.wait()->exit_code() == 0);
   std::remove(script.c_str());
 }

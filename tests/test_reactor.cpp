@@ -140,3 +140,75 @@ TEST_CASE("a timer cancelled by another that fired in the same round does not ru
   REQUIRE(r.run_once(d::reactor_clock::now() + 20ms));
   CHECK(a.runs + b.runs == 1);
 }
+
+TEST_CASE("a timer withdrawn, armed or fired in this round, is never run nor reached again: its memory may go") {
+  d::reactor r;
+  REQUIRE(r.open());
+  struct t : d::timer_op {
+    d::reactor* r = nullptr;
+    std::unique_ptr<t>* other = nullptr;
+    int* runs = nullptr;
+  };
+  int runs = 0;
+  std::unique_ptr<t> a = std::make_unique<t>(), b = std::make_unique<t>(), armed = std::make_unique<t>();
+  for (auto* p : {&a, &b}) {
+    (*p)->r = &r;
+    (*p)->other = p == &a ? &b : &a;
+    (*p)->runs = &runs;
+    (*p)->complete = [](d::reactor_op* op) {  // the first to run frees the other, fired too
+      auto* x = static_cast<t*>(op);
+      ++*x->runs;
+      x->r->withdraw(x->other->get());
+      x->other->reset();
+    };
+  }
+  armed->complete = [](d::reactor_op*) { FAIL("a withdrawn timer ran"); };
+  const auto when = d::reactor_clock::now() + 5ms;
+  r.start_timer(a.get(), when);
+  r.start_timer(b.get(), when);
+  r.start_timer(armed.get(), when + 10ms);
+  r.withdraw(armed.get());
+  armed.reset();
+  while (runs == 0) REQUIRE(r.run_once());
+  REQUIRE(r.run_once(d::reactor_clock::now() + 30ms));
+  CHECK(runs == 1);
+  CHECK((a == nullptr) != (b == nullptr));
+  CHECK(!r.busy());
+}
+
+TEST_CASE("a timer withdrawn inside a nested round is taken out of the enclosing round's rest too") {
+  d::reactor r;
+  REQUIRE(r.open());
+  struct t : d::timer_op {
+    d::reactor* r = nullptr;
+    std::unique_ptr<t>* victim = nullptr;  // for `inner`: withdrawn and freed
+    t* inner = nullptr;                    // for `first`: armed, then run in a nested round
+    int runs = 0;
+  };
+  auto first = std::make_unique<t>(), victim = std::make_unique<t>(), inner = std::make_unique<t>();
+  first->r = inner->r = &r;
+  first->inner = inner.get();
+  inner->victim = &victim;
+  first->complete = [](d::reactor_op* op) {  // runs ahead of `victim` in one round, then a round of its own
+    auto* x = static_cast<t*>(op);
+    ++x->runs;
+    x->r->start_timer(x->inner, d::reactor_clock::now());
+    while (x->inner->runs == 0) REQUIRE(x->r->run_once());
+  };
+  inner->complete = [](d::reactor_op* op) {
+    auto* x = static_cast<t*>(op);
+    ++x->runs;
+    x->r->withdraw(x->victim->get());
+    x->victim->reset();
+  };
+  victim->complete = [](d::reactor_op*) { FAIL("a withdrawn timer ran"); };
+  const auto when = d::reactor_clock::now() + 5ms;
+  r.start_timer(first.get(), when);
+  r.start_timer(victim.get(), when + 1ms);
+  while (d::reactor_clock::now() < when + 2ms) std::this_thread::sleep_for(1ms);  // both due in one round
+  REQUIRE(r.run_once());
+  CHECK(first->runs == 1);
+  CHECK(inner->runs == 1);
+  CHECK(victim == nullptr);
+  CHECK(!r.busy());
+}

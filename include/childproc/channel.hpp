@@ -13,6 +13,7 @@
 
 #include <algorithm>    // Node's connection accounting
 #include <array>        // decoding trivially copyable messages
+#include <chrono>       // how often a wait looks at what a closing Node server waits for
 #include <bit>          // std::bit_cast
 #include <concepts>     // std::convertible_to
 #include <coroutine>    // send_async's awaiter
@@ -307,10 +308,17 @@ class channel {
       if (event_loop* loop = event_loop::current()) c_->io.take_back_read(&loop->reactor());  // one a stopped loop left
       if (c_->io.reading())  // another receive() waits on this loop: a second would race it for the same bytes
         co_return error(errc::busy, "receive: another receive is pending on this channel");
-      auto r = co_await c_->io.async_read_some(spare(c_.get()), stop);
+      auto read = c_->io.async_read_some(spare(c_.get()), stop);
+      close_poll poll;  // a closing Node server waits for connections the user holds: look again soon
+      if (event_loop* loop = event_loop::current(); loop && node_close_pending()) poll.start(c_->io, read, loop->reactor());
+      auto r = co_await read;
       const auto e = absorb(c_.get(), r);
       rearm_pump(c_.get());  // a write still waiting needs the pump again
-      if (!e) co_return std::move(e).error();
+      if (!e) {
+        // Ended by the poll, and by nothing else since (a take-back, a close, the caller's stop): read again.
+        if (poll.woke && !read.taken_back() && e.error() == errc::cancelled && !stop.stop_requested() && c_->io.is_open()) continue;
+        co_return std::move(e).error();
+      }
     }
   }
 
@@ -1424,8 +1432,34 @@ class channel {
     });
   }
 
-  // How often receive_sync, waiting, looks again at connections a closing Node server waits for.
+  // How often receive_sync and receive, waiting, look again at connections a closing Node server waits for.
   static constexpr int node_close_poll_ms = 20;
+
+  // Ends receive()'s read after node_close_poll_ms, as receive_sync's wait times out: the
+  // channel then settles what closed (take_frame) and reads again. Withdrawn when the read ends.
+  struct close_poll : detail::timer_op {
+    stream* io = nullptr;
+    const detail::io_op* read = nullptr;  // the receive's own read: no other is ever cancelled
+    std::weak_ptr<detail::reactor*> where;
+    bool woke = false;  // it ended that read
+    close_poll() = default;
+    close_poll(const close_poll&) = delete;
+    close_poll& operator=(const close_poll&) = delete;
+    void start(stream& s, const detail::io_op& op, detail::reactor& r) {
+      io = &s;
+      read = &op;
+      where = r.token();
+      complete = [](detail::reactor_op* op) {
+        auto* p = static_cast<close_poll*>(op);
+        if (p->err) return;  // its loop ends: the read is cancelled anyway
+        if (auto r = p->where.lock()) p->woke = p->io->cancel_read(**r, p->read);
+      };
+      r.start_timer(this, detail::deadline_after(detail::reactor_clock::now(), std::chrono::milliseconds(node_close_poll_ms)));
+    }
+    ~close_poll() {
+      if (auto r = where.lock()) (*r)->withdraw(this);
+    }
+  };
 
   // Whether a blocking wait for the peer should wake now and then to settle them (nothing buffered).
   bool node_close_pending() const noexcept { return c_ && !c_->node_closing.empty() && !c_->io.buffered(); }

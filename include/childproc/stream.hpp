@@ -93,6 +93,17 @@ class stream {
     (*w)->complete_later(a);
   }
 
+  /// Ends the read `mine` (an async_read_some's awaiter) with errc::cancelled, as its stop token
+  /// would (nothing read is lost), if it is still this stream's pending read on `on`; whether it
+  /// was. For the library (a channel's receive that looks at something else now and then).
+  bool cancel_read(detail::reactor& on, const detail::io_op* mine) noexcept {
+    if (!reader_ || static_cast<const detail::io_op*>(reader_) != mine) return false;  // taken back, or another's
+    auto w = reader_->where.lock();
+    if (!w || *w != &on) return false;
+    on.cancel_op(static_cast<detail::io_op*>(reader_));
+    return true;
+  }
+
   /// Whether a read is pending on a loop (for the library: a channel reads only when none is).
   bool reading() const noexcept { return reader_ != nullptr; }
   /// Bytes read ahead (by read_line, read_until or a read its loop cancelled) not yet consumed:
@@ -284,6 +295,8 @@ class stream {
  private:
   // One read or write on the current loop's reactor, resumed by its completion.
   struct io_awaiter : detail::io_op {
+    /// Whether the stream settled it itself (take_back_read): its caller must not read on.
+    bool taken_back() const noexcept { return !self; }
     stream* self;
     bool from_ahead;  // serve read-ahead bytes first (not when filling the read-ahead buffer)
     bool served_ahead = false;  // await_ready took read-ahead bytes: no read of the handle

@@ -220,7 +220,7 @@ class reactor {
   /// A write given `meanwhile` (Win32) is finished rather than cancelled, reading into it.
   void withdraw(io_op* op, read_sink* meanwhile = nullptr) noexcept {
     // Completed, its completion not run yet (this round's or the next): the outcome is set.
-    if (done_.remove(op) || batch_.remove(op)) return;
+    if (take_out(op)) return;
     withdraw_io_native(state_, op, meanwhile);
   }
   /// Queues the completion of an operation already withdrawn (its outcome set), for the next round.
@@ -261,6 +261,13 @@ class reactor {
     if (op->armed) timers_.erase(op->where);
     else if (op->fired) op->skip = true;
     op->armed = false;
+  }
+  /// Takes back a timer, armed or fired, so that its completion never runs and the reactor holds
+  /// no pointer to it (its owner goes away). Safe from inside a completion.
+  void withdraw(timer_op* op) noexcept {
+    if (op->armed) timers_.erase(op->where);
+    else (void)take_out(op);
+    op->armed = op->fired = op->skip = false;
   }
 
   /// The loop is ending: from now on every operation started completes at once with
@@ -305,7 +312,18 @@ class reactor {
     }
     // Completions started now wait for the next round. The batch is a member so that an
     // operation aborted by an earlier completion of this round is taken out of it.
-    const op_queue outer = std::exchange(batch_, std::exchange(done_, {}));
+    // A completion may run the loop again (a nested run()): the rest of this round waits in
+    // `outer`, where withdraw still finds its operations.
+    round outer{std::exchange(batch_, std::exchange(done_, {})), outer_};
+    outer_ = &outer;
+    struct restore {  // also if a completion throws: no pointer to this frame stays behind
+      reactor* self;
+      round* r;
+      ~restore() {
+        self->batch_ = r->rest;
+        self->outer_ = r->up;
+      }
+    } restored{this, &outer};
     std::size_t n = 0;
     while (reactor_op* op = batch_.head) {
       batch_.head = op->next;
@@ -315,7 +333,6 @@ class reactor {
       op->complete(op);
       ++n;
     }
-    batch_ = outer;
     return n;
   }
 
@@ -324,6 +341,18 @@ class reactor {
   std::shared_ptr<reactor*> alive_ = std::make_shared<reactor*>(this);
   op_queue done_;
   op_queue batch_;  // this round's completions not run yet
+  struct round {
+    op_queue rest;  // an enclosing round's completions not run yet
+    round* up;
+  };
+  round* outer_ = nullptr;  // the rounds that wait for a nested one to end, innermost first
+  // Takes a completed operation out of whichever queue holds it; false if none does.
+  bool take_out(reactor_op* op) noexcept {
+    if (done_.remove(op) || batch_.remove(op)) return true;
+    for (round* r = outer_; r; r = r->up)
+      if (r->rest.remove(op)) return true;
+    return false;
+  }
   bool shut_ = false;
   void refuse(reactor_op* op) noexcept {
     op->err = error(errc::cancelled);
