@@ -11,7 +11,9 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>  // malloc, for an operator new that can fail
 #include <cstring>
+#include <new>      // std::bad_alloc
 #include <optional>
 #include <stdexcept>
 #include <chrono>
@@ -876,4 +878,93 @@ int main(int argc, char** argv) {
   cp::dispatch_entry(argc, argv);  // a fork_self child runs its entry point and exits here
   doctest::Context context(argc, argv);
   return context.run();
+}
+
+// A large frame is read straight into its own buffer, which grows a step ahead of what has been
+// read (not made whole at once): its bytes arrive exact whether read blocking or on a loop, in
+// any pieces, and a frame cut short says how much of it came.
+TEST_CASE("large frames in pieces: exact bytes blocking and on a loop; one cut short says how much of it came") {
+  auto pair = cp::detail::create_duplex_native().value();  // POSIX: a socketpair; Win32: a duplex named pipe
+  cp::channel ch{cp::stream(std::move(pair.parent)), 8u << 20};
+  const std::size_t n = (1u << 20) + 37, cut = 600000;
+  std::string payload(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) payload[i] = static_cast<char>(i * 31 + i / 4096);
+  auto header = [](std::size_t len) {
+    return std::string{static_cast<char>(len >> 24), static_cast<char>(len >> 16), static_cast<char>(len >> 8), static_cast<char>(len)};
+  };
+  std::thread writer([&, raw = cp::stream(std::move(pair.child))]() mutable {
+    const std::string frame = header(n) + payload;
+    std::size_t sizes[] = {1, 3, 5000, 70000, 262143, 262145, 300000};  // pieces cutting the header and the steps
+    for (int k = 0; k < 2; ++k) {  // the same frame twice: once for receive_sync, once for co_await receive
+      std::size_t at = 0, i = 0;
+      while (at < frame.size()) {
+        const std::size_t m = std::min(sizes[i++ % std::size(sizes)], frame.size() - at);
+        if (!raw.write(std::string_view(frame).substr(at, m))) return;
+        at += m;
+      }
+    }
+    (void)raw.write(header(5) + "after" + header(n) + payload.substr(0, cut));
+  });  // the raw end closes here: the last frame is cut
+  auto first = ch.receive_sync();
+  REQUIRE(first);
+  CHECK(first->size() == n);
+  CHECK(first->bytes() == payload);
+  cp::event_loop loop;
+  auto second = loop.run(ch.receive());
+  REQUIRE(second);
+  CHECK(second->size() == n);
+  CHECK(second->bytes() == payload);
+  CHECK(ch.receive_sync().value() == "after");
+  auto broken = ch.receive_sync();
+  writer.join();
+  REQUIRE(!broken);
+  CHECK(broken.error() == cp::errc::bad_frame);
+  CHECK(broken.error().message() == "receive: the stream ended inside a frame (600000 bytes of 1048613)");
+}
+
+// Every allocation in this program goes through here: one of at least `fail_at_least` bytes can
+// be made to fail once (a large frame's buffer on a machine short of memory).
+namespace {
+std::atomic<std::size_t> fail_at_least{0};
+}
+void* operator new(std::size_t n) {
+  if (std::size_t t = fail_at_least.load(); t && n >= t) {
+    fail_at_least = 0;
+    throw std::bad_alloc();
+  }
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+TEST_CASE("a large frame whose buffer cannot be allocated: receive throws bad_alloc, loses nothing, and a retry gets it whole") {
+  auto pair = cp::detail::create_duplex_native().value();
+  cp::channel ch{cp::stream(std::move(pair.parent)), 8u << 20};
+  const std::size_t n = (1u << 20) + 37;
+  std::string payload(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) payload[i] = static_cast<char>(i * 7 + i / 1000);
+  const std::string frame = std::string{0, 16, 0, 37} + payload + std::string{0, 0, 0, 5} + "after";
+  std::atomic<bool> go{false};
+  std::thread writer([&, raw = cp::stream(std::move(pair.child))]() mutable {
+    if (!raw.write(std::string_view(frame).substr(0, 4 + 1000))) return;  // the header and a part
+    while (!go) std::this_thread::yield();
+    (void)raw.write(std::string_view(frame).substr(4 + 1000));
+  });
+  fail_at_least = n;
+  bool threw = false;
+  try {
+    (void)ch.receive_sync();
+  } catch (const std::bad_alloc&) {
+    threw = true;
+  }
+  fail_at_least = 0;
+  CHECK(threw);
+  go = true;
+  auto m = ch.receive_sync();
+  REQUIRE(m);
+  CHECK(m->size() == n);
+  CHECK(m->bytes() == payload);
+  CHECK(ch.receive_sync().value() == "after");
+  writer.join();
 }

@@ -378,6 +378,7 @@ class channel {
     std::size_t scanned = 0;     // bytes from head known to hold no frame end (json_lines)
     std::size_t want = 0;        // bytes still missing from a frame
     std::string big;             // a large frame's payload, read straight into place
+    std::size_t big_size = 0;    // its length (0: none is being read); `big` grows to it as it fills
     std::size_t big_fill = 0;
     std::uint64_t big_end = 0;   // where that frame ends in the stream
     std::deque<message> ready;   // whole large frames read while a blocking send waited
@@ -553,7 +554,7 @@ class channel {
   // Room for what arrives while a write waits: none past the high-water mark.
   static std::span<char> inbox_room(core* c) {
     if (c->failed || c->eof || !c->io.is_open()) return {};
-    if (!c->big.empty() && c->big_fill == c->big.size()) park_big(c);
+    if (c->big_size && c->big_fill == c->big_size) park_big(c);
     if (held_cost(c) >= high_water(c) || c->fds.size() + 1 >= max_held_fds || !fd_room(c)) return {};
     return spare(c);
   }
@@ -1252,7 +1253,7 @@ class channel {
   // A whole large frame read while a blocking send waited: it waits in `ready`, in order.
   static void park_big(core* c) {
     push_ready(c, message(std::exchange(c->big, {}), std::move(c->incoming)));
-    c->big_fill = 0;
+    c->big_size = c->big_fill = 0;
     drop_strays(c, c->big_end);
   }
 
@@ -1285,7 +1286,7 @@ class channel {
     // were kept (libuv's frames: eof marks it); after a write failure (EPIPE) the frames already
     // received are still served, then the failure (end_of_stream if it cost only answers to Node).
     if (c->failed && !c->io.is_open() && !c->eof) return c->failure;
-    if (!c->big.empty() || c->big_fill) return take_big(c);
+    if (c->big_size) return take_big(c);
     if (c->format == childproc::serialization::advanced) return advanced_error("receive");
     for (;;) {  // skips Node's own messages
       const std::string_view have(c->in.data() + c->head, c->fill - c->head);
@@ -1343,12 +1344,9 @@ class channel {
             }
             if (c->io.reading()) return std::optional<message>();  // a receive() reads there: it sets this up
             const std::size_t part = have.size() - s.header;
-#if defined(__cpp_lib_string_resize_and_overwrite)
-            c->big.resize_and_overwrite(s.size, [](char*, std::size_t n) { return n; });  // the reads below fill it
-#else
-            c->big.resize(s.size);
-#endif
-            std::memcpy(c->big.data(), have.data() + s.header, part);
+            c->big.reserve(s.size);  // first: if it throws, nothing has changed and a retry reads on
+            c->big_size = s.size;
+            c->big.assign(have.data() + s.header, part);  // within the capacity: no throw
             c->big_fill = part;
             c->big_end = c->consumed + s.header + s.size;
             c->consumed = c->big_end;
@@ -1543,7 +1541,7 @@ class channel {
   // let sends go), what else came waits in `ready` for receive, in order. Stops at a partial
   // line, at an error (kept for receive), and once nothing is held.
   static void scan_answers(core* c) {
-    while (!c->held.empty() && !c->failed && c->big.empty() && ready_cost(c) < high_water(c) && fd_room(c)) {
+    while (!c->held.empty() && !c->failed && !c->big_size && ready_cost(c) < high_water(c) && fd_room(c)) {
       auto m = take_frame_in(c);
       if (!m || !*m) return;
       push_ready(c, std::move(**m));
@@ -1679,22 +1677,38 @@ class channel {
   static constexpr std::size_t big_frame = 256 * 1024;
 
   static result<std::optional<message>> take_big(core* c) {
-    if (c->big_fill == c->big.size()) {
+    if (c->big_fill == c->big_size) {
       message m(std::exchange(c->big, {}), std::move(c->incoming));
-      c->big_fill = 0;
+      c->big_size = c->big_fill = 0;
       drop_strays(c, c->big_end);
       return std::optional<message>(std::move(m));
     }
     if (c->failed && (c->eof || !c->io.is_open())) return c->failure;
     if (c->eof)
       return fail(c, error(errc::bad_frame, "receive: the stream ended inside a frame (" + std::to_string(c->big_fill) +
-                                                " bytes of " + std::to_string(c->big.size()) + ")"));
+                                                " bytes of " + std::to_string(c->big_size) + ")"));
     return std::optional<message>();
   }
 
-  // Room to read into: at least 64 KiB, or the rest of a frame in one piece.
+  // The rest of a large frame's buffer, grown a step ahead of what has been read: the bytes a
+  // read is about to overwrite are made (zeroed, without C++23's resize_and_overwrite) just
+  // before it, while they are in the cache, not the whole frame at once.
+  static constexpr std::size_t big_step = 256 * 1024;
+  static std::span<char> big_room(core* c) {
+    if (c->big.size() - c->big_fill < big_step && c->big.size() < c->big_size) {
+      const std::size_t to = c->big_size - c->big_fill <= big_step ? c->big_size : c->big_fill + big_step;
+#if defined(__cpp_lib_string_resize_and_overwrite)
+      c->big.resize_and_overwrite(to, [](char*, std::size_t n) { return n; });  // the reads fill it
+#else
+      c->big.resize(to);
+#endif
+    }
+    return {c->big.data() + c->big_fill, c->big.size() - c->big_fill};
+  }
+
+  // Room to read into: at least 64 KiB, or up to a step of a large frame's rest.
   static std::span<char> spare(core* c) {
-    if (!c->big.empty()) return {c->big.data() + c->big_fill, c->big.size() - c->big_fill};
+    if (c->big_size) return big_room(c);
     if (c->head > 0 && (c->head == c->fill || c->fill + 65536 > c->in.size())) {  // move the unread bytes to the front
       std::memmove(c->in.data(), c->in.data() + c->head, c->fill - c->head);
       c->fill -= c->head;
@@ -1732,7 +1746,7 @@ class channel {
     const std::uint64_t start = c->received_total;
     c->received_total += n;
     for (auto& h : c->arrived)  // a read into a large frame's payload holds no control frame: strays
-      if (c->big.empty()) c->fds.push_back({std::move(h), start, c->received_total});
+      if (!c->big_size) c->fds.push_back({std::move(h), start, c->received_total});
     c->arrived.clear();
     if (c->fds.size() > max_held_fds) {
       c->fds.clear();
@@ -1741,7 +1755,7 @@ class channel {
                                                 " descriptors arrived ahead of the frames that announce them"));
     }
     if (r) {
-      (c->big.empty() ? c->fill : c->big_fill) += n;
+      (c->big_size ? c->big_fill : c->fill) += n;
       return {};
     }
     // A reset only says the peer closed with bytes of ours unread (it exited, or was killed):
@@ -1798,7 +1812,7 @@ class channel {
     if (detail::carries_handles(c_->format)) {
       core& c = *c_;
       std::string_view have(c.in.data() + c.head, c.fill - c.head);
-      while (c.big.empty()) {
+      while (!c.big_size) {
         const frame_scan s = detail::frame_scan_in(c.format, have, c.max);
         if (s.what != frame_scan::kind::frame) return;
         if (s.handle) (void)detail::take_received_handle_native(have.substr(s.header, s.size), unique_handle(), c.peer.get());
