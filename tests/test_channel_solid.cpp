@@ -968,3 +968,27 @@ TEST_CASE("a large frame whose buffer cannot be allocated: receive throws bad_al
   CHECK(ch.receive_sync().value() == "after");
   writer.join();
 }
+
+TEST_CASE("a channel destroyed while its receive() waits on a loop that stopped: the receive ends cancelled when the loop goes, touching nothing of it") {
+  auto pair = cp::detail::create_duplex_native().value();
+  auto ch = std::make_unique<cp::channel>(cp::stream(std::move(pair.parent)));
+  auto loop = std::make_unique<cp::event_loop>();
+  auto ended = std::make_shared<std::optional<cp::result<cp::message>>>();
+  auto r = loop->run(cp::when_any(
+      [](cp::channel& c, std::shared_ptr<std::optional<cp::result<cp::message>>> out) -> cp::task<int> {
+        out->emplace(co_await c.receive());
+        co_return 1;
+      }(*ch, ended),
+      []() -> cp::task<int> {
+        (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(30));
+        co_return 2;
+      }()));
+  CHECK(r.index == 1);
+  CHECK(!ended->has_value());
+  ch.reset();    // first: its receive still waits on the stopped loop
+  loop.reset();  // which resumes it
+  REQUIRE(ended->has_value());
+  REQUIRE(!**ended);
+  CHECK((**ended).error() == cp::errc::cancelled);
+  CHECK((**ended).error().message() == "read: cancelled");
+}

@@ -312,11 +312,15 @@ class channel {
       close_poll poll;  // a closing Node server waits for connections the user holds: look again soon
       if (event_loop* loop = event_loop::current(); loop && node_close_pending()) poll.start(c_->io, read, loop->reactor());
       auto r = co_await read;
+      // Taken back (by a blocking call, another loop) or its stream closed (a disconnect, or the
+      // channel destroyed while this waited on a loop that stopped): this must not touch the
+      // channel, which may be gone; whoever took the read has what it read.
+      if (read.taken_back()) co_return error(errc::cancelled, "read: cancelled");
       const auto e = absorb(c_.get(), r);
       rearm_pump(c_.get());  // a write still waiting needs the pump again
       if (!e) {
         // Ended by the poll, and by nothing else since (a take-back, a close, the caller's stop): read again.
-        if (poll.woke && !read.taken_back() && e.error() == errc::cancelled && !stop.stop_requested() && c_->io.is_open()) continue;
+        if (poll.woke && e.error() == errc::cancelled && !stop.stop_requested() && c_->io.is_open()) continue;
         co_return std::move(e).error();
       }
     }
