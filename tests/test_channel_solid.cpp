@@ -992,3 +992,62 @@ TEST_CASE("a channel destroyed while its receive() waits on a loop that stopped:
   CHECK((**ended).error() == cp::errc::cancelled);
   CHECK((**ended).error().message() == "read: cancelled");
 }
+
+TEST_CASE("a channel moved while its receive() waits on a loop that stopped: the receive gets the next message through the moved channel's state") {
+  auto pair = cp::detail::create_duplex_native().value();
+  auto ch = std::make_unique<cp::channel>(cp::stream(std::move(pair.parent)));
+  cp::channel peer{cp::stream(std::move(pair.child))};
+  cp::event_loop loop;
+  auto got = std::make_shared<std::optional<cp::result<std::string>>>();
+  auto r = loop.run(cp::when_any(
+      [](cp::channel& c, std::shared_ptr<std::optional<cp::result<std::string>>> out) -> cp::task<int> {
+        out->emplace(co_await c.receive<std::string>());
+        co_return 1;
+      }(*ch, got),
+      []() -> cp::task<int> {
+        (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(30));
+        co_return 2;
+      }()));
+  CHECK(r.index == 1);
+  cp::channel moved(std::move(*ch));
+  ch.reset();  // the object the receive was called on is gone
+  REQUIRE(peer.send(std::string("after the move")));
+  (void)loop.run([](std::shared_ptr<std::optional<cp::result<std::string>>> out) -> cp::task<> {
+    while (!out->has_value()) (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(1));
+  }(got));
+  REQUIRE(got->has_value());
+  CHECK((**got && ***got == "after the move"));
+  REQUIRE(peer.send(std::string("and on")));
+  CHECK(moved.receive_sync<std::string>().value() == "and on");
+}
+
+TEST_CASE("a blocking flush() inside a task while a receive() waits and the background write waits for an echo child: the loop still reads") {
+  auto w = cp::fork_self("echo").value();
+  const std::string chunk(64 * 1024, 'e');
+  constexpr int chunks = 64;  // 4 MiB each way: far more than both socket buffers
+  cp::event_loop loop;
+  auto first = std::make_shared<std::optional<cp::result<std::string>>>();
+  loop.run(cp::when_all(
+      [](cp::process& w, std::shared_ptr<std::optional<cp::result<std::string>>> out) -> cp::task<> {
+        out->emplace(co_await w.receive<std::string>());  // taken back by the flush below
+      }(w, first),
+      [](cp::process& w, const std::string& chunk) -> cp::task<> {
+        (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(5));
+        for (int i = 0; i < chunks; ++i) REQUIRE(w.send(chunk));
+        (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(5));  // the write begins, and waits
+        REQUIRE(w.channel().flush());  // the background write owns the queue: it goes on
+        CHECK((co_await w.channel().send_async(std::string("last"))));  // needs the loop to read the echoes meanwhile
+      }(w, chunk)));
+  REQUIRE(first->has_value());
+  int echoed = 0;
+  if (**first) {
+    CHECK(***first == chunk);
+    ++echoed;
+  } else {
+    CHECK((**first).error() == cp::errc::cancelled);
+  }
+  for (; echoed < chunks; ++echoed) REQUIRE(w.receive_sync<std::string>().value() == chunk);
+  CHECK(w.receive_sync<std::string>().value() == "last");
+  w.disconnect();
+  CHECK(w.wait()->exit_code() == 0);
+}

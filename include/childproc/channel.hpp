@@ -248,7 +248,9 @@ class channel {
     if (auto bytes = direct_bytes(msg); bytes && framed_by_header() && can_write_direct(*bytes)) co_return co_await send_direct(*bytes);
     auto e = queue(msg, true);
     if (!e && e.error() == errc::queue_full) {
+      const std::weak_ptr<int> alive = c_->alive;  // a wake-up already posted outlives a channel destroyed meanwhile
       if (auto room = co_await until_written(); !room) co_return room;  // all of the queue, then this
+      if (alive.expired()) co_return closed_error("send");
       e = queue(msg, false);
     }
     if (!e) co_return e;
@@ -262,7 +264,9 @@ class channel {
     settle_node_closing();
     auto e = queue_with_handle(msg, h, true);
     if (!e && e.error() == errc::queue_full) {
+      const std::weak_ptr<int> alive = c_->alive;
       if (auto room = co_await until_written(); !room) co_return room;
+      if (alive.expired()) co_return closed_error("send");
       e = queue_with_handle(msg, h, false);
     }
     if (!e) co_return e;
@@ -292,35 +296,39 @@ class channel {
   /// and loses nothing.
   template <class T = message>
   task<result<T>> receive(std::stop_token stop = {}) {
+    // The core, not `this`: the channel (or the process that carries it) may be moved while
+    // this waits on a loop; the core stays where it is until the channel is destroyed.
+    if (!c_) co_return closed_error("receive");
+    core* const c = c_.get();
     for (;;) {
-      auto m = take_frame();  // the pump may read on meanwhile: parsing leaves its room alone
+      auto m = take_frame(c);  // the pump may read on meanwhile: parsing leaves its room alone
       if (!m) co_return std::move(m).error();
       if (*m) co_return decode<T>(std::move(**m));
-      if (!c_->io.is_open()) co_return closed_error("receive");
-      if (c_->pump.pending) {  // what it has read comes before a read of our own
-        stop_pump(c_.get());
+      if (!c->io.is_open()) co_return closed_error("receive");
+      if (c->pump.pending) {  // what it has read comes before a read of our own
+        stop_pump(c);
         continue;
       }
       // About to wait (most likely for a reply): what was sent this round leaves first, and so
       // does what a loop that stopped still held.
-      if (event_loop* loop = event_loop::current(); loop && (!c_->out.empty() || c_->job)) start_writing(c_.get(), *loop);
-      if (c_->job && !c_->job->issued && !c_->out.empty()) write_now(c_.get());
-      if (event_loop* loop = event_loop::current()) c_->io.take_back_read(&loop->reactor());  // one a stopped loop left
-      if (c_->io.reading())  // another receive() waits on this loop: a second would race it for the same bytes
+      if (event_loop* loop = event_loop::current(); loop && (!c->out.empty() || c->job)) start_writing(c, *loop);
+      if (c->job && !c->job->issued && !c->out.empty()) write_now(c);
+      if (event_loop* loop = event_loop::current()) c->io.take_back_read(&loop->reactor());  // one a stopped loop left
+      if (c->io.reading())  // another receive() waits on this loop: a second would race it for the same bytes
         co_return error(errc::busy, "receive: another receive is pending on this channel");
-      auto read = c_->io.async_read_some(spare(c_.get()), stop);
+      auto read = c->io.async_read_some(spare(c), stop);
       close_poll poll;  // a closing Node server waits for connections the user holds: look again soon
-      if (event_loop* loop = event_loop::current(); loop && node_close_pending()) poll.start(c_->io, read, loop->reactor());
+      if (event_loop* loop = event_loop::current(); loop && node_close_pending(c)) poll.start(c->io, read, loop->reactor());
       auto r = co_await read;
       // Taken back (by a blocking call, another loop) or its stream closed (a disconnect, or the
-      // channel destroyed while this waited on a loop that stopped): this must not touch the
-      // channel, which may be gone; whoever took the read has what it read.
+      // channel destroyed while this waited on a loop that stopped): the core may be gone;
+      // whoever took the read has what it read and reads on.
       if (read.taken_back()) co_return error(errc::cancelled, "read: cancelled");
-      const auto e = absorb(c_.get(), r);
-      rearm_pump(c_.get());  // a write still waiting needs the pump again
+      const auto e = absorb(c, r);
+      rearm_pump(c);  // a write still waiting needs the pump again
       if (!e) {
         // Ended by the poll, and by nothing else since (a take-back, a close, the caller's stop): read again.
-        if (poll.woke && e.error() == errc::cancelled && !stop.stop_requested() && c_->io.is_open()) continue;
+        if (poll.woke && e.error() == errc::cancelled && !stop.stop_requested() && c->io.is_open()) continue;
         co_return std::move(e).error();
       }
     }
@@ -984,7 +992,10 @@ class channel {
   static result<void> flush_out(core* c) {
     reclaim(c);
     if (c->failed) return answers_lost_only(c) ? result<void>() : result<void>(c->failure);
-    if (c->job) return {};
+    if (c->job) {  // it goes on, on its loop: which reads for it again if reclaim took a receive's read
+      rearm_pump(c);
+      return {};
+    }
     if (c->direct) return direct_busy();
     if (c->out.empty()) return {};
     if (!c->io.is_open()) return closed_error("send");
@@ -1464,7 +1475,8 @@ class channel {
   };
 
   // Whether a blocking wait for the peer should wake now and then to settle them (nothing buffered).
-  bool node_close_pending() const noexcept { return c_ && !c_->node_closing.empty() && !c_->io.buffered(); }
+  bool node_close_pending() const noexcept { return c_ && node_close_pending(c_.get()); }
+  static bool node_close_pending(const core* c) noexcept { return !c->node_closing.empty() && !c->io.buffered(); }
 
   // Queues one of the answers Node's protocol asks for and starts writing it, as send does; a
   // failure shows on the next send, as Node swallows its own. Answers go ahead of the sends
