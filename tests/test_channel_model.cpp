@@ -1,8 +1,10 @@
 // A randomized, seeded model test of the channel over a real socketpair / named pipe. From one
 // seed both peers derive the same plan: the messages each way (0 bytes to 3 MiB, some with a
 // pipe handle attached) and one global order of sends and receives, cut into episodes that each
-// side runs its own way: blocking calls, a task on a fresh loop (send, receive, receive with a
-// stop already triggered), or a loop that is stopped and destroyed with its sends still queued.
+// side runs its own way: blocking calls (a receive abandoned first on a loop that stopped, with
+// the episode's later sends made before the blocking receive), a task on a fresh loop (send,
+// receive, receive with a stop already triggered), or a loop that is stopped and destroyed with
+// its sends still queued.
 // Each side checks that every message arrives once, in order, with its handle; a watchdog ends
 // a run that hangs, naming the seed; open descriptors come back. The same in Node's json
 // serialization (POSIX): JSON strings, a handle with one message in three, so sends are held
@@ -25,6 +27,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <stop_token>
 #include <string>
@@ -189,17 +192,45 @@ class side_runner {
   }
 
   std::string run_sync(const std::vector<const step*>& steps) {
-    for (const step* s : steps) {
+    for (std::size_t k = 0; k < steps.size(); ++k) {
+      const step* s = steps[k];
       if (s->send) {
-        if (auto r = send_plain_or_handle(*s, false); !r) return "sync send " + std::to_string(s->index) + ": " + r.error().message();
-        if (s->variant == 0)
-          if (auto f = ch_.flush(); !f) return "flush: " + f.error().message();
-        if (std::getenv("CHILDPROC_MODEL_TRACE")) std::fprintf(stderr, "side %d sent %d, %zu buffered\n", side_, s->index, ch_.buffered());
+        if (auto e = sync_send(*s); !e.empty()) return e;
       } else if (std::getenv("CHILDPROC_MODEL_TRACE") && std::fprintf(stderr, "side %d wants %d, %zu buffered\n", side_, s->index, ch_.buffered()) < 0) {
+      } else if (s->variant == 3) {
+        // A receive() on a loop whose run ends before it resumes (its read may have taken bytes,
+        // and descriptors); the sends that follow in this episode go first, blocking (their
+        // writes read the socket), then a blocking receive takes the message.
+        auto loop = std::make_unique<cp::event_loop>();
+        auto got = std::make_shared<std::optional<cp::result<cp::message>>>();
+        (void)loop->run(cp::when_any(
+            [](cp::channel& c, std::shared_ptr<std::optional<cp::result<cp::message>>> out) -> cp::task<int> {
+              out->emplace(co_await c.receive());
+              co_return 1;
+            }(ch_, got),
+            []() -> cp::task<int> { co_return 2; }()));
+        if (got->has_value()) {  // it was whole in the buffer already
+          if (auto e = check(**got, s->index); !e.empty()) return e;
+          continue;
+        }
+        for (; k + 1 < steps.size() && steps[k + 1]->send; ++k)
+          if (auto e = sync_send(*steps[k + 1]); !e.empty()) return e;
+        if (auto e = check(ch_.receive_sync(), s->index); !e.empty()) return e;
+        loop.reset();  // the abandoned receive was taken back: it ends now, cancelled
+        if (!got->has_value() || **got || (**got).error() != cp::errc::cancelled)
+          return "a receive abandoned on a stopped loop for message " + std::to_string(s->index) + " did not end cancelled";
       } else if (auto e = check(ch_.receive_sync(), s->index); !e.empty()) {
         return e;
       }
     }
+    return {};
+  }
+
+  std::string sync_send(const step& s) {
+    if (auto r = send_plain_or_handle(s, false); !r) return "sync send " + std::to_string(s.index) + ": " + r.error().message();
+    if (s.variant == 0)
+      if (auto f = ch_.flush(); !f) return "flush: " + f.error().message();
+    if (std::getenv("CHILDPROC_MODEL_TRACE")) std::fprintf(stderr, "side %d sent %d, %zu buffered\n", side_, s.index, ch_.buffered());
     return {};
   }
 

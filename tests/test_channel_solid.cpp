@@ -1055,3 +1055,145 @@ TEST_CASE("a blocking flush() inside a task while a receive() waits and the back
   w.disconnect();
   CHECK(w.wait()->exit_code() == 0);
 }
+
+namespace {
+// A length-prefixed frame as the peer writes it raw.
+std::string raw_frame(std::string_view text) {
+  const std::size_t n = text.size();
+  return std::string{static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8), static_cast<char>(n)} +
+         std::string(text);
+}
+
+// Runs a loop whose receive() on `ch` reads what is there and whose run ends before that
+// receive resumes (the other task of the when_any is done at once): the read's bytes wait,
+// taken but not yet delivered, on the stopped loop. Returns whether the receive still waits.
+bool leave_read_on_stopped_loop(cp::event_loop& loop, cp::channel& ch, std::shared_ptr<std::optional<cp::result<std::string>>> got) {
+  auto r = loop.run(cp::when_any(
+      [](cp::channel& c, std::shared_ptr<std::optional<cp::result<std::string>>> out) -> cp::task<int> {
+        out->emplace(co_await c.receive<std::string>());
+        co_return 1;
+      }(ch, got),
+      []() -> cp::task<int> { co_return 2; }()));
+  return r.index == 1 && !got->has_value();
+}
+}  // namespace
+
+TEST_CASE("bytes a stopped loop's receive had read come before those a blocking send reads while it waits for room") {
+  const std::string big(4 * 1024 * 1024, 'b');  // far more than both socket buffers: the send waits, reading
+  for (const bool direct : {true, false}) {
+    CAPTURE(direct);
+    auto pair = cp::detail::create_duplex_native().value();
+    cp::channel ch{cp::stream(std::move(pair.parent))};
+    cp::stream peer(std::move(pair.child));
+    REQUIRE(peer.write(raw_frame("one")));
+    cp::event_loop loop;
+    auto got = std::make_shared<std::optional<cp::result<std::string>>>();
+    REQUIRE(leave_read_on_stopped_loop(loop, ch, got));
+    REQUIRE(peer.write(raw_frame("two")));
+    // The peer reads all we send, after our writes have filled both buffers.
+    const std::size_t expect = direct ? big.size() + 4 : 64 * (64 * 1024 + 4);
+    std::thread drain([&] {
+      std::size_t total = 0;
+      std::vector<char> buf(65536);
+      while (total < expect) {
+        auto n = peer.read_some(buf);
+        if (!n || *n == 0) break;
+        total += *n;
+      }
+      CHECK(total == expect);
+    });
+    if (direct) {
+      CHECK(ch.send(big));  // one large frame, written straight from the message
+    } else {
+      const std::string chunk(64 * 1024, 'c');  // queued and flushed, one by one
+      for (int i = 0; i < 64; ++i) REQUIRE(ch.send(chunk));
+    }
+    drain.join();
+    CHECK(ch.receive_sync<std::string>().value() == "one");
+    CHECK(ch.receive_sync<std::string>().value() == "two");
+    (void)loop.run([]() -> cp::task<> {  // the loop's receive was taken back: it ends now
+      (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(1));
+    }());
+    REQUIRE(got->has_value());
+    CHECK((!**got && (**got).error() == cp::errc::cancelled));
+  }
+}
+
+TEST_CASE("run(task) ending with a write pending while its receive() had read: the blocking write after it keeps the bytes in order") {
+  auto pair = cp::detail::create_duplex_native().value();
+  cp::channel ch{cp::stream(std::move(pair.parent))};
+  cp::stream peer(std::move(pair.child));
+  const std::string big(4 * 1024 * 1024, 'b');  // the write left at the task's end waits, reading
+  REQUIRE(peer.write(raw_frame("one")));
+  std::thread drain([&] {
+    std::size_t total = 0;
+    std::vector<char> buf(65536);
+    while (total < big.size() + 4) {
+      auto n = peer.read_some(buf);
+      if (!n || *n == 0) break;
+      total += *n;
+    }
+    CHECK(total == big.size() + 4);
+  });
+  cp::event_loop loop;
+  auto got = std::make_shared<std::optional<cp::result<std::string>>>();
+  auto r = loop.run(cp::when_any(
+      [](cp::channel& c, std::shared_ptr<std::optional<cp::result<std::string>>> out) -> cp::task<int> {
+        out->emplace(co_await c.receive<std::string>());  // its read takes "one" at once
+        co_return 1;
+      }(ch, got),
+      [](cp::channel& c, cp::stream& peer, const std::string& big) -> cp::task<int> {
+        if (!peer.write(raw_frame("two"))) co_return 3;  // after the receive's read
+        if (!c.send(big)) co_return 4;                    // queued on the loop: left to the end of run()
+        co_return 2;
+      }(ch, peer, big)));
+  drain.join();
+  CHECK(r.index == 1);
+  CHECK(r.value == 2);
+  CHECK(!got->has_value());
+  CHECK(ch.receive_sync<std::string>().value() == "one");
+  CHECK(ch.receive_sync<std::string>().value() == "two");
+  (void)loop.run([]() -> cp::task<> {  // the receive was taken back by that blocking write: it ends now
+    (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(1));
+  }());
+  REQUIRE(got->has_value());
+  CHECK((!**got && (**got).error() == cp::errc::cancelled));
+}
+
+#if !defined(_WIN32)
+// (On Win32 a handle travels inside its frame's bytes: bytes in order carry it in order.)
+TEST_CASE("a descriptor a stopped loop's receive had read arrives with its own message, not with one a blocking send read later") {
+  auto pair = cp::detail::create_duplex_native().value();
+  cp::channel ch{cp::stream(std::move(pair.parent))};
+  cp::channel peer{cp::stream(std::move(pair.child))};
+  auto pipe_with = [](const char* text) {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    REQUIRE(raw::write(fds[1], text));
+    ::close(fds[1]);
+    return fds[0];
+  };
+  const int first = pipe_with("first"), second = pipe_with("second");
+  REQUIRE(peer.send(std::string("one"), first));
+  cp::event_loop loop;
+  auto got = std::make_shared<std::optional<cp::result<std::string>>>();
+  REQUIRE(leave_read_on_stopped_loop(loop, ch, got));
+  REQUIRE(peer.send(std::string("two"), second));
+  ::close(first);
+  ::close(second);
+  const std::string big(4 * 1024 * 1024, 'b');
+  std::thread drain([&] { CHECK(peer.receive_sync<std::string>().value() == big); });
+  REQUIRE(ch.send(big));
+  drain.join();
+  auto one = ch.receive_sync();
+  REQUIRE(one);
+  CHECK(*one == "one");
+  REQUIRE(one->has_handle());
+  CHECK(raw::read_all(one->handle()) == "first");
+  auto two = ch.receive_sync();
+  REQUIRE(two);
+  CHECK(*two == "two");
+  REQUIRE(two->has_handle());
+  CHECK(raw::read_all(two->handle()) == "second");
+}
+#endif

@@ -606,8 +606,7 @@ class channel {
     if (p.pending) return;
     c->io.take_back_read(&loop.reactor());  // a receive() a stopped loop left must not hold it off
     if (c->io.reading()) return;            // a receive() on this loop reads instead
-    while (c->io.buffered())  // what a cancelled read kept comes first
-      if (!absorb(c, c->io.read_some(spare(c)))) return;
+    if (!absorb_ahead(c)) return;
     const std::span<char> room = inbox_room(c);
     if (room.empty()) return;
     p.complete = &pumped;
@@ -679,6 +678,11 @@ class channel {
   // completes resume (else the caller wakes them, last).
   static result<void> write_out(core* c, bool wake = true) {
     stop_pump(c);  // this write reads into the same buffer
+    if (auto e = absorb_ahead(c); !e) {
+      drop_outgoing(c);
+      if (wake) wake_writers(c, e.error());
+      return e;
+    }
     const std::string pending = std::exchange(c->out, {});
     std::string_view left = pending;
     inbox sink(c);
@@ -704,6 +708,7 @@ class channel {
     c->queued += header.size() + payload.size();
     c->user_end = c->queued;
     stop_pump(c);  // this write reads into the same buffer
+    if (auto e = absorb_ahead(c); !e) return e;
     inbox sink(c);
     for (std::string_view part : {std::string_view(header.data(), header.size()), payload})
       while (!part.empty()) {
@@ -972,8 +977,8 @@ class channel {
   }
 
   static void reclaim(core* c) noexcept {
+    c->io.take_back_read();  // a receive() left pending on a loop: this call reads now (first: its bytes come first)
     if (c->job && !c->job->loop->running()) take_back(c->job);
-    c->io.take_back_read();  // a receive() left pending on a loop: this call reads now
   }
 
   // Whether the channel failed with some of the user's bytes not written (a failure that cost
@@ -1014,6 +1019,12 @@ class channel {
     if (c) stop_pump(c);  // before the withdraw below reads into the same buffer
     if (job->issued) {
       if (c && (wait || !detail::cancelled_write_counted_native)) {
+        // This reads the socket while it waits (Win32): a receive's read that a stopped loop
+        // left comes in first. (One pending on the running loop stays; settled() takes back
+        // its own loop's first.)
+        event_loop* here = event_loop::current();
+        c->io.take_back_read(here ? &here->reactor() : nullptr);
+        (void)absorb_ahead(c);
         inbox sink(c);
         job->loop->reactor().withdraw(job, &sink);
       } else {
@@ -1041,6 +1052,10 @@ class channel {
     auto* job = static_cast<write_job*>(w);
     core* c = job->owner;
     event_loop* loop = job->loop;
+    // run(task) ended: what is left is written blocking, reading meanwhile, which takes back a
+    // receive() left pending on this loop (it may hold bytes read before the loop ended), as
+    // any blocking call does.
+    if (c && finish && c->io.is_open()) c->io.take_back_read();
     take_back(job, finish);
     if (!c) return;
     if (!finish) {
@@ -1744,6 +1759,15 @@ class channel {
     return {c->in.data() + c->fill, room};
   }
 
+  // Takes in what the stream holds ahead of the socket (a read taken back from a stopped loop,
+  // or one cancelled after it read): before any raw read of the socket, which would put newer
+  // bytes, and descriptors, ahead of them.
+  static result<void> absorb_ahead(core* c) {
+    while (c->io.buffered())
+      if (auto e = absorb(c, c->io.read_some(spare(c))); !e) return e;
+    return {};
+  }
+
   // Takes the outcome of a read into spare(), and the descriptors that came with it.
   static result<void> absorb(core* c, const result<std::size_t>& r) {
     std::size_t n = r ? *r : 0;
@@ -1784,8 +1808,7 @@ class channel {
     if (r.error() == errc::cancelled) {
       // A read its loop cancelled may have taken bytes (Win32): the stream kept them; they
       // come in now, before any read of this channel's own.
-      while (c->io.buffered())
-        if (auto e = absorb(c, c->io.read_some(spare(c))); !e) return e;
+      if (auto e = absorb_ahead(c); !e) return e;
       return r.error();
     }
     c->eof = true;  // nothing more can be read
