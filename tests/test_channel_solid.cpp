@@ -1197,3 +1197,81 @@ TEST_CASE("a descriptor a stopped loop's receive had read arrives with its own m
   CHECK(raw::read_all(two->handle()) == "second");
 }
 #endif
+
+TEST_CASE("receive_sync() inside a task while a large send waits for room: what the restarted pump read is kept (nothing lost, no phantom message)") {
+  // The background write waits for room, so the pump reads on the loop; receive_sync stops it,
+  // and its flush hands the pump back to the running loop, whose first try reads a frame that
+  // is there: the blocking read after it must not read over those bytes, and no pump may be
+  // left reading into the buffer that read grows (200 KiB) for the loop to finish later.
+  for (const std::size_t first_size : {std::size_t{3}, std::size_t{200 * 1024}}) {
+    CAPTURE(first_size);
+    auto pair = cp::detail::create_duplex_native().value();
+    cp::channel ch{cp::stream(std::move(pair.parent))};
+    cp::stream peer(std::move(pair.child));
+    const std::string big(1 << 20, 'b'), first(first_size, '1');
+    std::thread drain;
+    std::string got_first;
+    cp::event_loop loop;
+    loop.run([](cp::channel& c, cp::stream& p, const std::string& b, const std::string& f, std::thread& d,
+                std::string& out) -> cp::task<> {
+      REQUIRE(c.send(b));
+      (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(1));  // the write is issued and waits
+      const bool small = f.size() < 64;
+      std::thread writer;
+      if (small) {  // there before the receive: the pump's first try takes it
+        REQUIRE(p.write(raw_frame(f)));
+        writer = std::thread([&p] { CHECK(p.write(raw_frame("two"))); });
+      } else {
+        writer = std::thread([&p, &f] { CHECK(p.write(raw_frame(f))); });
+      }
+      auto r = c.receive_sync<std::string>();
+      out = r ? *r : "error: " + r.error().message();
+      writer.join();
+      if (!small) REQUIRE(p.write(raw_frame("two")));
+      (void)co_await cp::event_loop::current()->sleep(std::chrono::milliseconds(1));  // the loop reads what came
+      d = std::thread([&p, size = b.size()] {  // the peer takes the large send: run(task) ends writing it
+        std::vector<char> buf(65536);
+        std::size_t total = 0;
+        while (total < size + 4) {
+          auto n = p.read_some(buf);
+          if (!n || *n == 0) break;
+          total += *n;
+        }
+        CHECK(total == size + 4);
+      });
+    }(ch, peer, big, first, drain, got_first));
+    auto r = ch.receive_sync<std::string>();
+    const std::string got_second = r ? *r : "error: " + r.error().message();
+    drain.join();
+    CHECK(got_first.size() == first.size());
+    CHECK(got_first == first);
+    CHECK(got_second == "two");
+  }
+}
+
+TEST_CASE("receive_sync() inside a task right after send(): the request goes out first (no hang waiting for a reply to a request still queued)") {
+  auto pair = cp::detail::create_duplex_native().value();
+  cp::channel ch{cp::stream(std::move(pair.parent))};
+  cp::stream peer(std::move(pair.child));  // raw frames: a channel on this end is not one Wine serves
+  std::thread echo([&] {
+    std::string got;
+    std::vector<char> buf(64);
+    while (got.size() < raw_frame("req").size()) {
+      auto n = peer.read_some(buf);
+      if (!n || *n == 0) break;
+      got.append(buf.data(), *n);
+    }
+    CHECK(got == raw_frame("req"));
+    CHECK(peer.write(raw_frame("req!")));
+  });
+  std::string got;
+  cp::event_loop loop;
+  loop.run([](cp::channel& c, std::string& out) -> cp::task<> {
+    REQUIRE(c.send(std::string("req")));
+    auto r = c.receive_sync<std::string>();
+    out = r ? *r : "error: " + r.error().message();
+    co_return;
+  }(ch, got));
+  echo.join();
+  CHECK(got == "req!");
+}

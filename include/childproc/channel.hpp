@@ -335,7 +335,8 @@ class channel {
   }
 
   /// The next message, blocking (for code without an event loop). What is still queued is
-  /// written first (a request whose reply this waits for).
+  /// written first (a request whose reply this waits for). Inside a task it blocks the loop
+  /// (what was sent this round is written here first): co_await receive() there.
   template <class T = message>
   result<T> receive_sync() {
     if (!c_) return closed_error("receive");
@@ -586,10 +587,16 @@ class channel {
       if (!m) return std::move(m).error();
       if (*m) return decode<T>(std::move(**m));
       if (!c_->io.is_open()) return closed_error("receive");
+      // Inside a task: this blocks the loop that would write what was sent this round (at the
+      // round's end), so it goes now, written here, reading meanwhile; the job then finds the
+      // queue empty and ends. (Not past sends held for Node's answers: they go first.)
+      if (write_blocked_here(c_.get()))
+        if (auto e = write_out(c_.get()); !e && !answers_lost_only(c_.get())) return std::move(e).error();
       if (c_->job || !c_->out.empty()) {  // (sends held for Node's answers go on as this parses them)
         const std::size_t held = buffered();
         if (auto e = flush_out(c_.get()); !e) return std::move(e).error();
-        if (buffered() != held) continue;  // the flush read while it wrote: look at that first
+        stop_pump(c_.get());  // a write that goes on on a running loop got the pump back: this reads now, keeping what it read
+        if (buffered() != held) continue;  // the flush (or that pump) read: look at that first
       }
       if (node_close_pending()) {  // a closing Node server waits for connections the user holds: look again soon
         auto ready = detail::wait_readable_native(c_->io.handle(), node_close_poll_ms);
@@ -599,6 +606,13 @@ class channel {
       auto r = c_->io.read_some(spare(c_.get()));
       if (auto e = absorb(c_.get(), r); !e) return std::move(e).error();
     }
+  }
+
+  // Whether what is queued waits for the end of the round of the loop this thread is running
+  // (not yet handed to its reactor), which a blocking call here would hold off for good.
+  static bool write_blocked_here(const core* c) noexcept {
+    return c->job && !c->job->issued && !c->job->stalled && c->held.empty() && !c->out.empty() &&
+           c->job->loop == event_loop::current();
   }
 
   static void start_pump(core* c, event_loop& loop) {
@@ -1020,10 +1034,11 @@ class channel {
     if (job->issued) {
       if (c && (wait || !detail::cancelled_write_counted_native)) {
         // This reads the socket while it waits (Win32): a receive's read that a stopped loop
-        // left comes in first. (One pending on the running loop stays; settled() takes back
-        // its own loop's first.)
+        // left comes in first, and so does one on the job's own loop, which is ending (its
+        // overlapped read would still write into the buffer this read moves). One pending on
+        // another loop that runs here stays (a write taken over from a stopped loop).
         event_loop* here = event_loop::current();
-        c->io.take_back_read(here ? &here->reactor() : nullptr);
+        c->io.take_back_read(here && here != job->loop ? &here->reactor() : nullptr);
         (void)absorb_ahead(c);
         inbox sink(c);
         job->loop->reactor().withdraw(job, &sink);
