@@ -10,6 +10,7 @@
 #include <chrono>
 #include <fcntl.h>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -21,7 +22,9 @@
 #include <thread>
 
 #include <pthread.h>
+#include <sched.h>  // unshare
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -178,6 +181,46 @@ TEST_CASE("a parent with a handler on every signal and a full mask: the child ha
   restore(old);
   CHECK(handler_runs_elsewhere.load() == 0);
 }
+
+#ifdef __linux__
+// Spawning needs no /proc (a container or chroot without it): not for the dispositions, not
+// for the descriptors (close_range). A thread of its own gets a mount namespace
+// (unshare(CLONE_NEWNS) is per thread: it unshares the thread's filesystem context too) with an
+// empty tmpfs over /proc, and spawns from there, with handlers on every signal.
+TEST_CASE("Linux, no /proc where the child runs: it still gets default dispositions and an empty mask") {
+  std::string outcome;
+  std::thread([&] {
+    if (::unshare(CLONE_NEWNS) != 0) {
+      outcome = std::string("unshare(CLONE_NEWNS): ") + std::strerror(errno);
+      return;
+    }
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("none", "/proc", "tmpfs", 0, nullptr) != 0) {
+      outcome = std::string("mount: ") + std::strerror(errno);
+      return;
+    }
+    if (::access("/proc/self/status", F_OK) == 0) {
+      outcome = "/proc/self/status is still there";
+      return;
+    }
+    const auto old = handle_every_signal();
+    ::signal(SIGUSR2, SIG_IGN);
+    for (const cp::options& o : {cp::options{}, cp::options{.uid = ::getuid()}}) {
+      auto r = cp::exec_file(child_path(), {"dispositions"}, o);
+      if (!r) outcome += r.error().message() + ";";
+      else outcome += r->out + ";";
+    }
+    restore(old);
+    ::signal(SIGUSR2, SIG_DFL);
+  }).join();
+  if (::geteuid() != 0 && outcome.rfind("unshare", 0) == 0) {
+    MESSAGE("not run: a mount namespace needs root here (" << outcome << "); CI runs it as root");
+    return;
+  }
+  CHECK(outcome == std::string(clean_child) + ";" + clean_child + ";");
+  CHECK(handler_runs_elsewhere.load() == 0);
+}
+#endif
 
 TEST_CASE("8 threads spawning while others malloc, fork, change handlers and signal the spawning threads") {
   const int per_thread = stress_count("SIGNAL_SPAWNS", 150);
