@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 static std::string out_of(std::vector<std::string> args, cp::options o = {}) {
@@ -62,6 +63,41 @@ TEST_CASE("a file that is not executable is EACCES, also through PATH") {
   REQUIRE(!viapath);
   CHECK(viapath.error().message() == "spawn noexec EACCES");
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("no descriptor free (the process at its RLIMIT_NOFILE): a child with inherited stdio still starts, is waited for and killed by pid") {
+  // Linux: the clone's CLONE_PIDFD needs a free descriptor; without one the child runs by pid.
+  rlimit was{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &was) == 0);
+  const auto fds = open_fds();
+  rlimit tight = was;
+  tight.rlim_cur = static_cast<rlim_t>(fds.back() + 8);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+  std::vector<int> filler;
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) filler.push_back(fd);
+  const int full_errno = errno;
+  const cp::options inherit_all{.stdio = {cp::inherit, cp::inherit, cp::inherit}};
+  auto ended = cp::spawn(child_path(), {"exit", "7"}, inherit_all);
+  std::optional<cp::result<cp::exit_status>> ended_status;
+  if (ended) ended_status = ended->wait();
+  auto killed = cp::spawn(child_path(), {"sleep", "10000"}, inherit_all);
+  std::optional<cp::result<cp::exit_status>> killed_status;
+  if (killed) {
+    CHECK(killed->kill());
+    killed_status = killed->wait();
+  }
+  for (int fd : filler) ::close(fd);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &was) == 0);
+  CHECK(full_errno == EMFILE);
+  REQUIRE(ended);
+  REQUIRE(ended_status);
+  REQUIRE(*ended_status);
+  CHECK((*ended_status)->exit_code() == 7);
+  REQUIRE(killed);
+  REQUIRE(killed_status);
+  REQUIRE(*killed_status);
+  CHECK((*killed_status)->signal() == SIGTERM);
+  CHECK(open_fds() == fds);
 }
 
 TEST_CASE("a directory is EACCES") {

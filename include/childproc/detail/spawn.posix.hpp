@@ -497,8 +497,12 @@ inline auto clone_exec_linux(const spawn_request& req, const std::string& path, 
   int pid = ::clone(&clone_child_linux, top, CLONE_VM | CLONE_VFORK | SIGCHLD | (with_pidfd ? CHILDPROC_CLONE_PIDFD : 0),
                     &j, &pidfd);
   int clone_errno = errno;
-  if (pid < 0 && with_pidfd && clone_errno == EINVAL) {
-    clone_pidfd_refused_linux.store(true, std::memory_order_relaxed);
+  // Refused with the flag: again without it. EMFILE / ENFILE: no descriptor free for the pidfd
+  // now (the child runs by pid, as before pidfds); EINVAL (Linux 5.2 wants *parent_tid 0, a
+  // filter), EPERM, ENOSYS: for good.
+  if (pid < 0 && with_pidfd &&
+      (clone_errno == EMFILE || clone_errno == ENFILE || clone_errno == EINVAL || clone_errno == EPERM || clone_errno == ENOSYS)) {
+    if (clone_errno != EMFILE && clone_errno != ENFILE) clone_pidfd_refused_linux.store(true, std::memory_order_relaxed);
     pidfd = -1;
     pid = ::clone(&clone_child_linux, top, CLONE_VM | CLONE_VFORK | SIGCHLD, &j);
     clone_errno = errno;
