@@ -51,11 +51,11 @@ inline auto find_program_posix(const spawn_request& req) -> result<std::string> 
   return last_os_error(denied ? EACCES : ENOENT, req.context);
 }
 
+// Whether the parent has `fd` open.
+inline bool fd_is_open(int fd) noexcept { return ::fcntl(fd, F_GETFD) != -1; }
+
 // The descriptor flags of the parent's `fd` (FD_CLOEXEC or 0), or -1 where it is not open.
 inline int fd_flags(int fd) noexcept { return ::fcntl(fd, F_GETFD); }
-
-// Whether the parent has `fd` open.
-inline bool fd_is_open(int fd) noexcept { return fd_flags(fd) != -1; }
 
 // The parent's side of stdio: pipes and files opened (all CLOEXEC), and the dup2 list for the child.
 struct stdio_plan {
@@ -73,10 +73,10 @@ inline auto plan_stdio_posix(const spawn_request& req) -> result<stdio_plan> {
   bool stderr_to_stdout = false;
   // Which of the parent's fds in the target range are open, before this call opens any of its own;
   // asked only where it matters (inherit, and past stderr), so a plain spawn makes no extra syscall.
-  std::vector<int> parent_flags(static_cast<std::size_t>(plan.count), -1);  // fd_flags, or -1: closed
+  std::vector<int> was_open(static_cast<std::size_t>(plan.count), -1);  // its flags, or -1: closed
   for (int i = 0; i < plan.count; ++i) {
     const auto at = static_cast<std::size_t>(i);
-    if (i >= 3 || (at < specs.size() && specs[at].how == stdio_spec::kind::inherit)) parent_flags[at] = fd_flags(i);
+    if (i >= 3 || (at < specs.size() && specs[at].how == stdio_spec::kind::inherit)) was_open[at] = fd_flags(i);
   }
   for (int i = 0; i < plan.count; ++i) {
     const stdio_spec spec = static_cast<std::size_t>(i) < specs.size() ? specs[static_cast<std::size_t>(i)] : pipe;
@@ -97,7 +97,7 @@ inline auto plan_stdio_posix(const spawn_request& req) -> result<stdio_plan> {
         break;
       }
       case stdio_spec::kind::inherit: {
-        const int flags = parent_flags[static_cast<std::size_t>(i)];
+        const int flags = was_open[static_cast<std::size_t>(i)];
         if (flags >= 0 && !(flags & FD_CLOEXEC)) continue;  // it reaches the child as it is: nothing to do there
         if (flags >= 0) source = i;                           // the child clears FD_CLOEXEC
         break;
@@ -132,7 +132,7 @@ inline auto plan_stdio_posix(const spawn_request& req) -> result<stdio_plan> {
     if (source < 0) {
       // Nothing for this index: an fd the parent has there must not reach the child (closefrom
       // starts above the stdio range).
-      if (i >= 3 && parent_flags[static_cast<std::size_t>(i)] >= 0) plan.actions.push_back({-1, i});
+      if (i >= 3 && was_open[static_cast<std::size_t>(i)] >= 0) plan.actions.push_back({-1, i});
       continue;
     }
     // A source inside the target range could be overwritten by an earlier dup2: move it above.
@@ -453,8 +453,8 @@ struct clone_stack_linux {
 // Whether the kernel refused the clone (seccomp, a sandbox): the other paths serve from then on.
 inline std::atomic<bool> clone_refused_linux{false};
 
-// Whether the kernel refused CLONE_PIDFD for good (EINVAL, EPERM, ENOSYS: see clone_exec_linux):
-// the clone goes on without it, and pidfd_open serves.
+// Whether the kernel refused CLONE_PIDFD (EINVAL: a seccomp filter or a kernel that checks the
+// flag and lacks it): the clone goes on without it, and pidfd_open serves.
 inline std::atomic<bool> clone_pidfd_refused_linux{false};
 
 #ifndef CLONE_PIDFD
@@ -463,20 +463,15 @@ inline std::atomic<bool> clone_pidfd_refused_linux{false};
 #  define CHILDPROC_CLONE_PIDFD CLONE_PIDFD
 #endif
 
-// A child the clone path started: its pid (0 when the clone was refused) and, where the kernel
-// made one with the child, its pidfd.
-struct cloned_linux {
-  pid_t pid = 0;
-  unique_handle pidfd;
-};
-
-// Starts the child on the clone path, or an error.
+// Starts the child on the clone path: its pid (0 when the clone was refused) and, where the
+// kernel made one with the child, its pidfd (-1 else), or an error.
 inline auto clone_exec_linux(const spawn_request& req, const std::string& path, const stdio_plan& plan,
-                             char* const* argv, char* const* envp) -> result<cloned_linux> {
-  if (clone_stack_gone_linux) return cloned_linux{};  // this thread is ending: its stack is gone
+                             char* const* argv, char* const* envp) -> result<std::pair<pid_t, int>> {
+  const std::pair<pid_t, int> refused{0, -1};
+  if (clone_stack_gone_linux) return refused;  // this thread is ending: its stack is gone
   thread_local clone_stack_linux stack;
   char* top = stack.top();
-  if (!top) return cloned_linux{};  // no memory for a stack: the other paths need none
+  if (!top) return refused;  // no memory for a stack: the other paths need none
   clone_job_linux j;
   j.o = req.opts;
   j.plan = &plan;
@@ -499,8 +494,8 @@ inline auto clone_exec_linux(const spawn_request& req, const std::string& path, 
 #else
   const bool with_pidfd = !clone_pidfd_refused_linux.load(std::memory_order_relaxed);
 #endif
-  constexpr int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
-  int pid = ::clone(&clone_child_linux, top, flags | (with_pidfd ? CHILDPROC_CLONE_PIDFD : 0), &j, &pidfd);
+  int pid = ::clone(&clone_child_linux, top, CLONE_VM | CLONE_VFORK | SIGCHLD | (with_pidfd ? CHILDPROC_CLONE_PIDFD : 0),
+                    &j, &pidfd);
   int clone_errno = errno;
   // Refused with the flag: again without it. EMFILE / ENFILE: no descriptor free for the pidfd
   // now (the child runs by pid, as before pidfds); EINVAL (Linux 5.2 wants *parent_tid 0, a
@@ -509,24 +504,24 @@ inline auto clone_exec_linux(const spawn_request& req, const std::string& path, 
       (clone_errno == EMFILE || clone_errno == ENFILE || clone_errno == EINVAL || clone_errno == EPERM || clone_errno == ENOSYS)) {
     if (clone_errno != EMFILE && clone_errno != ENFILE) clone_pidfd_refused_linux.store(true, std::memory_order_relaxed);
     pidfd = -1;
-    pid = ::clone(&clone_child_linux, top, flags, &j);
+    pid = ::clone(&clone_child_linux, top, CLONE_VM | CLONE_VFORK | SIGCHLD, &j);
     clone_errno = errno;
   }
   ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, nullptr, sizeof old);
   if (pid < 0) {
     if (clone_errno == ENOSYS || clone_errno == EPERM || clone_errno == EINVAL) {
       clone_refused_linux.store(true, std::memory_order_relaxed);
-      return cloned_linux{};
+      return refused;
     }
     return last_os_error(clone_errno, req.context);
   }
-  cloned_linux out{static_cast<pid_t>(pid), unique_handle(pidfd)};  // the pidfd closed on the error below
+  unique_handle owned(pidfd);  // closed on the error below
   if (const int e = j.err.load(std::memory_order_relaxed)) {  // a step before execve failed: the child has exited
     int status;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     return last_os_error(e, req.context);
   }
-  return out;
+  return std::pair<pid_t, int>{static_cast<pid_t>(pid), owned.release()};
 }
 #endif
 
@@ -579,13 +574,13 @@ inline auto spawn_native(const spawn_request& req) -> result<spawned> {
   const auto argv = c_strings(req.argv);
   const auto envp = c_strings(req.env);
   result<pid_t> pid = pid_t{0};
-  unique_handle pidfd;  // made with the child (the clone path), or none
+  unique_handle pidfd;  // made with the child (the clone path), or -1
 #if CHILDPROC_CLONE_SPAWN
   if (!clone_refused_linux.load(std::memory_order_relaxed)) {
     auto cloned = clone_exec_linux(req, *path, *plan, argv.data(), envp.data());
     if (!cloned) return std::move(cloned).error();
-    pid = cloned->pid;
-    pidfd = std::move(cloned->pidfd);
+    pid = cloned->first;
+    pidfd = unique_handle(cloned->second);
   }
 #endif
   if (pid && *pid == 0) {  // elsewhere, or the clone was refused
